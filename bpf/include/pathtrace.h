@@ -1,0 +1,80 @@
+/* The contract between the BPF programs and pathtrace's Go side: the event record, the
+ * configuration and the counters. Go types are generated from these by bpf2go (-type). */
+#pragma once
+
+#define IFNAMSIZ 16
+
+enum event_kind {
+	EV_RECEIVE = 1, /* net:netif_receive_skb */
+	EV_QUEUE = 2,   /* net:net_dev_queue */
+	EV_XMIT = 3,    /* net:net_dev_start_xmit */
+	EV_ROUTE = 4,   /* fib:fib_table_lookup */
+	EV_DROP = 5,    /* skb:kfree_skb */
+	EV_CONSUME = 6, /* skb:consume_skb */
+};
+
+enum stat_index {
+	STAT_EVENTS = 0,      /* events written to the ring buffer */
+	STAT_LOST = 1,        /* events that found the ring buffer full */
+	STAT_TRACK_FULL = 2,  /* packets that could not be tracked (map update failed) */
+	STAT_MAX = 3,
+};
+
+struct packet {
+	__u8 saddr[16]; /* IPv4 in the first four bytes */
+	__u8 daddr[16];
+	__u8 family;    /* 4 or 6, 0 when the headers could not be read */
+	__u8 proto;
+	__u8 ttl;
+	__u8 tcp_flags;
+	__be16 sport;   /* TCP/UDP ports; for ICMP echo both carry the identifier */
+	__be16 dport;
+	__be16 ip_id;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__be16 icmp_seq;
+	__u16 _pad;
+	__be32 tcp_seq;
+};
+
+struct route {
+	__u32 table;
+	__s32 err;
+	__u32 out_ifindex;
+	__u32 iif;
+	__u8 gw[16];
+	__u8 gw_family; /* 4, 6 or 0 */
+	__u8 _pad[3];
+	char out_ifname[IFNAMSIZ];
+};
+
+struct event {
+	__u64 ts;       /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	__u64 skb;      /* sk_buff address: identity of the packet while it lives */
+	__u64 location; /* kfree_skb/consume_skb caller */
+	enum event_kind kind;
+	__u32 cpu;
+	__u32 netns;    /* network namespace inode */
+	__u32 ifindex;
+	__u32 len;
+	__u32 reason;   /* enum skb_drop_reason of the running kernel */
+	char ifname[IFNAMSIZ];
+	struct packet pkt;
+	struct route route;
+};
+
+struct filter {
+	__u8 src[16];
+	__u8 src_mask[16];
+	__u8 dst[16];
+	__u8 dst_mask[16];
+	__u8 family; /* 0: any, 4, 6 */
+	__u8 proto;  /* 0: any */
+	__be16 sport;
+	__be16 dport;
+	__u16 _pad;
+};
+
+struct config {
+	struct filter filter;
+};

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pathtrace/pathtrace/internal/privilege"
+	"github.com/pathtrace/pathtrace/internal/run"
+	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// flags maps 1:1 to the command line: Filter* choose the flow, Output* where results go.
+type flags struct {
+	FilterSrc   string
+	FilterDst   string
+	FilterProto string
+	FilterSport string
+	FilterDport string
+
+	Duration time.Duration
+	Count    int
+
+	OutputJSON   string
+	OutputColor  string
+	OutputRecord string
+
+	ReadyFile string
+	KernelBTF string
+}
+
+func (f *flags) filter() (trace.Filter, error) {
+	src, err := trace.ParseAddr(f.FilterSrc)
+	if err != nil {
+		return trace.Filter{}, fmt.Errorf("--src: %w", err)
+	}
+	dst, err := trace.ParseAddr(f.FilterDst)
+	if err != nil {
+		return trace.Filter{}, fmt.Errorf("--dst: %w", err)
+	}
+	proto, err := trace.ParseProto(f.FilterProto)
+	if err != nil {
+		return trace.Filter{}, fmt.Errorf("--proto: %w", err)
+	}
+	sport, err := trace.ParsePort(f.FilterSport)
+	if err != nil {
+		return trace.Filter{}, fmt.Errorf("--sport: %w", err)
+	}
+	dport, err := trace.ParsePort(f.FilterDport)
+	if err != nil {
+		return trace.Filter{}, fmt.Errorf("--dport: %w", err)
+	}
+	return trace.NewFilter(src, dst, proto, sport, dport)
+}
+
+func colorFor(mode string, out *os.File) (bool, error) {
+	switch mode {
+	case "auto", "":
+		return text.AutoColor(out), nil
+	case "always":
+		return true, nil
+	case "never":
+		return false, nil
+	}
+	return false, fmt.Errorf("--color: want auto, always or never, not %q", mode)
+}
+
+func newRootCmd() *cobra.Command {
+	var f flags
+	cmd := &cobra.Command{
+		Use:   "pathtrace --src ADDR --dst ADDR [flags]",
+		Short: "Follow one flow through this node's kernel and say where and why it was dropped",
+		Long: `pathtrace attaches eBPF programs to the kernel's networking tracepoints and follows the
+packets of one flow (both directions) through every device and network namespace on this node.
+Each packet is printed as it completes, with its fate: delivered, left the host, or dropped with
+the kernel's drop reason and location. The run ends on --duration, --count, Ctrl-C or SIGTERM
+with a per-flow summary and a verdict.`,
+		Example: `  pathtrace --src 10.244.1.5 --dst 8.8.8.8 --proto icmp --duration 30s --json trace.json
+  pathtrace --dst 10.96.0.10 --proto udp --dport 53 --count 10
+  pathtrace show trace.json
+  pathtrace demo`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter()
+			if err != nil {
+				return err
+			}
+			if f.Duration < 0 {
+				return fmt.Errorf("--duration must not be negative, got %s", f.Duration)
+			}
+			if f.Count < 0 {
+				return fmt.Errorf("--count must not be negative, got %d", f.Count)
+			}
+			color, err := colorFor(f.OutputColor, os.Stdout)
+			if err != nil {
+				return err
+			}
+			if err := privilege.Check(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_, err = run.Run(ctx, run.Options{
+				Filter:     filter,
+				Duration:   f.Duration,
+				Count:      f.Count,
+				JSONPath:   f.OutputJSON,
+				ReadyFile:  f.ReadyFile,
+				RecordPath: f.OutputRecord,
+				KernelBTF:  f.KernelBTF,
+				Args:       os.Args[1:],
+				Out:        os.Stdout,
+				Color:      color,
+			})
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.FilterSrc, "src", "", "source address or CIDR (IPv4 or IPv6); omit for any")
+	fl.StringVar(&f.FilterDst, "dst", "", "destination address or CIDR; omit for any")
+	fl.StringVar(&f.FilterProto, "proto", "", "protocol: icmp, tcp, udp, icmpv6 or a number (default any)")
+	fl.StringVar(&f.FilterSport, "sport", "", "source port (tcp/udp)")
+	fl.StringVar(&f.FilterDport, "dport", "", "destination port (tcp/udp)")
+	fl.DurationVar(&f.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
+	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
+	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
+	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")
+	fl.StringVar(&f.ReadyFile, "ready-file", "", "create this file once every probe is attached")
+	fl.StringVar(&f.OutputRecord, "record-events", "", "write every raw event as JSON lines (test fixtures)")
+	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")
+	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf"} {
+		_ = fl.MarkHidden(hidden)
+	}
+	cmd.AddCommand(newShowCmd(), newDemoCmd())
+	cmd.SetContext(context.Background())
+	return cmd
+}

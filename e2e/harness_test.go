@@ -1,0 +1,165 @@
+// Package e2e runs the pathtrace binary against the real kernel: real namespaces, real packets,
+// assertions on the JSON and the text a user reads.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pathtrace/pathtrace/render/jsontrace"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// binary is the pathtrace built once for the suite, in a directory anyone may read, so the
+// not-root test can run it as nobody.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pathtrace-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Chmod(dir, 0o755)
+	binary = filepath.Join(dir, "pathtrace")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/pathtrace")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build pathtrace:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// session is one running pathtrace.
+type session struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	json   string
+	done   chan error
+}
+
+// start runs pathtrace with args plus --json/--ready-file/--color never and waits until its
+// probes are attached.
+func start(t *testing.T, args ...string) *session {
+	t.Helper()
+	dir := t.TempDir()
+	s := &session{t: t, json: filepath.Join(dir, "trace.json"), done: make(chan error, 1)}
+	ready := filepath.Join(dir, "ready")
+	args = append(args, "--json", s.json, "--ready-file", ready, "--color", "never")
+	s.cmd = exec.Command(binary, args...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start pathtrace: %v", err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return s
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("pathtrace exited before it was ready: %v\nstdout:\n%s\nstderr:\n%s", err, &s.stdout, &s.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pathtrace not ready after 20s\nstderr:\n%s", &s.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the run with sig (0: wait for it to end by itself) and returns the saved trace.
+func (s *session) stop(sig syscall.Signal) *trace.Trace {
+	s.t.Helper()
+	if sig != 0 {
+		// Let the last events reach userspace before asking it to stop.
+		time.Sleep(300 * time.Millisecond)
+		s.cmd.Process.Signal(sig)
+	}
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Fatalf("pathtrace failed: %v\nstdout:\n%s\nstderr:\n%s", err, &s.stdout, &s.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		s.t.Fatalf("pathtrace did not stop\nstdout:\n%s", &s.stdout)
+	}
+	requireNothingLeft(s.t)
+	tr, err := jsontrace.ReadFile(s.json)
+	if err != nil {
+		s.t.Fatalf("read trace: %v\nstdout:\n%s\nstderr:\n%s", err, &s.stdout, &s.stderr)
+	}
+	s.t.Logf("pathtrace output:\n%s", &s.stdout)
+	return tr
+}
+
+// showText re-renders the saved trace with `pathtrace show`; it must equal the live output.
+func (s *session) showText() string {
+	s.t.Helper()
+	out, err := exec.Command(binary, "show", "--color", "never", s.json).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("pathtrace show: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+func requireLine(t *testing.T, text string, parts ...string) {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		ok := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+	}
+	t.Errorf("no line contains all of %q in:\n%s", parts, text)
+}
+
+// packets returns the trace's packets going in dir.
+func packets(tr *trace.Trace, dir trace.Direction) []trace.Packet {
+	var out []trace.Packet
+	for _, p := range tr.Packets {
+		if p.Flow == dir {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// netnsSeen lists the namespaces a packet's hops crossed, in order, without repeats.
+func netnsSeen(p trace.Packet) []string {
+	var out []string
+	for _, h := range p.Hops {
+		if h.Event == trace.KindRoute {
+			continue
+		}
+		if len(out) == 0 || out[len(out)-1] != h.NetnsName {
+			out = append(out, h.NetnsName)
+		}
+	}
+	return out
+}

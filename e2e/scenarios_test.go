@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pathtrace/pathtrace/internal/lab"
+	"github.com/pathtrace/pathtrace/internal/testutil"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// standard builds pod -- node -- ext for one test and removes it afterwards.
+func standard(t *testing.T, name string, net uint8) *lab.Topology {
+	t.Helper()
+	testutil.RequireRoot(t, "create network namespaces and load BPF programs")
+	topo, err := lab.Standard("pte2e-"+name, net)
+	if err != nil {
+		t.Fatalf("build lab: %v", err)
+	}
+	t.Cleanup(func() { topo.Lab.Close() })
+	return topo
+}
+
+func ping(t *testing.T, topo *lab.Topology, count int) int {
+	t.Helper()
+	n, err := topo.Pod.Ping(topo.ExtIP.String(), 0x4242, count, 100*time.Millisecond, 500*time.Millisecond)
+	if err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	return n
+}
+
+// requireDrop checks that every request was dropped at the same place and that the text says so.
+// fns are the functions the kernel may report the drop from (it differs between versions).
+func requireDrop(t *testing.T, tr *trace.Trace, out string, netns, ifname, reason string, fns ...string) {
+	t.Helper()
+	reqs := packets(tr, trace.Request)
+	if len(reqs) == 0 {
+		t.Fatalf("no request packets in the trace")
+	}
+	for _, p := range reqs {
+		f := p.Fate
+		if f.Outcome != trace.Dropped || f.Reason != reason || !inFunction(f.Location, fns) ||
+			f.NetnsName != netns || f.Ifname != ifname {
+			t.Errorf("packet #%d fate = %+v, want dropped in %s on %s with %s in %v", p.ID, f, netns, ifname, reason, fns)
+		}
+	}
+	requireLine(t, out, "DROPPED", reason, reqs[0].Fate.Location)
+	if tr.Verdict.Outcome != "dropped" {
+		t.Errorf("verdict outcome = %q, want dropped", tr.Verdict.Outcome)
+	}
+}
+
+func inFunction(location string, fns []string) bool {
+	for _, fn := range fns {
+		if strings.HasPrefix(location, fn+"+0x") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestHealthyPing(t *testing.T) {
+	topo := standard(t, "ok", 11)
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--proto", "icmp")
+	if got := ping(t, topo, 3); got != 3 {
+		t.Fatalf("lab ping got %d replies, want 3", got)
+	}
+	tr := s.stop(syscall.SIGINT)
+
+	reqs, reps := packets(tr, trace.Request), packets(tr, trace.Reply)
+	if len(reqs) < 3 || len(reps) < 3 {
+		t.Fatalf("got %d requests and %d replies, want 3 of each", len(reqs), len(reps))
+	}
+	pod, node, ext := topo.Pod.Name(), topo.Node.Name(), topo.Ext.Name()
+	for _, p := range reqs {
+		if p.Tuple.ICMPType != 8 {
+			continue
+		}
+		if got := netnsSeen(p); !slices.Equal(got, []string{pod, node, ext}) {
+			t.Errorf("request #%d crossed %v, want [%s %s %s]", p.ID, got, pod, node, ext)
+		}
+		if p.Fate.Outcome != trace.Delivered || p.Fate.NetnsName != ext {
+			t.Errorf("request #%d fate = %+v, want delivered in %s", p.ID, p.Fate, ext)
+		}
+	}
+	for _, p := range reps {
+		if p.Tuple.ICMPType != 0 {
+			continue
+		}
+		if got := netnsSeen(p); len(got) < 3 || got[0] != ext || got[1] != node || got[2] != pod {
+			t.Errorf("reply #%d crossed %v, want [%s %s %s]", p.ID, got, ext, node, pod)
+		}
+		if p.Fate.Outcome != trace.Delivered || p.Fate.NetnsName != pod {
+			t.Errorf("reply #%d fate = %+v, want delivered in %s", p.ID, p.Fate, pod)
+		}
+	}
+	if tr.Verdict.Outcome != "delivered" {
+		t.Errorf("verdict = %+v, want delivered", tr.Verdict)
+	}
+	out := s.stdout.String()
+	requireLine(t, out, "request", "icmp", topo.PodIP.String(), topo.ExtIP.String())
+	requireLine(t, out, node, topo.NodePodIf, "received")
+	requireLine(t, out, node, topo.NodeExtIf, "xmit")
+	requireLine(t, out, "delivered in "+ext)
+	if show := s.showText(); show != out {
+		t.Errorf("pathtrace show differs from the live output:\n--- live\n%s\n--- show\n%s", out, show)
+	}
+}
+
+func TestForwardingDisabled(t *testing.T) {
+	topo := standard(t, "fwd", 12)
+	if err := topo.Node.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String())
+	if got := ping(t, topo, 2); got != 0 {
+		t.Fatalf("ping got %d replies through a node with forwarding off", got)
+	}
+	tr := s.stop(syscall.SIGTERM)
+	out := s.stdout.String()
+	requireDrop(t, tr, out, topo.Node.Name(), topo.NodePodIf, "IP_INADDRERRORS", "ip_error")
+	requireLine(t, out, topo.Node.Name(), topo.NodePodIf, "DROPPED")
+	if !strings.Contains(tr.Verdict.Summary, "forwarding") {
+		t.Errorf("verdict summary does not mention forwarding: %q", tr.Verdict.Summary)
+	}
+	if len(packets(tr, trace.Reply)) != 0 {
+		t.Errorf("replies seen although every request was dropped")
+	}
+}
+
+func TestForwardChainDrop(t *testing.T) {
+	topo := standard(t, "nft", 13)
+	if err := topo.Node.NftDropForward(topo.PodIP.String()); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--proto", "icmp")
+	if got := ping(t, topo, 2); got != 0 {
+		t.Fatalf("ping got %d replies through a FORWARD drop rule", got)
+	}
+	tr := s.stop(syscall.SIGINT)
+	requireDrop(t, tr, s.stdout.String(), topo.Node.Name(), topo.NodePodIf, "NETFILTER_DROP", "nf_hook_slow", "nft_do_chain")
+}
+
+func TestUDPClosedPort(t *testing.T) {
+	topo := standard(t, "udp", 14)
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--proto", "udp", "--dport", "9")
+	for i := 0; i < 2; i++ {
+		if err := topo.Pod.SendUDP(topo.ExtIP.String(), 40000, 9, []byte(fmt.Sprintf("probe %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tr := s.stop(syscall.SIGINT)
+	requireDrop(t, tr, s.stdout.String(), topo.Ext.Name(), "eth0", "NO_SOCKET", "__udp4_lib_rcv")
+}
+
+func TestEndsOnCountAndDuration(t *testing.T) {
+	topo := standard(t, "end", 15)
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--count", "2", "--duration", "20s")
+	ping(t, topo, 3)
+	tr := s.stop(0)
+	if tr.Meta.EndReason != "count" || len(tr.Packets) != 2 {
+		t.Errorf("end reason %q with %d packets, want count with 2", tr.Meta.EndReason, len(tr.Packets))
+	}
+
+	s = start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--duration", "1s")
+	tr = s.stop(0)
+	if tr.Meta.EndReason != "duration" {
+		t.Errorf("end reason %q, want duration", tr.Meta.EndReason)
+	}
+	if tr.Verdict.Outcome != "no-packets" {
+		t.Errorf("verdict %q with no traffic, want no-packets", tr.Verdict.Outcome)
+	}
+	requireLine(t, s.stdout.String(), "no packet")
+}

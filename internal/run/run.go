@@ -1,0 +1,203 @@
+// Package run is one pathtrace run: it opens the tracer, assembles packets as events arrive,
+// prints each one as it completes, and ends with the flow summary, the verdict and the saved
+// trace. The CLI and the demo both use it.
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/render/jsontrace"
+	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer"
+	"github.com/pathtrace/pathtrace/tracer/assemble"
+	"github.com/pathtrace/pathtrace/tracer/diagnose"
+)
+
+// Options are one run's settings.
+type Options struct {
+	Filter   trace.Filter
+	Duration time.Duration // 0: until ctx ends or Count is reached
+	Count    int           // stop after this many packets; 0: no limit
+	JSONPath string        // write the trace here at the end; "" for none
+	// ReadyFile is created once every probe is attached, for harnesses.
+	ReadyFile string
+	// RecordPath receives every raw event as JSON lines, for recorded test fixtures.
+	RecordPath string
+	KernelBTF  string
+	Args       []string
+	Out        io.Writer
+	Color      bool
+	// OnReady runs once the probes are attached (the demo starts its traffic here).
+	OnReady func()
+}
+
+// Run traces until the duration, the count or ctx ends, and returns the trace.
+func Run(ctx context.Context, o Options) (*trace.Trace, error) {
+	jsonOut, err := openOutput(o.JSONPath)
+	if err != nil {
+		return nil, err
+	}
+	defer jsonOut.abort()
+	rec, err := openOutput(o.RecordPath)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.abort()
+
+	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+
+	t := &trace.Trace{
+		Schema: trace.Schema,
+		Filter: o.Filter,
+		Meta: trace.Meta{
+			Kernel:    kernelRelease(),
+			StartedAt: time.Now().UTC(),
+			Args:      o.Args,
+			Backend:   tr.Backend(),
+			Probes:    tr.Probes(),
+			Degraded:  tr.Degraded(),
+		},
+	}
+	t.Meta.Hostname, _ = os.Hostname()
+	pr := text.NewPrinter(o.Out, text.Options{Color: o.Color})
+	pr.Header(t)
+
+	if o.ReadyFile != "" {
+		if err := os.WriteFile(o.ReadyFile, []byte("ready\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("write ready file: %w", err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	endReason := "signal"
+	if o.Duration > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, o.Duration)
+		defer cancelT()
+	}
+	if o.OnReady != nil {
+		go o.OnReady()
+	}
+
+	asm := assemble.New(o.Filter, assemble.Options{})
+	emit := func(done []trace.Packet) {
+		for _, p := range done {
+			if o.Count > 0 && len(t.Packets) >= o.Count {
+				return // --count N means exactly N packets, even when several complete at once
+			}
+			t.Packets = append(t.Packets, p)
+			pr.Packet(p)
+			if o.Count > 0 && len(t.Packets) >= o.Count && endReason != "count" {
+				endReason = "count"
+				cancel()
+			}
+		}
+	}
+	var enc *json.Encoder
+	if rec.f != nil {
+		enc = json.NewEncoder(rec.f)
+	}
+	err = tr.Run(ctx, func(ev trace.Event) {
+		if enc != nil {
+			_ = enc.Encode(ev)
+		}
+		emit(asm.Add(ev))
+	}, func(now uint64) { emit(asm.Expire(now)) })
+	if err != nil {
+		return nil, err
+	}
+	emit(asm.Flush())
+	if endReason != "count" && o.Duration > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		endReason = "duration"
+	}
+
+	st, err := tr.Stats()
+	if err != nil {
+		return nil, err
+	}
+	t.Meta.LostEvents = st.Lost
+	t.Meta.Untracked = st.TrackFull
+	t.Meta.EndedAt = time.Now().UTC()
+	t.Meta.EndReason = endReason
+	t.Flows = assemble.Summarize(o.Filter, t.Packets)
+	t.Verdict = diagnose.Verdict(t)
+	pr.Summary(t)
+
+	if rec.f != nil {
+		if err := rec.commit(); err != nil {
+			return t, err
+		}
+	}
+	if jsonOut.f != nil {
+		if err := jsontrace.Write(jsonOut.f, t); err != nil {
+			return t, fmt.Errorf("write %s: %w", o.JSONPath, err)
+		}
+		if err := jsonOut.commit(); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+// output is a file written under a temporary name and renamed into place at the end, so an
+// unwritable path fails before tracing starts and an interrupted run leaves no half file.
+type output struct {
+	f    *os.File
+	path string
+}
+
+func openOutput(path string) (*output, error) {
+	if path == "" {
+		return &output{}, nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("cannot write %s: %w", path, errors.Unwrap(err))
+	}
+	return &output{f: f, path: path}, nil
+}
+
+func (o *output) commit() error {
+	// CreateTemp makes the file 0600; a trace is for sharing in a postmortem.
+	if err := o.f.Chmod(0o644); err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	if err := o.f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	if err := os.Rename(o.f.Name(), o.path); err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	o.f = nil
+	return nil
+}
+
+func (o *output) abort() {
+	if o.f != nil {
+		o.f.Close()
+		os.Remove(o.f.Name())
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

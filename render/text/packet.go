@@ -1,0 +1,138 @@
+package text
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+const hopIndent = "    "
+
+// Packet prints one packet's block: a headline, one line per hop in time order, and its fate.
+func (p *Printer) Packet(pk trace.Packet) {
+	b := p.newBlock()
+	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(fmt.Sprintf(" %-7s  %s", pk.Flow, packetLine(pk.Tuple))))
+
+	hops := slices.Clone(pk.Hops)
+	// Hops from different CPUs can arrive out of order; a story told out of order misleads.
+	slices.SortStableFunc(hops, func(a, b trace.Hop) int {
+		switch {
+		case a.TimeNS < b.TimeNS:
+			return -1
+		case a.TimeNS > b.TimeNS:
+			return 1
+		}
+		return 0
+	})
+	rows := make([][]cell, len(hops))
+	tails := make([][]span, len(hops))
+	var prev *trace.Tuple
+	for i, h := range hops {
+		event, evStyle := eventName(h.Event)
+		rows[i] = []cell{
+			{s: fmt.Sprintf("+%.3fms", float64(h.TimeNS-hops[0].TimeNS)/1e6), right: true},
+			{s: or(netnsName(h.NetnsName, h.Netns), "-")},
+			{s: or(ifName(h.Ifname, h.Ifindex), "-")},
+			{s: event, st: evStyle},
+		}
+		tails[i] = hopDetail(h)
+		if h.Tuple != nil {
+			if prev != nil {
+				if n := nat(*prev, h.Tuple.Tuple); n != "" {
+					if len(tails[i]) > 0 {
+						tails[i] = append(tails[i], sp("  "))
+					}
+					tails[i] = append(tails[i], styled(warn, n))
+				}
+			}
+			prev = &h.Tuple.Tuple
+		}
+	}
+	b.table(hopIndent, rows, tails)
+	b.line(hopIndent, fateLine(pk, hops)...)
+	b.nl()
+	p.flush(b)
+}
+
+func eventName(k trace.Kind) (string, style) {
+	if k == trace.KindDrop {
+		return "DROPPED", alarm
+	}
+	return string(k), plain
+}
+
+func hopDetail(h trace.Hop) []span {
+	switch h.Event {
+	case trace.KindRoute:
+		if h.Route == nil {
+			return nil
+		}
+		s, failed := routeDetail(*h.Route)
+		if failed {
+			return []span{styled(alarm, s)}
+		}
+		return []span{sp(s)}
+	case trace.KindDrop:
+		return []span{sp(or(reasonAt(h.Reason, h.Location), "no drop reason reported"))}
+	case trace.KindConsume:
+		if h.Location != "" {
+			return []span{sp("at " + h.Location)}
+		}
+	}
+	return nil
+}
+
+// fateLine is the block's last line, the one a reader skims for: "=> DROPPED on node
+// veth-pod: IP_INADDRERRORS at ip_error+0x5a".
+func fateLine(pk trace.Packet, hops []trace.Hop) []span {
+	f := pk.Fate
+	where := place(netnsName(f.NetnsName, f.Netns), f.Ifname)
+	switch f.Outcome {
+	case trace.Dropped:
+		s := ""
+		if where != "" {
+			s = " on " + where
+		}
+		if why := reasonAt(f.Reason, f.Location); why != "" {
+			s += ": " + why
+		}
+		return []span{sp("=> "), styled(alarm, "DROPPED"), sp(s)}
+	case trace.Delivered:
+		s := ""
+		if ns := netnsName(f.NetnsName, f.Netns); ns != "" {
+			s = " in " + ns
+		}
+		if f.Location != "" {
+			s += " (consumed at " + f.Location + ")"
+		}
+		return []span{sp("=> "), styled(good, "delivered"), sp(s)}
+	case trace.LeftHost:
+		s := ""
+		if f.Ifname != "" {
+			s = " on " + f.Ifname
+		}
+		return []span{sp("=> "), styled(good, "left host"), sp(s)}
+	case trace.Unknown, "":
+		s := ": trace ended before the packet's end was seen"
+		if n := len(hops); n > 0 {
+			h := hops[n-1]
+			ev, _ := eventName(h.Event)
+			if w := place(netnsName(h.NetnsName, h.Netns), ifName(h.Ifname, h.Ifindex)); w != "" {
+				ev += " on " + w
+			}
+			s += " (last seen: " + ev + ")"
+		}
+		return []span{sp("=> "), styled(warn, "unknown"), sp(s)}
+	}
+	return []span{sp(strings.TrimSpace("=> " + string(f.Outcome) + " " + where))}
+}
+
+func or(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}

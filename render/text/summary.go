@@ -1,0 +1,186 @@
+package text
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// Summary prints how the run went, one line per flow, a loud warning if events were lost,
+// and the verdict.
+func (p *Printer) Summary(t *trace.Trace) {
+	b := p.newBlock()
+	ran := ""
+	if d := runTime(t.Meta); d != "" {
+		ran = " in " + d
+	}
+	if stop := stopReason(t.Meta.EndReason); stop != "" {
+		ran += " (stopped: " + stop + ")"
+	}
+	if len(t.Packets) == 0 {
+		b.line("", styled(warn, "no packets matched "+t.Filter.String()+ran))
+	} else {
+		b.line("", sp("summary: "+plural(len(t.Packets), "packet", "packets")+ran))
+	}
+	for _, f := range t.Flows {
+		b.line("", flowLine(f)...)
+	}
+	if n := t.Meta.LostEvents; n > 0 {
+		b.line("", styled(alarm, "WARNING: "+plural(int(n), "event", "events")+" lost"),
+			sp(" (the kernel's ring buffer was full): this trace is incomplete."))
+		b.line("         ", sp("Hops or whole packets may be missing; a packet marked unknown may have been dropped or delivered."))
+	}
+	if n := t.Meta.Untracked; n > 0 {
+		b.line("", styled(alarm, "WARNING: "+plural(int(n), "packet", "packets")+" not tracked"),
+			sp(" (the tracking map was full): their hops after a NAT rewrite may be missing."))
+	}
+	if v := t.Verdict; v.Outcome != "" || v.Summary != "" || v.Cause != "" || len(v.Evidence) > 0 || len(v.Fix) > 0 {
+		b.nl()
+		verdict(b, v)
+	}
+	p.flush(b)
+}
+
+// runTime is the wall-clock length of the run. Monotonic readings are dropped because a
+// saved trace has none: live and `show` must compute the same duration.
+func runTime(m trace.Meta) string {
+	if m.StartedAt.IsZero() || m.EndedAt.IsZero() {
+		return ""
+	}
+	d := m.EndedAt.Round(0).Sub(m.StartedAt.Round(0))
+	switch {
+	case d < 0:
+		return ""
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func stopReason(r string) string {
+	switch r {
+	case "duration":
+		return "time limit reached"
+	case "count":
+		return "packet count reached"
+	case "signal":
+		return "interrupted"
+	case "demo":
+		return "demo run"
+	}
+	return r
+}
+
+// flowLine is "flow icmp 10.0.1.2 <-> 10.0.2.2: 3 requests, 0 replies; 3 dropped (request)
+// on node/veth-pod: IP_INADDRERRORS at ip_error+0x5a". Drops come first: they are why the
+// reader is here.
+func flowLine(f trace.FlowSummary) []span {
+	out := []span{sp(fmt.Sprintf("flow %s: %s, %s", flowName(f.Tuple),
+		plural(f.Requests, "request", "requests"), plural(f.Replies, "reply", "replies")))}
+	for _, d := range f.Drops {
+		s := strconv.Itoa(d.Count) + " dropped"
+		if d.Flow != "" {
+			s += " (" + string(d.Flow) + ")"
+		}
+		where := d.NetnsName
+		if d.Ifname != "" {
+			where = strings.TrimPrefix(where+"/"+d.Ifname, "/")
+		}
+		if where != "" {
+			s += " on " + where
+		}
+		if why := reasonAt(d.Reason, d.Location); why != "" {
+			s += ": " + why
+		}
+		out = append(out, sp("; "), styled(alarm, s))
+	}
+	for _, c := range []struct {
+		n    int
+		what string
+		st   style
+	}{{f.Delivered, "delivered", good}, {f.LeftHost, "left host", good}, {f.Unknown, "unknown", warn}} {
+		if c.n > 0 {
+			out = append(out, sp("; "), styled(c.st, strconv.Itoa(c.n)+" "+c.what))
+		}
+	}
+	return out
+}
+
+var outcomes = map[string]struct {
+	label string
+	st    style
+}{
+	"dropped":    {"DROPPED", alarm},
+	"delivered":  {"delivered", good},
+	"left-host":  {"left host", good},
+	"no-packets": {"no packets", warn},
+	"unknown":    {"unknown", warn},
+}
+
+func verdict(b *block, v trace.Verdict) {
+	o, ok := outcomes[v.Outcome]
+	if !ok {
+		o.label = or(v.Outcome, "none")
+	}
+	head := []span{styled(bold, "Verdict: "), styled(o.st, o.label)}
+	if v.Confidence != "" {
+		head = append(head, sp(" (confidence: "+v.Confidence+")"))
+	}
+	b.line("", head...)
+	for _, l := range lines(v.Summary) {
+		b.line("  ", sp(l))
+	}
+
+	var rows [][]cell
+	var tails [][]span
+	keyed := func(key string, texts []string) {
+		for i, t := range texts {
+			if i > 0 {
+				key = ""
+			}
+			rows = append(rows, []cell{{s: key}})
+			tails = append(tails, []span{sp(t)})
+		}
+	}
+	keyed("cause", lines(v.Cause))
+	for i, e := range v.Evidence {
+		key := ""
+		if i == 0 {
+			key = "evidence"
+		}
+		row := []cell{{s: key}, {s: e.What}, {s: e.Value}}
+		var tail []span
+		if e.Source != "" {
+			tail = []span{sp("(source: " + e.Source + ")")}
+		}
+		rows = append(rows, row)
+		tails = append(tails, tail)
+	}
+	var fixes []string
+	for i, f := range v.Fix {
+		for j, l := range lines(f) {
+			switch {
+			case len(v.Fix) > 1 && j == 0:
+				l = strconv.Itoa(i+1) + ". " + l
+			case len(v.Fix) > 1:
+				l = "   " + l
+			}
+			fixes = append(fixes, l)
+		}
+	}
+	keyed("fix", fixes)
+	b.table("  ", rows, tails)
+}
+
+// lines splits text a program wrote across lines; the renderer must not let a newline in a
+// verdict break the block's indentation.
+func lines(s string) []string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building, generating and testing pathtrace need, from Debian's packages.
+# Idempotent: a package already installed is not fetched again.
+set -euo pipefail
+
+pkgs=(
+	clang-19 llvm-19 libbpf-dev  # make generate: the pinned BPF compiler and libbpf's headers
+	iproute2 iputils-ping        # README examples and manual checks
+	nftables iptables            # manual checks of the netfilter scenarios (tests use netlink)
+	bpftool                      # tests list the kernel's BPF objects to prove nothing is left behind
+	make git ca-certificates
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH=$PATH:/usr/local/go/bin
+fi
+command -v go >/dev/null || { echo "install-deps: Go is not installed (need Go $(sed -n 's/^go //p' go.mod))" >&2; exit 1; }
+go mod download

@@ -1,0 +1,208 @@
+// Package trace holds pathtrace's model of a run: the events the kernel reported, the packets
+// they form, each packet's fate and the run's verdict. It is what the tracer produces, what the
+// renderers print and what a saved trace file contains, so it imports nothing kernel-facing.
+package trace
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Schema names the version of the JSON document. Bump it only with an incompatible change.
+const Schema = "pathtrace/v1"
+
+// Trace is one run of pathtrace: the document written by --json and read back by `show`.
+type Trace struct {
+	Schema  string        `json:"schema"`
+	Meta    Meta          `json:"meta"`
+	Filter  Filter        `json:"filter"`
+	Packets []Packet      `json:"packets"`
+	Flows   []FlowSummary `json:"flows"`
+	Verdict Verdict       `json:"verdict"`
+}
+
+// Meta describes where and how the trace was taken.
+type Meta struct {
+	Kernel    string    `json:"kernel"`
+	Hostname  string    `json:"hostname"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at"`
+	Args      []string  `json:"args"`
+	Backend   string    `json:"backend"`
+	Probes    []Probe   `json:"probes"`
+	// Degraded says, one line each, what this kernel could not show.
+	Degraded []string `json:"degraded,omitempty"`
+	// LostEvents counts events the kernel could not hand to us (ring buffer full).
+	LostEvents uint64 `json:"lost_events"`
+	// Untracked counts packets whose sk_buff the kernel could not remember (tracking map
+	// full): their hops after a header rewrite are missing.
+	Untracked uint64 `json:"untracked,omitempty"`
+	// EndReason says why the run ended: "duration", "count", "signal", "demo".
+	EndReason string `json:"end_reason,omitempty"`
+}
+
+// Probe is one kernel hook pathtrace tried to attach.
+type Probe struct {
+	Name     string `json:"name"`     // e.g. "skb:kfree_skb"
+	Program  string `json:"program"`  // attach type: "tp_btf", "raw_tp"
+	Attached bool   `json:"attached"` // false: Error says why
+	Error    string `json:"error,omitempty"`
+}
+
+// Kind is what happened to a packet at one hop.
+type Kind string
+
+const (
+	KindReceive Kind = "received" // net:netif_receive_skb: a device handed it to the stack
+	KindQueue   Kind = "queued"   // net:net_dev_queue: queued for transmit on a device
+	KindXmit    Kind = "xmit"     // net:net_dev_start_xmit: the driver took it
+	KindRoute   Kind = "route"    // fib:fib_table_lookup: a routing decision
+	KindDrop    Kind = "dropped"  // skb:kfree_skb: freed with a drop reason
+	KindConsume Kind = "consumed" // skb:consume_skb: freed after normal use
+)
+
+// Hop is one thing that happened to a packet, as the kernel reported it.
+type Hop struct {
+	// TimeNS is nanoseconds since the trace started (CLOCK_MONOTONIC based).
+	TimeNS    uint64 `json:"time_ns"`
+	Event     Kind   `json:"event"`
+	Probe     string `json:"probe"`
+	Netns     uint32 `json:"netns"`
+	NetnsName string `json:"netns_name"`
+	Ifindex   uint32 `json:"ifindex,omitempty"`
+	Ifname    string `json:"ifname,omitempty"`
+	// Tuple is the packet's headers as seen at this hop: a change from the previous hop is NAT.
+	Tuple *Headers `json:"tuple,omitempty"`
+	Len   uint32   `json:"len,omitempty"`
+
+	// Set on dropped and consumed hops.
+	Reason     string `json:"reason,omitempty"`      // kernel drop reason name, without SKB_DROP_REASON_
+	ReasonCode uint32 `json:"reason_code,omitempty"` // its value in this kernel's enum
+	Location   string `json:"location,omitempty"`    // function+0xoff
+
+	Route *Route `json:"route,omitempty"` // set on route hops
+}
+
+// Route is the result of one FIB lookup.
+type Route struct {
+	Table     uint32     `json:"table"`
+	TableName string     `json:"table_name,omitempty"`
+	Err       int32      `json:"err"` // 0 or a negative errno (-ENETUNREACH...)
+	OutIfname string     `json:"out_ifname,omitempty"`
+	OutIndex  uint32     `json:"out_ifindex,omitempty"`
+	Gateway   netip.Addr `json:"gateway,omitzero"`
+	// Lookup is the flow the kernel looked up (addresses; ports and proto when known).
+	Lookup Tuple `json:"lookup"`
+}
+
+// Tuple identifies a flow. For ICMP echo, Sport and Dport both carry the echo identifier so
+// that request and reply share a tuple.
+type Tuple struct {
+	Proto Proto      `json:"proto"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Sport uint16     `json:"sport,omitempty"`
+	Dport uint16     `json:"dport,omitempty"`
+}
+
+// Reverse is the tuple of the other direction.
+func (t Tuple) Reverse() Tuple {
+	return Tuple{Proto: t.Proto, Src: t.Dst, Dst: t.Src, Sport: t.Dport, Dport: t.Sport}
+}
+
+// Headers is a Tuple plus the per-packet header fields that help a person tell packets apart.
+type Headers struct {
+	Tuple
+	IPID     uint16   `json:"ip_id,omitempty"`
+	TTL      uint8    `json:"ttl,omitempty"`
+	TCPFlags TCPFlags `json:"tcp_flags,omitempty"`
+	TCPSeq   uint32   `json:"tcp_seq,omitempty"`
+	ICMPType uint8    `json:"icmp_type,omitempty"`
+	ICMPCode uint8    `json:"icmp_code,omitempty"`
+	ICMPID   uint16   `json:"icmp_id,omitempty"`
+	ICMPSeq  uint16   `json:"icmp_seq,omitempty"`
+}
+
+// Direction says which way a packet travels relative to the user's filter.
+type Direction string
+
+const (
+	Request Direction = "request" // src -> dst as the user named them
+	Reply   Direction = "reply"   // dst -> src
+)
+
+// Outcome is what finally became of a packet.
+type Outcome string
+
+const (
+	Dropped   Outcome = "dropped"
+	Delivered Outcome = "delivered" // consumed by the stack or a socket on this host
+	LeftHost  Outcome = "left-host" // transmitted on a device that leads off this host
+	Unknown   Outcome = "unknown"   // the trace ended before the packet's end was seen
+)
+
+// Fate is where and how a packet's journey on this host ended.
+type Fate struct {
+	Outcome   Outcome `json:"outcome"`
+	Reason    string  `json:"reason,omitempty"`
+	Location  string  `json:"location,omitempty"`
+	Ifname    string  `json:"ifname,omitempty"`
+	Netns     uint32  `json:"netns,omitempty"`
+	NetnsName string  `json:"netns_name,omitempty"`
+}
+
+// Packet is one sk_buff's journey: every hop from the first time it matched to its end.
+type Packet struct {
+	ID    int       `json:"id"`
+	Flow  Direction `json:"flow"`
+	Tuple Headers   `json:"tuple"`
+	Hops  []Hop     `json:"hops"`
+	Fate  Fate      `json:"fate"`
+}
+
+// FlowSummary counts one flow's packets and says where they died.
+type FlowSummary struct {
+	Tuple     Tuple      `json:"tuple"` // in the request direction
+	Requests  int        `json:"requests"`
+	Replies   int        `json:"replies"`
+	Delivered int        `json:"delivered"`
+	LeftHost  int        `json:"left_host"`
+	Unknown   int        `json:"unknown"`
+	Drops     []DropSite `json:"drops,omitempty"`
+}
+
+// DropSite is one place packets of a flow died, with how many.
+type DropSite struct {
+	Flow      Direction `json:"flow"`
+	Reason    string    `json:"reason"`
+	Location  string    `json:"location"`
+	Ifname    string    `json:"ifname,omitempty"`
+	NetnsName string    `json:"netns_name,omitempty"`
+	Count     int       `json:"count"`
+}
+
+// Verdict is the run's conclusion.
+type Verdict struct {
+	Outcome    string     `json:"outcome"` // "dropped", "delivered", "left-host", "no-packets", "unknown"
+	Cause      string     `json:"cause,omitempty"`
+	Summary    string     `json:"summary"`
+	Evidence   []Evidence `json:"evidence,omitempty"`
+	Fix        []string   `json:"fix,omitempty"`
+	Confidence string     `json:"confidence"` // "high", "medium", "low"
+}
+
+// Evidence is one fact a verdict rests on, and where it came from.
+type Evidence struct {
+	What   string `json:"what"`
+	Value  string `json:"value"`
+	Source string `json:"source"`
+}
+
+// Event is a Hop as it arrives from the kernel, with the identity of the sk_buff it belongs to
+// and the CPU it ran on. These two never reach the saved trace: the sk_buff address is a kernel
+// pointer, and both matter only while assembling packets.
+type Event struct {
+	SKB uint64 `json:"skb"`
+	CPU uint32 `json:"cpu"`
+	Hop Hop    `json:"hop"`
+}

@@ -1,0 +1,99 @@
+package trace
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Proto is an IP protocol number that prints and parses by name.
+type Proto uint8
+
+const (
+	ProtoAny    Proto = 0
+	ProtoICMP   Proto = 1
+	ProtoTCP    Proto = 6
+	ProtoUDP    Proto = 17
+	ProtoICMPv6 Proto = 58
+)
+
+var protoNames = map[Proto]string{ProtoICMP: "icmp", ProtoTCP: "tcp", ProtoUDP: "udp", ProtoICMPv6: "icmpv6"}
+
+func (p Proto) String() string {
+	if n, ok := protoNames[p]; ok {
+		return n
+	}
+	if p == ProtoAny {
+		return "any"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// ParseProto accepts a protocol name or number; "" and "any" mean any protocol.
+func ParseProto(s string) (Proto, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "" || s == "any" {
+		return ProtoAny, nil
+	}
+	for p, n := range protoNames {
+		if n == s {
+			return p, nil
+		}
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("unknown protocol %q (want icmp, tcp, udp, icmpv6 or a number 1-255)", s)
+	}
+	return Proto(n), nil
+}
+
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+func (p *Proto) UnmarshalText(b []byte) error {
+	v, err := ParseProto(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// HasPorts says whether the protocol carries ports (or, for ICMP, an echo identifier).
+func (p Proto) HasPorts() bool {
+	return p == ProtoTCP || p == ProtoUDP || p == ProtoAny
+}
+
+// TCPFlags is the TCP flags byte, printed as "SYN,ACK".
+type TCPFlags uint8
+
+var tcpFlagNames = []string{"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
+
+func (f TCPFlags) String() string {
+	var names []string
+	for i, n := range tcpFlagNames {
+		if f&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+func (f TCPFlags) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+func (f *TCPFlags) UnmarshalText(b []byte) error {
+	var v TCPFlags
+	if len(b) > 0 {
+	next:
+		for _, n := range strings.Split(string(b), ",") {
+			for i, name := range tcpFlagNames {
+				if name == n {
+					v |= 1 << i
+					continue next
+				}
+			}
+			return fmt.Errorf("unknown TCP flag %q", n)
+		}
+	}
+	*f = v
+	return nil
+}

@@ -1,0 +1,164 @@
+// Package tracer is pathtrace's kernel side in Go: it loads the BPF programs with the user's
+// filter, attaches them to the tracepoints this kernel offers, reads the ring buffer and turns
+// raw records into trace.Events.
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// hook is one tracepoint and the two builds of its program.
+type hook struct {
+	tracepoint string // "skb:kfree_skb"
+	name       string // tracepoint name without its system
+	btfProg    string
+	rawProg    string
+	required   bool // without it pathtrace cannot say what happened to a packet
+}
+
+var hooks = []hook{
+	{"net:netif_receive_skb", "netif_receive_skb", bpf.PathtraceProgOnReceiveBtf, bpf.PathtraceProgOnReceiveRaw, true},
+	{"net:net_dev_queue", "net_dev_queue", bpf.PathtraceProgOnQueueBtf, bpf.PathtraceProgOnQueueRaw, false},
+	{"net:net_dev_start_xmit", "net_dev_start_xmit", bpf.PathtraceProgOnXmitBtf, bpf.PathtraceProgOnXmitRaw, false},
+	{"fib:fib_table_lookup", "fib_table_lookup", bpf.PathtraceProgOnFibBtf, bpf.PathtraceProgOnFibRaw, false},
+	{"skb:kfree_skb", "kfree_skb", bpf.PathtraceProgOnKfreeBtf, bpf.PathtraceProgOnKfreeRaw, true},
+	{"skb:consume_skb", "consume_skb", bpf.PathtraceProgOnConsumeBtf, bpf.PathtraceProgOnConsumeRaw, false},
+}
+
+// ErrNoBTF means the kernel's BTF could not be read: pathtrace's programs are CO-RE and need it.
+var ErrNoBTF = errors.New("kernel BTF not available")
+
+func loadKernelBTF(path string) (*btf.Spec, error) {
+	if path == "" {
+		path = "/sys/kernel/btf/vmlinux"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s (the kernel needs CONFIG_DEBUG_INFO_BTF=y): %w", ErrNoBTF, path, err)
+	}
+	defer f.Close()
+	spec, err := btf.LoadSplitSpecFromReader(f, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse %s: %w", ErrNoBTF, path, err)
+	}
+	return spec, nil
+}
+
+// kernelFilter converts the user's filter into the kernel's representation: addresses and
+// masks as 16 bytes (IPv4 in the first four), ports in network byte order.
+func kernelFilter(f trace.Filter) bpf.PathtraceFilter {
+	var k bpf.PathtraceFilter
+	setPrefix(&k.Src, &k.SrcMask, f.Src)
+	setPrefix(&k.Dst, &k.DstMask, f.Dst)
+	switch {
+	case f.IsV6():
+		k.Family = 6
+	case f.Src.IsValid() || f.Dst.IsValid():
+		k.Family = 4
+	}
+	k.Proto = uint8(f.Proto)
+	k.Sport = htons(f.Sport)
+	k.Dport = htons(f.Dport)
+	return k
+}
+
+func setPrefix(addr, mask *[16]uint8, p netip.Prefix) {
+	if !p.IsValid() {
+		return
+	}
+	b := p.Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		switch {
+		case bits >= 8:
+			mask[i] = 0xff
+			bits -= 8
+		case bits > 0:
+			mask[i] = byte(0xff << (8 - bits))
+			bits = 0
+		}
+		addr[i] = b[i] & mask[i]
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// loadedProbe is one attached hook.
+type loadedProbe struct {
+	prog *ebpf.Program
+	link link.Link
+}
+
+func (p loadedProbe) Close() error {
+	var err error
+	if p.link != nil {
+		err = p.link.Close()
+	}
+	if p.prog != nil {
+		err = errors.Join(err, p.prog.Close())
+	}
+	return err
+}
+
+// loadHook loads and attaches one hook, tp_btf first and raw_tp when the kernel refuses it.
+func loadHook(spec *ebpf.CollectionSpec, h hook, maps map[string]*ebpf.Map, kernel *btf.Spec) (loadedProbe, trace.Probe, error) {
+	pr := trace.Probe{Name: h.tracepoint}
+	var errs []error
+	for _, variant := range []struct{ kind, prog string }{{"tp_btf", h.btfProg}, {"raw_tp", h.rawProg}} {
+		lp, err := loadVariant(spec, variant.prog, maps, kernel, h.name)
+		if err == nil {
+			pr.Program = variant.kind
+			pr.Attached = true
+			return lp, pr, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", variant.kind, err))
+	}
+	err := errors.Join(errs...)
+	pr.Error = err.Error()
+	return loadedProbe{}, pr, fmt.Errorf("attach %s: %w", h.tracepoint, err)
+}
+
+func loadVariant(spec *ebpf.CollectionSpec, progName string, maps map[string]*ebpf.Map, kernel *btf.Spec, tp string) (loadedProbe, error) {
+	one := spec.Copy()
+	ps, ok := one.Programs[progName]
+	if !ok {
+		return loadedProbe{}, fmt.Errorf("program %s missing from the object", progName)
+	}
+	one.Programs = map[string]*ebpf.ProgramSpec{progName: ps}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
+		MapReplacements: maps,
+		Programs:        ebpf.ProgramOptions{KernelTypes: kernel},
+	})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return loadedProbe{}, fmt.Errorf("load %s: %+v", progName, ve)
+		}
+		return loadedProbe{}, fmt.Errorf("load %s: %w", progName, err)
+	}
+	prog := coll.DetachProgram(progName)
+	coll.Close()
+
+	var l link.Link
+	switch ps.Type {
+	case ebpf.Tracing:
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	default:
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+	}
+	if err != nil {
+		prog.Close()
+		return loadedProbe{}, fmt.Errorf("attach %s: %w", progName, err)
+	}
+	return loadedProbe{prog: prog, link: l}, nil
+}

@@ -1,0 +1,365 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/dropreason"
+	"github.com/pathtrace/pathtrace/tracer/ksym"
+	"github.com/pathtrace/pathtrace/tracer/netnsname"
+)
+
+// Config is what the tracer needs to start.
+type Config struct {
+	Filter trace.Filter
+	// KernelBTF is the kernel's BTF file; "" means /sys/kernel/btf/vmlinux.
+	KernelBTF string
+	// Kallsyms and HostNetns default to /proc/kallsyms and netnsname.HostCandidates.
+	Kallsyms  string
+	HostNetns []string
+	// NetnsDirs are where named namespaces live; default /run/netns and /var/run/netns.
+	NetnsDirs []string
+	// RingBufferBytes sizes the event ring buffer (a power of two); 0 keeps the default 8 MiB.
+	RingBufferBytes uint32
+}
+
+// Tracer holds the loaded programs and the state needed to decode their events.
+type Tracer struct {
+	maps     map[string]*ebpf.Map
+	probes   []loadedProbe
+	info     []trace.Probe
+	degraded []string
+	reader   *ringbuf.Reader
+	startNS  uint64
+
+	reasons  dropreason.Names
+	netns    *netnsname.Resolver
+	ksymsMu  sync.Once
+	ksyms    *ksym.Table
+	ksymErr  error
+	kallsyms string
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open loads the programs with the filter and attaches them. On failure nothing stays loaded.
+func Open(cfg Config) (_ *Tracer, err error) {
+	kernel, err := loadKernelBTF(cfg.KernelBTF)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HostNetns == nil {
+		cfg.HostNetns = netnsname.HostCandidates
+	}
+	if cfg.NetnsDirs == nil {
+		cfg.NetnsDirs = []string{"/run/netns", "/var/run/netns"}
+	}
+	t := &Tracer{kallsyms: cfg.Kallsyms}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+
+	if t.netns, err = netnsname.New(cfg.HostNetns, cfg.NetnsDirs...); err != nil {
+		return nil, err
+	}
+	t.reasons, err = dropreason.FromBTF(kernel)
+	if errors.Is(err, dropreason.ErrNoReasons) {
+		t.degraded = append(t.degraded, "kernel has no drop reasons (before 5.17): drops show their location only")
+	} else if err != nil {
+		return nil, err
+	}
+
+	spec, err := bpf.LoadPathtrace()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF object: %w", err)
+	}
+	if err := spec.Variables[bpf.PathtraceVarCFG].Set(bpf.PathtraceConfig{Filter: kernelFilter(cfg.Filter)}); err != nil {
+		return nil, fmt.Errorf("configure filter: %w", err)
+	}
+	if cfg.RingBufferBytes != 0 {
+		spec.Maps[bpf.PathtraceMapEvents].MaxEntries = cfg.RingBufferBytes
+	}
+
+	t.maps = map[string]*ebpf.Map{}
+	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats} {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			return nil, fmt.Errorf("create map %s: %w", name, err)
+		}
+		t.maps[name] = m
+	}
+
+	// Take the clock before attaching so no event predates it.
+	t.startNS = monotonicNow()
+	var missing []string
+	for _, h := range hooks {
+		lp, info, err := loadHook(spec, h, t.maps, kernel)
+		t.info = append(t.info, info)
+		if err != nil {
+			if h.required {
+				return nil, err
+			}
+			missing = append(missing, h.tracepoint)
+			continue
+		}
+		t.probes = append(t.probes, lp)
+	}
+	if len(missing) > 0 {
+		t.degraded = append(t.degraded, fmt.Sprintf("tracepoints unavailable: %s: those hops are not shown", strings.Join(missing, ", ")))
+	}
+	t.degraded = append(t.degraded, "function-level hops (ip_forward, nf_hook_slow, ...) are not traced: this build uses tracepoints only")
+
+	if t.reader, err = ringbuf.NewReader(t.maps[bpf.PathtraceMapEvents]); err != nil {
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return t, nil
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Probes says which hooks attached and how.
+func (t *Tracer) Probes() []trace.Probe { return t.info }
+
+// Degraded lists, one line each, what this kernel cannot show.
+func (t *Tracer) Degraded() []string { return t.degraded }
+
+// Backend names how hops are captured.
+func (t *Tracer) Backend() string { return "tracepoint" }
+
+// NowNS is the current time on the trace's clock (Hop.TimeNS).
+func (t *Tracer) NowNS() uint64 { return monotonicNow() - t.startNS }
+
+// Stats are the kernel side's counters.
+type Stats struct {
+	Events    uint64 // written to the ring buffer
+	Lost      uint64 // found the ring buffer full
+	TrackFull uint64 // packets the tracking map could not hold
+}
+
+// Stats sums the per-CPU counters.
+func (t *Tracer) Stats() (Stats, error) {
+	var s Stats
+	m := t.maps[bpf.PathtraceMapStats]
+	for idx, dst := range map[bpf.PathtraceStatIndex]*uint64{
+		bpf.PathtraceStatIndexSTAT_EVENTS:     &s.Events,
+		bpf.PathtraceStatIndexSTAT_LOST:       &s.Lost,
+		bpf.PathtraceStatIndexSTAT_TRACK_FULL: &s.TrackFull,
+	} {
+		var per []uint64
+		if err := m.Lookup(idx, &per); err != nil {
+			return s, fmt.Errorf("read counter %d: %w", idx, err)
+		}
+		for _, v := range per {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Run delivers events until ctx ends, then detaches the probes and drains what the kernel had
+// already written, so the last packets of a run are not cut off. tick is called about every
+// 100ms with the current trace time, for expiring idle packets.
+func (t *Tracer) Run(ctx context.Context, onEvent func(trace.Event), tick func(nowNS uint64)) error {
+	var rec ringbuf.Record
+	draining := false
+	var drainUntil time.Time
+	for {
+		if !draining && ctx.Err() != nil {
+			draining = true
+			t.detach()
+			drainUntil = time.Now().Add(100 * time.Millisecond)
+		}
+		if draining {
+			t.reader.SetDeadline(drainUntil)
+		} else {
+			t.reader.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		}
+		err := t.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if ev, ok := t.decode(rec.RawSample); ok {
+				onEvent(ev)
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if draining {
+				return nil
+			}
+			if tick != nil {
+				tick(t.NowNS())
+			}
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+func (t *Tracer) detach() {
+	for i := range t.probes {
+		t.probes[i].Close()
+	}
+	t.probes = nil
+}
+
+// Close detaches and unloads everything. Safe to call more than once.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		var errs []error
+		t.detach()
+		if t.reader != nil {
+			errs = append(errs, t.reader.Close())
+		}
+		for _, m := range t.maps {
+			errs = append(errs, m.Close())
+		}
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}
+
+var probeNames = map[bpf.PathtraceEventKind]struct {
+	kind  trace.Kind
+	probe string
+}{
+	bpf.PathtraceEventKindEV_RECEIVE: {trace.KindReceive, "net:netif_receive_skb"},
+	bpf.PathtraceEventKindEV_QUEUE:   {trace.KindQueue, "net:net_dev_queue"},
+	bpf.PathtraceEventKindEV_XMIT:    {trace.KindXmit, "net:net_dev_start_xmit"},
+	bpf.PathtraceEventKindEV_ROUTE:   {trace.KindRoute, "fib:fib_table_lookup"},
+	bpf.PathtraceEventKindEV_DROP:    {trace.KindDrop, "skb:kfree_skb"},
+	bpf.PathtraceEventKindEV_CONSUME: {trace.KindConsume, "skb:consume_skb"},
+}
+
+func (t *Tracer) symbolize(addr uint64) string {
+	t.ksymsMu.Do(func() { t.ksyms, t.ksymErr = ksym.Load(t.kallsyms) })
+	return t.ksyms.Symbolize(addr)
+}
+
+// decode turns one ring-buffer record into an Event. The record is the C struct event, laid
+// out exactly as bpf2go's PathtraceEvent.
+func (t *Tracer) decode(raw []byte) (trace.Event, bool) {
+	if len(raw) < int(unsafe.Sizeof(bpf.PathtraceEvent{})) {
+		return trace.Event{}, false
+	}
+	e := (*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0]))
+	return t.convert(e)
+}
+
+func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
+	kind, ok := probeNames[e.Kind]
+	if !ok {
+		return trace.Event{}, false
+	}
+	h := trace.Hop{
+		Event:     kind.kind,
+		Probe:     kind.probe,
+		Netns:     e.Netns,
+		NetnsName: t.netns.Name(e.Netns),
+		Ifindex:   e.Ifindex,
+		Ifname:    unix.ByteSliceToString(int8sToBytes(e.Ifname[:])),
+		Len:       e.Len,
+	}
+	if e.Ts > t.startNS {
+		h.TimeNS = e.Ts - t.startNS
+	}
+	if hdr, ok := headers(&e.Pkt); ok {
+		h.Tuple = &hdr
+	}
+	switch e.Kind {
+	case bpf.PathtraceEventKindEV_DROP:
+		h.Location = t.symbolize(e.Location)
+		if t.reasons != nil {
+			h.Reason = t.reasons.Name(e.Reason)
+			h.ReasonCode = e.Reason
+		}
+	case bpf.PathtraceEventKindEV_CONSUME:
+		h.Location = t.symbolize(e.Location)
+	case bpf.PathtraceEventKindEV_ROUTE:
+		r := &trace.Route{
+			Table:     e.Route.Table,
+			TableName: tableName(e.Route.Table),
+			Err:       e.Route.Err,
+			OutIndex:  e.Route.OutIfindex,
+			OutIfname: unix.ByteSliceToString(int8sToBytes(e.Route.OutIfname[:])),
+		}
+		if h.Tuple != nil {
+			r.Lookup = h.Tuple.Tuple
+		}
+		switch e.Route.GwFamily {
+		case 4:
+			r.Gateway = netip.AddrFrom4([4]byte(e.Route.Gw[:4]))
+		case 6:
+			r.Gateway = netip.AddrFrom16(e.Route.Gw)
+		}
+		h.Route = r
+		h.Tuple = nil
+		h.Ifindex = 0
+	}
+	return trace.Event{SKB: e.Skb, CPU: e.Cpu, Hop: h}, true
+}
+
+func int8sToBytes(s []int8) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+}
+
+func tableName(id uint32) string {
+	switch id {
+	case unix.RT_TABLE_LOCAL:
+		return "local"
+	case unix.RT_TABLE_MAIN:
+		return "main"
+	case unix.RT_TABLE_DEFAULT:
+		return "default"
+	}
+	return ""
+}
+
+func headers(p *bpf.PathtracePacket) (trace.Headers, bool) {
+	var h trace.Headers
+	switch p.Family {
+	case 4:
+		h.Src = netip.AddrFrom4([4]byte(p.Saddr[:4]))
+		h.Dst = netip.AddrFrom4([4]byte(p.Daddr[:4]))
+	case 6:
+		h.Src = netip.AddrFrom16(p.Saddr)
+		h.Dst = netip.AddrFrom16(p.Daddr)
+	default:
+		return h, false
+	}
+	h.Proto = trace.Proto(p.Proto)
+	h.Sport = htons(p.Sport)
+	h.Dport = htons(p.Dport)
+	h.IPID = htons(p.IpId)
+	h.TTL = p.Ttl
+	switch h.Proto {
+	case trace.ProtoTCP:
+		h.TCPFlags = trace.TCPFlags(p.TcpFlags)
+		h.TCPSeq = p.TcpSeq>>24 | (p.TcpSeq>>8)&0xff00 | (p.TcpSeq<<8)&0xff0000 | p.TcpSeq<<24
+	case trace.ProtoICMP, trace.ProtoICMPv6:
+		h.ICMPType = p.IcmpType
+		h.ICMPCode = p.IcmpCode
+		h.ICMPID = h.Sport
+		h.ICMPSeq = htons(p.IcmpSeq)
+	}
+	return h, true
+}
