@@ -58,6 +58,11 @@ func start(t *testing.T, args ...string) *session {
 	s := &session{t: t, json: filepath.Join(dir, "trace.json"), done: make(chan error, 1)}
 	ready := filepath.Join(dir, "ready")
 	args = append(args, "--json", s.json, "--ready-file", ready, "--color", "never")
+	// PATHTRACE_RECORD_DIR keeps each run's raw events: that is how testdata/events/recorded
+	// is made.
+	if dir := os.Getenv("PATHTRACE_RECORD_DIR"); dir != "" {
+		args = append(args, "--record-events", filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".jsonl"))
+	}
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
 	if err := s.cmd.Start(); err != nil {

@@ -81,6 +81,10 @@ type Hop struct {
 	Location   string `json:"location,omitempty"`    // function+0xoff
 
 	Route *Route `json:"route,omitempty"` // set on route hops
+
+	// Copy marks the free of a copy of this packet (a clone the kernel made for a raw or
+	// packet socket, or for an ARP solicitation), not of the packet itself.
+	Copy bool `json:"copy,omitempty"`
 }
 
 // Route is the result of one FIB lookup.

@@ -134,8 +134,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	t.Meta.Untracked = st.TrackFull
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason
-	t.Flows = assemble.Summarize(o.Filter, t.Packets)
-	t.Verdict = diagnose.Verdict(t)
+	conclude(t)
 	pr.Summary(t)
 
 	if rec.f != nil {
@@ -200,4 +199,18 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// conclude adds what is known only once every packet is in: the flows and the verdict.
+func conclude(t *trace.Trace) {
+	t.Flows = assemble.Summarize(t.Filter, t.Packets)
+	t.Verdict = diagnose.Verdict(t)
+}
+
+// Replay builds the trace a run would have produced from recorded events, with no kernel.
+func Replay(f trace.Filter, events []trace.Event) *trace.Trace {
+	t := &trace.Trace{Schema: trace.Schema, Filter: f, Meta: trace.Meta{Backend: "replay"}}
+	t.Packets = assemble.Replay(f, assemble.Options{}, events)
+	conclude(t)
+	return t
 }

@@ -39,7 +39,7 @@ func full() *trace.Trace {
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
 		Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod",
 		Tuple: hdr, Len: 1500,
-		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1",
+		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true,
 		Route: &trace.Route{
 			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2,
 			Gateway: netip.MustParseAddr("fe80::1%eth0"),
@@ -57,6 +57,7 @@ func full() *trace.Trace {
 			Probes:     []trace.Probe{{Name: "fib:fib_table_lookup", Program: "raw_tp", Attached: true, Error: "retried as raw_tp"}},
 			Degraded:   []string{"no drop reasons before 5.17"},
 			LostEvents: 42,
+			Untracked:  3,
 			EndReason:  "signal",
 		},
 		Filter: trace.Filter{

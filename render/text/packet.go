@@ -31,7 +31,12 @@ func (p *Printer) Packet(pk trace.Packet) {
 	tails := make([][]span, len(hops))
 	var prev *trace.Tuple
 	for i, h := range hops {
-		event, evStyle := eventName(h.Event)
+		event, evStyle := eventName(h)
+		if h.Event == trace.KindDrop && !h.Copy && pk.Fate.Outcome != trace.Dropped {
+			// The packet's own handler freed it as a drop, yet a copy of it was delivered (ping's
+			// raw socket): not where it died, so not shouted.
+			event, evStyle = "dropped", warn
+		}
 		rows[i] = []cell{
 			{s: fmt.Sprintf("+%.3fms", float64(h.TimeNS-hops[0].TimeNS)/1e6), right: true},
 			{s: or(netnsName(h.NetnsName, h.Netns), "-")},
@@ -57,11 +62,15 @@ func (p *Printer) Packet(pk trace.Packet) {
 	p.flush(b)
 }
 
-func eventName(k trace.Kind) (string, style) {
-	if k == trace.KindDrop {
+func eventName(h trace.Hop) (string, style) {
+	switch {
+	case h.Copy:
+		// A copy's free says where a socket's clone ended, not where the packet did.
+		return "copy " + string(h.Event), plain
+	case h.Event == trace.KindDrop:
 		return "DROPPED", alarm
 	}
-	return string(k), plain
+	return string(h.Event), plain
 }
 
 func hopDetail(h trace.Hop) []span {
@@ -119,7 +128,7 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		s := ": trace ended before the packet's end was seen"
 		if n := len(hops); n > 0 {
 			h := hops[n-1]
-			ev, _ := eventName(h.Event)
+			ev, _ := eventName(h)
 			if w := place(netnsName(h.NetnsName, h.Netns), ifName(h.Ifname, h.Ifindex)); w != "" {
 				ev += " on " + w
 			}

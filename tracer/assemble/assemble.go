@@ -1,6 +1,6 @@
 // Package assemble turns the kernel's stream of per-hop events into packets: one per sk_buff
-// life, with route decisions attached and a fate decided. It needs no kernel, so a saved event
-// stream can be replayed through it.
+// life, with route decisions and the frees of its socket copies attached and a fate decided. It
+// needs no kernel, so a saved event stream can be replayed through it.
 package assemble
 
 import (
@@ -42,6 +42,8 @@ type Stats struct {
 	Stragglers int
 	// Orphans counts non-route events without an sk_buff address.
 	Orphans int
+	// Copies counts frees of sk_buff copies (socket clones) kept as hops of their original.
+	Copies int
 }
 
 // Assembler is not safe for concurrent use: the tracer feeds it from its one reader goroutine.
@@ -55,6 +57,12 @@ type Assembler struct {
 	lru   list.List          // of *packet, least recently active first
 	cpus  map[uint32]*cpuState
 	freed freedSet
+	// copies finds the packet a lone free is a copy of; held are the packets closed with a
+	// NO_SOCKET drop that wait for one, in the order they closed.
+	copies   copyIndex
+	held     []*packet
+	heldHead int
+	early    []earlyCopy
 
 	nowNS   uint64 // latest event time seen
 	nextID  int
@@ -72,6 +80,7 @@ func New(f trace.Filter, opts Options) *Assembler {
 		open:    make(map[uint64]*packet),
 		cpus:    make(map[uint32]*cpuState),
 		freed:   freedSet{at: make(map[uint64]uint64)},
+		copies:  newCopyIndex(),
 	}
 	if opts.Idle > 0 {
 		a.idleNS = uint64(opts.Idle)
@@ -89,50 +98,67 @@ func New(f trace.Filter, opts Options) *Assembler {
 func (a *Assembler) Stats() Stats { return a.stats }
 
 // Add takes one event in ring-buffer order and returns the packets it completed: the packet it
-// freed, and a packet evicted to make room for a new one.
+// freed, a packet evicted to make room for a new one, and packets held for a copy whose time is
+// up. A packet dropped with NO_SOCKET is held for copyWindowNS of event time (see copy.go).
 func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 	h := ev.Hop
 	a.nowNS = max(a.nowNS, h.TimeNS)
 	c := a.cpu(ev.CPU)
 	c.nowNS = max(c.nowNS, h.TimeNS)
+	out := a.release(a.nowNS)
 	if ev.SKB == 0 {
 		if h.Event == trace.KindRoute {
 			a.addRoute(ev)
 		} else {
 			a.stats.Orphans++
 		}
-		return nil
+		return out
 	}
 	a.freed.prune(a.nowNS)
+	a.copies.prune(a.nowNS)
 
-	var out []trace.Packet
+	free := h.Event == trace.KindDrop || h.Event == trace.KindConsume
 	p := a.open[ev.SKB]
 	if p == nil {
 		// A hop older than the free of this address belongs to the life that already ended:
 		// starting a packet with it would invent a packet that never ends.
 		if a.freed.before(ev.SKB, h.TimeNS) {
 			a.stats.Stragglers++
-			return nil
+			return out
+		}
+		if orig := a.copyOf(&h); orig != nil {
+			if orig.pushCopy(h, a.maxHops) {
+				a.stats.HopsCut++
+			}
+			a.stats.Copies++
+			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
+			return out
+		}
+		if a.keepEarly(ev) {
+			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
+			return out
 		}
 		if len(a.open) >= a.maxOpen {
 			oldest := a.lru.Front().Value.(*packet)
-			out = append(out, a.complete(oldest, nil))
+			out = append(out, a.complete(oldest, nil)...)
 			a.stats.Evicted++
 		}
 		p = a.start(ev.SKB)
 	}
 	a.addHop(p, ev)
-	if h.Event == trace.KindDrop || h.Event == trace.KindConsume {
-		out = append(out, a.complete(p, &h))
+	if free {
+		out = append(out, a.complete(p, &h)...)
 		a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
 	}
 	return out
 }
 
-// Expire completes packets whose latest hop is older than nowNS-Idle.
+// Expire completes packets whose latest hop is older than nowNS-Idle, after the packets held
+// for a copy until before nowNS.
 func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
+	out := a.release(nowNS)
 	if nowNS < a.idleNS {
-		return nil
+		return out
 	}
 	cutoff := nowNS - a.idleNS
 	var idle []*packet
@@ -146,11 +172,13 @@ func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
 			break
 		}
 	}
-	return a.completeAll(idle)
+	return append(out, a.completeAll(idle)...)
 }
 
-// Flush completes every open packet and forgets route events still waiting: the run is over.
+// Flush hands out the packets held for a copy, completes every open packet and forgets route
+// events still waiting: the run is over.
 func (a *Assembler) Flush() []trace.Packet {
+	out := a.release(^uint64(0))
 	all := make([]*packet, 0, len(a.open))
 	for e := a.lru.Front(); e != nil; e = e.Next() {
 		all = append(all, e.Value.(*packet))
@@ -160,7 +188,8 @@ func (a *Assembler) Flush() []trace.Packet {
 	}
 	a.cpus = make(map[uint32]*cpuState)
 	a.freed = freedSet{at: make(map[uint64]uint64)}
-	return a.completeAll(all)
+	a.copies = newCopyIndex()
+	return append(out, a.completeAll(all)...)
 }
 
 // Replay assembles a whole recorded stream: every event, then a flush.
@@ -186,6 +215,8 @@ func (a *Assembler) addHop(p *packet, ev trace.Event) {
 	a.push(p, ev)
 	if ev.Hop.Tuple != nil {
 		a.claimPending(p, ev)
+		a.copies.note(p, &ev.Hop, 4*a.maxOpen)
+		a.claimEarly(p, &ev.Hop)
 	}
 }
 
@@ -198,32 +229,85 @@ func (a *Assembler) push(p *packet, ev trace.Event) {
 }
 
 // completeAll completes packets in the order they started, so IDs within one batch read in
-// time order whatever order the map or list held them in.
+// time order whatever order the map or list held them in. None of them ended with a free, so
+// none is held.
 func (a *Assembler) completeAll(ps []*packet) []trace.Packet {
 	slices.SortFunc(ps, func(x, y *packet) int {
 		return cmp.Or(cmp.Compare(x.firstNS, y.firstNS), cmp.Compare(x.seq, y.seq))
 	})
 	out := make([]trace.Packet, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, a.complete(p, nil))
+		out = append(out, a.complete(p, nil)...)
 	}
 	return out
 }
 
-// complete closes p; end is the hop that freed it, nil when it ended without a free.
-func (a *Assembler) complete(p *packet, end *trace.Hop) trace.Packet {
+// complete closes p and numbers it; end is the hop that freed it, nil when it ended without a
+// free. It returns p, or nothing when p was dropped with NO_SOCKET: then p is held until a
+// later call releases it, for a copy of it a socket consumed may yet turn up.
+func (a *Assembler) complete(p *packet, end *trace.Hop) []trace.Packet {
 	delete(a.open, p.skb)
 	a.lru.Remove(p.elem)
-	a.nextID++
+	if end != nil {
+		e := *end
+		p.end = &e
+	}
+	if end != nil && end.Event == trace.KindDrop && end.Reason == noSocket {
+		p.state = stHeld
+		a.held = append(a.held, p)
+		if len(a.held)-a.heldHead > a.maxOpen {
+			return []trace.Packet{a.emit(a.popHeld())}
+		}
+		return nil
+	}
+	return []trace.Packet{a.emit(p)}
+}
+
+// release hands out, in the order they closed, the held packets whose drop is more than
+// copyWindowNS before nowNS. Drops arrive at most reorderSlackNS out of time order, so one
+// waits at most that much longer behind another closed before it.
+func (a *Assembler) release(nowNS uint64) []trace.Packet {
+	out := a.releaseEarly(nowNS)
+	for a.heldHead < len(a.held) {
+		p := a.held[a.heldHead]
+		if nowNS != ^uint64(0) && p.end.TimeNS+copyWindowNS >= nowNS {
+			break
+		}
+		out = append(out, a.emit(a.popHeld()))
+	}
+	return out
+}
+
+func (a *Assembler) popHeld() *packet {
+	p := a.held[a.heldHead]
+	a.held[a.heldHead] = nil
+	a.heldHead++
+	if a.heldHead == len(a.held) {
+		a.held, a.heldHead = a.held[:0], 0
+	} else if a.heldHead > len(a.held)/2 {
+		a.held = append(a.held[:0], a.held[a.heldHead:]...)
+		a.heldHead = 0
+	}
+	return p
+}
+
+// emit hands p out: its hops with its copies' frees, its headers, direction and fate.
+func (a *Assembler) emit(p *packet) trace.Packet {
 	a.stats.Completed++
-	hops := p.hops()
-	pkt := trace.Packet{ID: a.nextID, Hops: hops}
-	if t := firstTuple(hops); t != nil {
+	own := p.hops()
+	copies := slices.Clone(p.copies)
+	sortHops(copies)
+	// Numbered as handed out, not as closed: a packet held for a copy must not print as #1
+	// after #3.
+	a.nextID++
+	pkt := trace.Packet{ID: a.nextID, Hops: p.withCopies(own)}
+	if t := firstTuple(own); t != nil {
 		pkt.Tuple = *t
 	}
-	pkt.Flow = direction(a.filter, hops)
-	pkt.Fate = fate(hops, end)
-	// CPUs' recent-hop rings may point at p a while longer: keep only the small struct alive.
-	p.closed, p.head, p.tail, p.cur = true, nil, nil, nil
+	pkt.Flow = direction(a.filter, own)
+	pkt.Fate = copyDelivered(fate(own, p.end), own, p.end, copies)
+	// CPUs' recent-hop rings and the copy index may point at p a while longer: keep only the
+	// small struct alive.
+	p.state, p.head, p.tail, p.cur, p.copies, p.end = stDone, nil, nil, nil, nil, nil
 	return pkt
 }

@@ -122,6 +122,18 @@ func TestAdd(t *testing.T) {
 			"received@node/vethext route@node:main route@node:main consumed@node/vethext"}},
 		stats: Stats{RoutesUnmatched: 2},
 	}, {
+		name: "route whose lookup names another protocol is not the packet's; any protocol matches",
+		events: []trace.Event{
+			// iputils' ping connects a UDP socket to pick its source address, then sends
+			lookupProto(route(0, 100, "pod", "10.0.1.2", "172.16.0.2"), trace.ProtoUDP),
+			ev(skbX, 0, 150, trace.KindQueue, "pod/eth0", req),
+			lookupProto(route(0, 160, "pod", "10.0.1.2", "172.16.0.2"), trace.ProtoUDP),
+			lookupProto(route(0, 170, "pod", "10.0.1.2", "172.16.0.2"), trace.ProtoAny),
+			ev(skbX, 0, 171, trace.KindXmit, "pod/eth0", req),
+		},
+		want:  []want{{"#1 request left-host pod/eth0", "queued@pod/eth0 route@pod:main xmit@pod/eth0"}},
+		stats: Stats{RoutesUnmatched: 2},
+	}, {
 		name: "route before the first hop waits for its packet on that CPU",
 		events: []trace.Event{
 			route(2, 1000, "pod", "0.0.0.0", "172.16.0.2"), // too long before the packet
@@ -248,6 +260,79 @@ func TestAdd(t *testing.T) {
 			"xmit@node/vethext received@ext/eth0 xmit@ext/eth0 dropped@ext/eth0"}},
 		stats: Stats{HopsCut: 6},
 	}, {
+		name: "a lone free with an open packet's headers in its netns is a copy of it",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "node/vethpod", with(req, func(h *trace.Headers) { h.TTL = 64 })),
+			// the neighbour code's clone, taken after ip_forward decremented the TTL
+			consumed(skbY, 0, 12, "node/vethext", with(req, func(h *trace.Headers) { h.TTL = 63 }), "__neigh_event_send+0x236"),
+			ev(skbX, 0, 13, trace.KindQueue, "node/vethext", req),
+			ev(skbX, 0, 14, trace.KindXmit, "node/vethext", req),
+			ev(skbX, 0, 20, trace.KindReceive, "ext/eth0", req),
+			consumed(skbX, 0, 25, "ext/eth0", req, "icmp_rcv+0x1fb"),
+		},
+		want: []want{{"#1 request delivered icmp_rcv+0x1fb ext/eth0",
+			"received@node/vethpod consumed@node/vethext queued@node/vethext xmit@node/vethext received@ext/eth0 consumed@ext/eth0"}},
+		stats: Stats{Copies: 1},
+	}, {
+		name: "a lone free in another netns or with other headers is a packet of its own",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "node/vethpod", req),
+			consumed(skbY, 0, 12, "ext/eth0", req, "x+0x1"),
+			consumed(skbZ, 0, 13, "node/vethpod", with(req, func(h *trace.Headers) { h.ICMPSeq = 2 }), "x+0x1"),
+		},
+		want: []want{
+			{"#1 request delivered x+0x1 ext/eth0", "consumed@ext/eth0"},
+			{"#2 request delivered x+0x1 node/vethpod", "consumed@node/vethpod"},
+			{"#3 request unknown node/vethpod", "received@node/vethpod"},
+		},
+	}, {
+		name: "NO_SOCKET with a copy a socket read before the drop: delivered",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "pod/eth0", rep),
+			consumed(skbY, 1, 12, "pod", rep, "raw_recvmsg+0xac"),
+			dropped(skbX, 0, 15, "pod/eth0", rep, "NO_SOCKET", "ping_rcv+0xab"),
+		},
+		want: []want{{"#1 reply delivered raw_recvmsg+0xac pod/eth0",
+			"received@pod/eth0 consumed@pod dropped@pod/eth0"}},
+		stats: Stats{Copies: 1},
+	}, {
+		name: "NO_SOCKET with only a packet socket's or a dropped copy: still dropped",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "pod/eth0", rep),
+			consumed(skbY, 0, 12, "pod/eth0", rep, "tpacket_rcv+0x2f4"), // tcpdump
+			dropped(skbX, 0, 15, "pod/eth0", rep, "NO_SOCKET", "ping_rcv+0xab"),
+			dropped(skbZ, 0, 16, "pod", rep, "SOCKET_RCVBUFF", "sock_queue_rcv_skb_reason+0x3a"),
+		},
+		want: []want{{"#1 reply dropped NO_SOCKET ping_rcv+0xab pod/eth0",
+			"received@pod/eth0 consumed@pod/eth0 dropped@pod/eth0 dropped@pod"}},
+		stats: Stats{Copies: 2},
+	}, {
+		name: "a copy a socket read in another netns leaves NO_SOCKET a drop",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "node/vethext", rep),
+			consumed(skbY, 0, 11, "node", rep, "raw_recvmsg+0xac"),
+			ev(skbX, 0, 12, trace.KindXmit, "node/vethpod", rep),
+			ev(skbX, 0, 14, trace.KindReceive, "pod/eth0", rep),
+			dropped(skbX, 0, 15, "pod/eth0", rep, "NO_SOCKET", "ping_rcv+0xab"),
+		},
+		want: []want{{"#1 reply dropped NO_SOCKET ping_rcv+0xab pod/eth0",
+			"received@node/vethext consumed@node xmit@node/vethpod received@pod/eth0 dropped@pod/eth0"}},
+		stats: Stats{Copies: 1},
+	}, {
+		name: "a drop other than NO_SOCKET stays a drop whatever its copies",
+		events: []trace.Event{
+			ev(skbX, 0, 10, trace.KindReceive, "pod/eth0", rep),
+			consumed(skbY, 0, 12, "pod", rep, "raw_recvmsg+0xac"),
+			dropped(skbX, 0, 15, "pod/eth0", rep, "NETFILTER_DROP", "nf_hook_slow+0x95"),
+			// handed out at its drop: a later lone free is no longer its copy
+			consumed(skbZ, 0, 16, "pod", rep, "raw_recvmsg+0xac"),
+		},
+		want: []want{
+			{"#1 reply dropped NETFILTER_DROP nf_hook_slow+0x95 pod/eth0", "received@pod/eth0 consumed@pod dropped@pod/eth0"},
+			{"#2 reply delivered raw_recvmsg+0xac pod/", "consumed@pod"},
+		},
+		stats: Stats{Copies: 1},
+	}, {
 		name: "an event without an sk_buff that is no route is ignored",
 		events: []trace.Event{
 			ev(0, 0, 10, trace.KindReceive, "node/eth0", req),
@@ -278,7 +363,7 @@ func TestAddReturnsWhatItCompleted(t *testing.T) {
 		t.Fatalf("a first hop completed %d packets", len(got))
 	}
 	// Y needs X's slot and frees at once: both complete, the evicted one first.
-	got := a.Add(dropped(skbY, 0, 20, "node/vethpod", req, "NO_SOCKET", "x+0x1"))
+	got := a.Add(dropped(skbY, 0, 20, "node/vethpod", rep, "NETFILTER_DROP", "x+0x1"))
 	if len(got) != 2 || got[0].ID != 1 || got[0].Fate.Outcome != trace.Unknown ||
 		got[1].ID != 2 || got[1].Fate.Outcome != trace.Dropped {
 		t.Fatalf("got %v", got)

@@ -121,3 +121,22 @@ func addAll(a *Assembler, evs []trace.Event) []trace.Packet {
 	}
 	return out
 }
+
+// lookupProto makes a route event's lookup name protocol p.
+func lookupProto(e trace.Event, p trace.Proto) trace.Event {
+	e.Hop.Route.Lookup.Proto = p
+	return e
+}
+
+// with returns a copy of h changed by f.
+func with(h *trace.Headers, f func(*trace.Headers)) *trace.Headers {
+	c := *h
+	f(&c)
+	return &c
+}
+
+func udp(src string, sport uint16, dst string, dport uint16) *trace.Headers {
+	return &trace.Headers{Tuple: trace.Tuple{
+		Proto: trace.ProtoUDP, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Sport: sport, Dport: dport,
+	}, IPID: 4242, TTL: 64}
+}

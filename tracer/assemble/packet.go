@@ -22,10 +22,26 @@ type packet struct {
 	firstNS, lastNS uint64
 	// cur is the latest headers seen: route lookups are made with them, not with the first ones,
 	// when NAT rewrote the packet on the way.
-	cur    *trace.Headers
-	curNS  uint64
-	closed bool
+	cur   *trace.Headers
+	curNS uint64
+
+	// copies are the frees of other sk_buffs that were copies of this one (see copy.go).
+	copies []trace.Hop
+
+	state state
+	end   *trace.Hop // the hop that freed it, nil if none was seen
 }
+
+type state uint8
+
+const (
+	stOpen state = iota // still being assembled
+	stHeld              // closed, but held back a while for a copy that may change its fate
+	stDone              // handed out
+)
+
+// closed says whether p takes no more hops of its own.
+func (p *packet) closed() bool { return p.state != stOpen }
 
 // push records h and reports whether a hop had to be cut to keep within maxHops.
 func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
@@ -53,12 +69,38 @@ func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
 	return false
 }
 
-// hops is what was kept, in time order; arrival order breaks ties.
+// pushCopy records the free of a copy of p and reports whether it had to be left out to keep
+// within maxHops. It leaves the rest of p alone: a copy says nothing of where p itself went.
+func (p *packet) pushCopy(h trace.Hop, maxHops int) (cut bool) {
+	if len(p.copies) >= maxHops {
+		return true
+	}
+	h.Copy = true
+	p.copies = append(p.copies, h)
+	return false
+}
+
+// hops is what was kept of p's own hops, in time order; arrival order breaks ties.
 func (p *packet) hops() []trace.Hop {
 	hs := make([]trace.Hop, 0, len(p.head)+len(p.tail))
 	hs = append(hs, p.head...)
 	hs = append(hs, p.tail[p.tailNext:]...)
 	hs = append(hs, p.tail[:p.tailNext]...)
+	sortHops(hs)
+	return hs
+}
+
+// withCopies is own (from hops) with the frees of p's copies merged in, in time order.
+func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
+	if len(p.copies) == 0 {
+		return own
+	}
+	hs := append(slices.Clip(own), p.copies...)
+	sortHops(hs)
+	return hs
+}
+
+func sortHops(hs []trace.Hop) {
 	slices.SortStableFunc(hs, func(x, y trace.Hop) int {
 		switch {
 		case x.TimeNS < y.TimeNS:
@@ -68,7 +110,6 @@ func (p *packet) hops() []trace.Hop {
 		}
 		return 0
 	})
-	return hs
 }
 
 // reorderSlackNS bounds how far out of time order the ring buffer delivers events from

@@ -59,7 +59,7 @@ func (a *Assembler) addRoute(ev trace.Event) {
 	var best *touch
 	for i := range c.recent {
 		t := &c.recent[i]
-		if t.p == nil || t.p.closed || !near(t.ns, h.TimeNS) || !looksUp(h.Route.Lookup, t.p.cur) {
+		if t.p == nil || t.p.closed() || !near(t.ns, h.TimeNS) || !looksUp(h.Route.Lookup, t.p.cur) {
 			continue
 		}
 		if best == nil || t.ns > best.ns {
@@ -116,9 +116,15 @@ func near(x, y uint64) bool {
 }
 
 // looksUp says whether a lookup was made for a packet with headers t. Output lookups often
-// leave the source unset for the kernel to choose, so then only the destination counts.
+// leave the source unset for the kernel to choose, so then only the destination counts. A
+// lookup that names a protocol was made for that protocol's packets only: iputils' ping
+// connects a UDP socket to the destination to pick its source address just before it sends
+// the ICMP echo, and that lookup is not the echo's.
 func looksUp(l trace.Tuple, t *trace.Headers) bool {
 	if t == nil || l.Dst.Unmap() != t.Dst.Unmap() {
+		return false
+	}
+	if l.Proto != trace.ProtoAny && l.Proto != t.Proto {
 		return false
 	}
 	return unset(l.Src) || l.Src.Unmap() == t.Src.Unmap()

@@ -29,6 +29,13 @@ func TestSummarizeFixtures(t *testing.T) {
 		file:   "uplink_left_host.jsonl",
 		filter: icmpFilter("10.0.1.2", "8.8.8.8"),
 		want:   []trace.FlowSummary{{Tuple: req7210("8.8.8.8"), Requests: 1, Replies: 1, LeftHost: 1, Delivered: 1}},
+	}, {
+		file:   "ping_raw_socket_copy.jsonl",
+		filter: icmpFilter("10.99.1.2", "10.99.2.2"),
+		want: []trace.FlowSummary{{Tuple: trace.Tuple{
+			Proto: trace.ProtoICMP, Src: netip.MustParseAddr("10.99.1.2"), Dst: netip.MustParseAddr("10.99.2.2"),
+			Sport: 4711, Dport: 4711,
+		}, Requests: 1, Replies: 1, Delivered: 2}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
