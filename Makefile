@@ -22,7 +22,7 @@ build:
 
 # Everything: unit tests (no privileges) and the end-to-end suite (root: real namespaces and packets).
 test: vet
-	$(GO) test -count=1 ./...
+	./scripts/test.sh
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
