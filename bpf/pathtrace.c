@@ -30,14 +30,63 @@ struct {
 	__type(value, struct event); /* puts struct event into BTF for bpf2go */
 } events SEC(".maps");
 
-/* sk_buffs seen matching; value: when first seen. LRU so a packet freed behind our back
- * (a path with no tracepoint) cannot fill the map for good. */
+/* What is remembered of a tracked sk_buff: the flow it last carried, to see NAT rewrite it. */
+struct track {
+	__u64 first_ts;
+	struct flow_key flow;
+	/* What no NAT rewrites: a tracked address carrying other values is a new sk_buff that
+	 * reuses the memory of one freed where no tracepoint saw it (TCP frees pure ACKs so). */
+	__be32 seq; /* TCP sequence number or ICMP echo sequence */
+	__be16 ip_id;
+	__u16 _pad;
+};
+
+/* sk_buffs seen matching. LRU so a packet freed behind our back (a path with no tracepoint)
+ * cannot fill the map for good. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct track);
 } tracked SEC(".maps");
+
+/* Flows a tracked packet was rewritten into by NAT, with when: the reply to a MASQUERADEd
+ * request comes back addressed to the node, not to the pod the user named. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct flow_key);
+	__type(value, __u64);
+} learned SEC(".maps");
+
+/* How many flows were ever learned: while none was, a packet costs no learned-map lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} learned_count SEC(".maps");
+
+/* Working space for one hook run: two packets and flow keys do not fit the 512-byte BPF stack.
+ * A hook that interrupts another on the same CPU (a softirq on the way out of an interrupt)
+ * finds it busy and counts itself lost rather than overwrite it. */
+struct scratch {
+	struct packet p;
+	struct packet inner;
+	struct track nt;
+	struct flow_key k;
+	__u32 busy;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* A learned flow older than this no longer matches: NAT mappings of a finished flow are reused. */
+#define LEARNED_TTL_NS (120ULL * 1000000000ULL)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -53,12 +102,14 @@ static __always_inline void count(enum stat_index idx)
 		*v += 1;
 }
 
-/* Reads IPv4/IPv6 and transport headers at l3 into p. Returns 0 when they were read. */
-static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct packet *p)
+/* Reads IPv4/IPv6 and transport headers at l3 into p, and where the transport header starts
+ * into *l4out (0 when there is none to read). Returns 0 when the IP header was read. */
+static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct packet *p, __u32 *l4out)
 {
 	__u32 l4off;
 	__u8 proto;
 
+	*l4out = 0;
 	if (protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
@@ -110,13 +161,16 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 	}
 
 	p->proto = proto;
+	*l4out = l4off & 0xff;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP &&
 	    proto != IPPROTO_ICMPV6)
 		return 0;
 
 	struct l4hdr l4 = {};
-	if (bpf_probe_read_kernel(&l4, proto == IPPROTO_TCP ? sizeof(l4) : 8, l3 + (l4off & 0xff)))
+	if (bpf_probe_read_kernel(&l4, proto == IPPROTO_TCP ? sizeof(l4) : 8, l3 + *l4out)) {
+		*l4out = 0;
 		return 0;
+	}
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		p->sport = l4.source;
 		p->dport = l4.dest;
@@ -139,12 +193,65 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 	return 0;
 }
 
+#define ETH_HLEN 14
+#define UDP_HLEN 8
+#define IPPROTO_IPIP 4
+#define IPPROTO_IPV6 41
+
+/* Finds a packet carried inside p (at l3, transport at l4off): VXLAN and Geneve by the shape
+ * of their headers on any UDP port, IP-in-IP by protocol. Returns the encap kind, or 0. */
+static __always_inline enum encap_kind parse_encap(unsigned char *l3, const struct packet *p,
+						   __u32 l4off, struct packet *inner)
+{
+	__u32 l4;
+
+	if (!l4off)
+		return ENCAP_NONE;
+	if (p->family == 4 && (p->proto == IPPROTO_IPIP || p->proto == IPPROTO_IPV6)) {
+		__be16 proto = p->proto == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+		if (parse_l3(l3 + l4off, proto, inner, &l4))
+			return ENCAP_NONE;
+		return ENCAP_IPIP;
+	}
+	if (p->proto != IPPROTO_UDP)
+		return ENCAP_NONE;
+
+	unsigned char *tun = l3 + l4off + UDP_HLEN;
+	__u8 h[8];
+	if (bpf_probe_read_kernel(h, sizeof(h), tun))
+		return ENCAP_NONE;
+	enum encap_kind kind;
+	__u32 eth_off;
+	if (h[0] == 0x08 && !h[1] && !h[2] && !h[3] && !h[7]) {
+		kind = ENCAP_VXLAN; /* flags: only I; reserved bytes zero */
+		eth_off = 8;
+	} else if ((h[0] >> 6) == 0 && h[2] == 0x65 && h[3] == 0x58) {
+		kind = ENCAP_GENEVE; /* version 0, protocol Transparent Ethernet Bridging */
+		eth_off = 8 + (h[0] & 0x3f) * 4;
+	} else {
+		return ENCAP_NONE;
+	}
+	__be16 ethertype;
+	if (bpf_probe_read_kernel(&ethertype, sizeof(ethertype), tun + eth_off + 12))
+		return ENCAP_NONE;
+	if (parse_l3(tun + eth_off + ETH_HLEN, ethertype, inner, &l4))
+		return ENCAP_NONE;
+	return kind;
+}
+
+#define PARSE_NOT_IP -1     /* skb->protocol is neither IPv4 nor IPv6: another packet entirely */
+#define PARSE_UNREADABLE -2 /* IP, but its headers could not be found or read at this hook */
+
 /* Where the IP header is depends on the hook: at receive skb->data points at it (the MAC
  * header has been pulled); elsewhere the stack has set network_header. */
-static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct packet *p)
+static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct packet *p,
+				     struct packet *inner, enum encap_kind *encap)
 {
 	__be16 protocol = BPF_CORE_READ(skb, protocol);
 	unsigned char *l3;
+
+	if (protocol != bpf_htons(ETH_P_IP) && protocol != bpf_htons(ETH_P_IPV6))
+		return PARSE_NOT_IP;
 
 	if (at_data) {
 		l3 = BPF_CORE_READ(skb, data);
@@ -152,10 +259,14 @@ static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct p
 		__u16 nh = BPF_CORE_READ(skb, network_header);
 		/* 0 and ~0 both mean "never set" depending on how the skb was built. */
 		if (nh == 0 || nh == 0xffff)
-			return -1;
+			return PARSE_UNREADABLE;
 		l3 = BPF_CORE_READ(skb, head) + nh;
 	}
-	return parse_l3(l3, protocol, p);
+	__u32 l4off;
+	if (parse_l3(l3, protocol, p, &l4off))
+		return PARSE_UNREADABLE;
+	*encap = parse_encap(l3, p, l4off, inner);
+	return 0;
 }
 
 static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *want,
@@ -203,6 +314,90 @@ static __always_inline bool filter_match(const struct packet *p)
 	       match_oneway(p, p->daddr, p->saddr, p->dport, p->sport);
 }
 
+static __always_inline void flow_of(const struct packet *p, struct flow_key *k)
+{
+	__builtin_memcpy(k->saddr, p->saddr, 16);
+	__builtin_memcpy(k->daddr, p->daddr, 16);
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->family = p->family;
+	k->_pad = 0;
+}
+
+static __always_inline bool flow_equal(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / 8; i++)
+		if (x[i] != y[i])
+			return false;
+	return true;
+}
+
+static __always_inline void identity_of(const struct packet *p, struct track *t)
+{
+	t->seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	t->ip_id = p->ip_id;
+}
+
+/* Whether p can be the packet t was tracking, NAT or not. */
+static __always_inline bool same_life(const struct track *t, const struct packet *p)
+{
+	__be32 seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	return t->flow.family == p->family && t->flow.proto == p->proto && t->ip_id == p->ip_id &&
+	       t->seq == seq;
+}
+
+static __always_inline bool learned_fresh(struct flow_key *k, __u64 now)
+{
+	__u64 *ts = bpf_map_lookup_elem(&learned, k);
+	if (!ts)
+		return false;
+	if (now - *ts > LEARNED_TTL_NS) {
+		bpf_map_delete_elem(&learned, k);
+		return false;
+	}
+	return true;
+}
+
+/* Whether p's flow, either way round, is one a tracked packet was rewritten into. k is
+ * working space. */
+static __always_inline bool learned_match(const struct packet *p, struct flow_key *k)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
+	if (!n || !*n || !p->family)
+		return false;
+	__u64 now = bpf_ktime_get_ns();
+	flow_of(p, k);
+	if (learned_fresh(k, now))
+		return true;
+	__builtin_memcpy(k->saddr, p->daddr, 16);
+	__builtin_memcpy(k->daddr, p->saddr, 16);
+	k->sport = p->dport;
+	k->dport = p->sport;
+	return learned_fresh(k, now);
+}
+
+/* Learns k, and then its addresses alone (k is changed): a route lookup carries no ports to
+ * match on. */
+static __always_inline void learn(struct flow_key *k)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&learned, k, &now, BPF_ANY))
+		return;
+	k->sport = 0;
+	k->dport = 0;
+	k->proto = 0;
+	bpf_map_update_elem(&learned, k, &now, BPF_ANY);
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	count(STAT_LEARNED);
+}
+
 static __always_inline __u32 netns_of(struct net_device *dev, struct sk_buff *skb)
 {
 	if (dev)
@@ -234,26 +429,49 @@ static __always_inline void submit(struct event *e)
 }
 
 /* The common path of every sk_buff hook: report it when it is tracked or matches; start
- * tracking it on a match; forget it when it is freed. */
-static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, __u32 kind,
-				   bool at_data, __u64 location, __u32 reason)
+ * tracking it on a match; learn the flow NAT rewrote it into; forget it when it is freed. */
+static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
+				      __u32 kind, bool at_data, __u64 location, __u32 reason)
 {
 	__u64 key = (__u64)skb;
-	struct packet p = {};
+	enum encap_kind encap = ENCAP_NONE;
 	bool freed = kind == EV_DROP || kind == EV_CONSUME;
-	bool known = bpf_map_lookup_elem(&tracked, &key) != 0;
-	int parsed = parse_skb(skb, at_data, &p);
+	struct track *t = bpf_map_lookup_elem(&tracked, &key);
+	bool first = false;
 
-	if (!known) {
-		if (parsed || !filter_match(&p))
+	__builtin_memset(&sc->p, 0, sizeof(sc->p));
+	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+	int parsed = parse_skb(skb, at_data, &sc->p, &sc->inner, &encap);
+	/* The flow is what the user follows: the carried packet when there is one. */
+	struct packet *flow = encap ? &sc->inner : &sc->p;
+
+	if (t && (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow)))) {
+		bpf_map_delete_elem(&tracked, &key);
+		t = 0;
+	}
+	if (!t) {
+		first = true;
+		if (parsed)
+			return;
+		if (!filter_match(flow) && !(encap && filter_match(&sc->p)) && !learned_match(flow, &sc->k))
 			return;
 		if (!freed) {
-			__u64 now = bpf_ktime_get_ns();
-			if (bpf_map_update_elem(&tracked, &key, &now, BPF_ANY))
+			sc->nt.first_ts = bpf_ktime_get_ns();
+			flow_of(flow, &sc->nt.flow);
+			identity_of(flow, &sc->nt);
+			if (bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY))
 				count(STAT_TRACK_FULL);
 		}
-	} else if (freed) {
-		bpf_map_delete_elem(&tracked, &key);
+	} else {
+		if (!parsed) {
+			flow_of(flow, &sc->k);
+			if (!flow_equal(&sc->k, &t->flow)) {
+				t->flow = sc->k;
+				learn(&sc->k);
+			}
+		}
+		if (freed)
+			bpf_map_delete_elem(&tracked, &key);
 	}
 
 	struct event *e = new_event(kind);
@@ -262,6 +480,7 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 	if (!dev)
 		dev = BPF_CORE_READ(skb, dev);
 	e->skb = key;
+	e->first = first;
 	e->location = location;
 	e->reason = reason;
 	e->len = BPF_CORE_READ(skb, len);
@@ -270,9 +489,37 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
-	if (!parsed)
-		e->pkt = p;
+	if (!parsed) {
+		e->pkt = sc->p;
+		e->encap = encap;
+		if (encap)
+			e->inner = sc->inner;
+	}
 	submit(e);
+}
+
+static __always_inline struct scratch *enter(void)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc)
+		return 0;
+	if (sc->busy) {
+		count(STAT_LOST);
+		return 0;
+	}
+	sc->busy = 1;
+	return sc;
+}
+
+static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, __u32 kind,
+				   bool at_data, __u64 location, __u32 reason)
+{
+	struct scratch *sc = enter();
+	if (!sc)
+		return;
+	track_skb(sc, skb, dev, kind, at_data, location, reason);
+	sc->busy = 0;
 }
 
 /* Each hook is built twice: tp_btf (typed, cheapest) and raw_tp (older kernels or kernels
@@ -330,9 +577,19 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	if (f->proto && p.proto && f->proto != p.proto)
 		return;
 	/* Ports are not reliably filled in for input lookups: match addresses only. */
-	if (!match_oneway(&p, p.saddr, p.daddr, 0, 0) && !match_oneway(&p, p.daddr, p.saddr, 0, 0))
-		return;
-	/* An output lookup may not know its source yet (0.0.0.0): match on the destination. */
+	if (!match_oneway(&p, p.saddr, p.daddr, 0, 0) && !match_oneway(&p, p.daddr, p.saddr, 0, 0)) {
+		struct scratch *sc = enter();
+		if (!sc)
+			return;
+		__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+		sc->inner.family = 4;
+		__builtin_memcpy(sc->inner.saddr, p.saddr, 4);
+		__builtin_memcpy(sc->inner.daddr, p.daddr, 4);
+		bool hit = learned_match(&sc->inner, &sc->k);
+		sc->busy = 0;
+		if (!hit)
+			return;
+	}
 
 	struct event *e = new_event(EV_ROUTE);
 	if (!e)

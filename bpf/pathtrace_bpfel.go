@@ -29,6 +29,15 @@ type PathtraceConfig struct {
 	}
 }
 
+type PathtraceEncapKind uint32
+
+const (
+	PathtraceEncapKindENCAP_NONE   PathtraceEncapKind = 0
+	PathtraceEncapKindENCAP_VXLAN  PathtraceEncapKind = 1
+	PathtraceEncapKindENCAP_GENEVE PathtraceEncapKind = 2
+	PathtraceEncapKindENCAP_IPIP   PathtraceEncapKind = 3
+)
+
 type PathtraceEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -41,8 +50,13 @@ type PathtraceEvent struct {
 	Len      uint32
 	Reason   uint32
 	Ifname   [16]int8
+	Encap    PathtraceEncapKind
+	First    uint8
+	Pad      [3]uint8
 	Pkt      PathtracePacket
+	Inner    PathtracePacket
 	Route    PathtraceRoute
+	_        [4]byte
 }
 
 type PathtraceEventKind uint32
@@ -67,6 +81,17 @@ type PathtraceFilter struct {
 	Sport   uint16
 	Dport   uint16
 	Pad     uint16
+}
+
+type PathtraceFlowKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Pad    uint16
 }
 
 type PathtracePacket struct {
@@ -99,20 +124,43 @@ type PathtraceRoute struct {
 	OutIfname  [16]int8
 }
 
+type PathtraceScratch struct {
+	_     structs.HostLayout
+	P     PathtracePacket
+	Inner PathtracePacket
+	Nt    PathtraceTrack
+	K     PathtraceFlowKey
+	Busy  uint32
+	_     [4]byte
+}
+
 type PathtraceStatIndex uint32
 
 const (
 	PathtraceStatIndexSTAT_EVENTS     PathtraceStatIndex = 0
 	PathtraceStatIndexSTAT_LOST       PathtraceStatIndex = 1
 	PathtraceStatIndexSTAT_TRACK_FULL PathtraceStatIndex = 2
-	PathtraceStatIndexSTAT_MAX        PathtraceStatIndex = 3
+	PathtraceStatIndexSTAT_LEARNED    PathtraceStatIndex = 3
+	PathtraceStatIndexSTAT_MAX        PathtraceStatIndex = 4
 )
+
+type PathtraceTrack struct {
+	_       structs.HostLayout
+	FirstTs uint64
+	Flow    PathtraceFlowKey
+	Seq     uint32
+	IpId    uint16
+	Pad     uint16
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	PathtraceMapEvents        = "events"
+	PathtraceMapLearned       = "learned"
+	PathtraceMapLearnedCount  = "learned_count"
+	PathtraceMapScratch       = "scratch"
 	PathtraceMapStats         = "stats"
 	PathtraceMapTracked       = "tracked"
 	PathtraceProgOnConsumeBtf = "on_consume_btf"
@@ -190,9 +238,12 @@ type PathtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceMapSpecs struct {
-	Events  *ebpf.MapSpec `ebpf:"events"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
-	Tracked *ebpf.MapSpec `ebpf:"tracked"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Learned      *ebpf.MapSpec `ebpf:"learned"`
+	LearnedCount *ebpf.MapSpec `ebpf:"learned_count"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
 }
 
 // PathtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -222,14 +273,20 @@ func (o *PathtraceObjects) Close() error {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtraceMaps struct {
-	Events  *ebpf.Map `ebpf:"events"`
-	Stats   *ebpf.Map `ebpf:"stats"`
-	Tracked *ebpf.Map `ebpf:"tracked"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Learned      *ebpf.Map `ebpf:"learned"`
+	LearnedCount *ebpf.Map `ebpf:"learned_count"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Tracked      *ebpf.Map `ebpf:"tracked"`
 }
 
 func (m *PathtraceMaps) Close() error {
 	return _PathtraceClose(
 		m.Events,
+		m.Learned,
+		m.LearnedCount,
+		m.Scratch,
 		m.Stats,
 		m.Tracked,
 	)

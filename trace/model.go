@@ -72,7 +72,12 @@ type Hop struct {
 	Ifindex   uint32 `json:"ifindex,omitempty"`
 	Ifname    string `json:"ifname,omitempty"`
 	// Tuple is the packet's headers as seen at this hop: a change from the previous hop is NAT.
+	// For an encapsulated packet it is the carried (inner) packet's.
 	Tuple *Headers `json:"tuple,omitempty"`
+	// Encap names the tunnel the packet travels in at this hop ("vxlan", "geneve", "ipip"),
+	// and Outer is the tunnel packet's own headers.
+	Encap string   `json:"encap,omitempty"`
+	Outer *Headers `json:"outer,omitempty"`
 	Len   uint32   `json:"len,omitempty"`
 
 	// Set on dropped and consumed hops.
@@ -153,6 +158,8 @@ type Fate struct {
 	Ifname    string  `json:"ifname,omitempty"`
 	Netns     uint32  `json:"netns,omitempty"`
 	NetnsName string  `json:"netns_name,omitempty"`
+	// Note qualifies an outcome pathtrace inferred rather than saw.
+	Note string `json:"note,omitempty"`
 }
 
 // Packet is one sk_buff's journey: every hop from the first time it matched to its end.
@@ -208,5 +215,8 @@ type Evidence struct {
 type Event struct {
 	SKB uint64 `json:"skb"`
 	CPU uint32 `json:"cpu"`
-	Hop Hop    `json:"hop"`
+	// First marks the first event of an sk_buff's life: an address seen before now carries a
+	// new packet, the old one having been freed where no tracepoint saw it.
+	First bool `json:"first,omitempty"`
+	Hop   Hop  `json:"hop"`
 }

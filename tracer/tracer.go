@@ -97,7 +97,9 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	}
 
 	t.maps = map[string]*ebpf.Map{}
-	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats} {
+	// Every program shares these; each is loaded on its own (see loadHook).
+	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats,
+		bpf.PathtraceMapLearned, bpf.PathtraceMapLearnedCount, bpf.PathtraceMapScratch} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", name, err)
@@ -152,8 +154,9 @@ func (t *Tracer) NowNS() uint64 { return monotonicNow() - t.startNS }
 // Stats are the kernel side's counters.
 type Stats struct {
 	Events    uint64 // written to the ring buffer
-	Lost      uint64 // found the ring buffer full
+	Lost      uint64 // found the ring buffer full (or the CPU's working space busy)
 	TrackFull uint64 // packets the tracking map could not hold
+	Learned   uint64 // NAT translations learned
 }
 
 // Stats sums the per-CPU counters.
@@ -164,6 +167,7 @@ func (t *Tracer) Stats() (Stats, error) {
 		bpf.PathtraceStatIndexSTAT_EVENTS:     &s.Events,
 		bpf.PathtraceStatIndexSTAT_LOST:       &s.Lost,
 		bpf.PathtraceStatIndexSTAT_TRACK_FULL: &s.TrackFull,
+		bpf.PathtraceStatIndexSTAT_LEARNED:    &s.Learned,
 	} {
 		var per []uint64
 		if err := m.Lookup(idx, &per); err != nil {
@@ -284,6 +288,11 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 	}
 	if hdr, ok := headers(&e.Pkt); ok {
 		h.Tuple = &hdr
+		if name, ok := encapNames[e.Encap]; ok {
+			if in, ok := headers(&e.Inner); ok {
+				h.Encap, h.Outer, h.Tuple = name, h.Tuple, &in
+			}
+		}
 	}
 	switch e.Kind {
 	case bpf.PathtraceEventKindEV_DROP:
@@ -315,7 +324,13 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		h.Tuple = nil
 		h.Ifindex = 0
 	}
-	return trace.Event{SKB: e.Skb, CPU: e.Cpu, Hop: h}, true
+	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Hop: h}, true
+}
+
+var encapNames = map[bpf.PathtraceEncapKind]string{
+	bpf.PathtraceEncapKindENCAP_VXLAN:  "vxlan",
+	bpf.PathtraceEncapKindENCAP_GENEVE: "geneve",
+	bpf.PathtraceEncapKindENCAP_IPIP:   "ipip",
 }
 
 func int8sToBytes(s []int8) []byte {

@@ -13,11 +13,19 @@ enum event_kind {
 	EV_CONSUME = 6, /* skb:consume_skb */
 };
 
+enum encap_kind {
+	ENCAP_NONE = 0,
+	ENCAP_VXLAN = 1,  /* UDP, any port: 4789, flannel's 8472... recognised by its header */
+	ENCAP_GENEVE = 2, /* UDP, header version 0 carrying Ethernet */
+	ENCAP_IPIP = 3,   /* IPv4 or IPv6 inside IPv4 (tunl0, Calico IPIP) */
+};
+
 enum stat_index {
 	STAT_EVENTS = 0,      /* events written to the ring buffer */
 	STAT_LOST = 1,        /* events that found the ring buffer full */
 	STAT_TRACK_FULL = 2,  /* packets that could not be tracked (map update failed) */
-	STAT_MAX = 3,
+	STAT_LEARNED = 3,     /* NAT translations learned */
+	STAT_MAX = 4,
 };
 
 struct packet {
@@ -35,6 +43,17 @@ struct packet {
 	__be16 icmp_seq;
 	__u16 _pad;
 	__be32 tcp_seq;
+};
+
+/* A flow's addresses, ports and protocol: what NAT rewrites and what is learned. */
+struct flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 _pad;
 };
 
 struct route {
@@ -59,7 +78,11 @@ struct event {
 	__u32 len;
 	__u32 reason;   /* enum skb_drop_reason of the running kernel */
 	char ifname[IFNAMSIZ];
+	enum encap_kind encap; /* pkt is the outer packet, inner the one it carries */
+	__u8 first;            /* the first event of this sk_buff's life that pathtrace saw */
+	__u8 _pad[3];
 	struct packet pkt;
+	struct packet inner;
 	struct route route;
 };
 

@@ -41,7 +41,7 @@ func full() *trace.Trace {
 	hop := trace.Hop{
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
 		Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod",
-		Tuple: hdr, Len: 1500,
+		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
 		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true,
 		Route: &trace.Route{
 			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2,
@@ -69,7 +69,7 @@ func full() *trace.Trace {
 		},
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
-			Fate: trace.Fate{Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
+			Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"},
 		}},
 		Flows: []trace.FlowSummary{{

@@ -2,6 +2,7 @@ package text
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,12 @@ func (p *Printer) Packet(pk trace.Packet) {
 			{s: event, st: evStyle},
 		}
 		tails[i] = hopDetail(h)
+		if h.Encap != "" && h.Outer != nil {
+			if len(tails[i]) > 0 {
+				tails[i] = append(tails[i], sp("  "))
+			}
+			tails[i] = append(tails[i], sp(fmt.Sprintf("in %s %s", h.Encap, endpoints(h.Outer.Tuple))))
+		}
 		if h.Tuple != nil {
 			if prev != nil {
 				if n := nat(*prev, h.Tuple.Tuple); n != "" {
@@ -117,6 +124,9 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		if f.Location != "" {
 			s += " (consumed at " + f.Location + ")"
 		}
+		if f.Note != "" {
+			s += " (" + f.Note + ")"
+		}
 		return []span{sp("=> "), styled(good, "delivered"), sp(s)}
 	case trace.LeftHost:
 		s := ""
@@ -144,4 +154,12 @@ func or(s, fallback string) string {
 		return fallback
 	}
 	return s
+}
+
+// endpoints is "src:sport > dst:dport" (ports only where the protocol has them).
+func endpoints(t trace.Tuple) string {
+	if t.Proto == trace.ProtoTCP || t.Proto == trace.ProtoUDP {
+		return fmt.Sprintf("%s > %s %s", netip.AddrPortFrom(t.Src, t.Sport), netip.AddrPortFrom(t.Dst, t.Dport), t.Proto)
+	}
+	return fmt.Sprintf("%s > %s %s", t.Src, t.Dst, t.Proto)
 }

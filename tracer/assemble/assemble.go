@@ -63,6 +63,7 @@ type Assembler struct {
 	held     []*packet
 	heldHead int
 	early    []earlyCopy
+	nat      natMemory // translations seen, to place packets the filter does not name
 
 	nowNS   uint64 // latest event time seen
 	nextID  int
@@ -81,6 +82,7 @@ func New(f trace.Filter, opts Options) *Assembler {
 		cpus:    make(map[uint32]*cpuState),
 		freed:   freedSet{at: make(map[uint64]uint64)},
 		copies:  newCopyIndex(),
+		nat:     natMemory{},
 	}
 	if opts.Idle > 0 {
 		a.idleNS = uint64(opts.Idle)
@@ -119,6 +121,13 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 
 	free := h.Event == trace.KindDrop || h.Event == trace.KindConsume
 	p := a.open[ev.SKB]
+	if p != nil && ev.First {
+		// The kernel started a new life at this address: the packet it carried was freed
+		// where no tracepoint sees, and this event is another packet's.
+		p.reused = true
+		out = append(out, a.complete(p, nil)...)
+		p = nil
+	}
 	if p == nil {
 		// A hop older than the free of this address belongs to the life that already ended:
 		// starting a packet with it would invent a packet that never ends.
@@ -304,8 +313,12 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 	if t := firstTuple(own); t != nil {
 		pkt.Tuple = *t
 	}
-	pkt.Flow = direction(a.filter, own)
-	pkt.Fate = copyDelivered(fate(own, p.end), own, p.end, copies)
+	pkt.Flow = trace.Request
+	if dir, flow, ok := classify(a.filter, a.nat, own); ok {
+		pkt.Flow = dir
+		a.nat.learn(a.filter, dir, flow, own)
+	}
+	pkt.Fate = copyDelivered(fate(own, p.end, p.reused), own, p.end, copies)
 	// CPUs' recent-hop rings and the copy index may point at p a while longer: keep only the
 	// small struct alive.
 	p.state, p.head, p.tail, p.cur, p.copies, p.end = stDone, nil, nil, nil, nil, nil

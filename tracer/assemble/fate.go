@@ -11,15 +11,24 @@ func firstTuple(hops []trace.Hop) *trace.Headers {
 	return nil
 }
 
-// direction says which way the packet went. The first headers decide unless they match
-// neither way: a packet tracked across NAT may start with headers the filter never named, and a
-// later hop shows the ones it did.
-func direction(f trace.Filter, hops []trace.Hop) trace.Direction {
-	first := firstTuple(hops)
-	if d, _, ok := matched(f, first, hops); ok {
-		return d
+// classify says which way the packet went and which flow it belongs to (its request-direction
+// tuple). The first headers the filter matches decide, the first hop's before the others: a
+// packet tracked across NAT may start with headers the filter never named. A packet none of
+// whose headers the filter matches is placed by the NAT translations learned from earlier
+// packets: the reply to a MASQUERADEd request arrives addressed to the node, and dies there
+// before conntrack rewrites it back.
+func classify(f trace.Filter, nat natMemory, hops []trace.Hop) (trace.Direction, trace.Tuple, bool) {
+	if d, t, ok := matched(f, firstTuple(hops), hops); ok {
+		return d, t, true
 	}
-	return trace.Request
+	for i := range hops {
+		if t := hops[i].Tuple; t != nil {
+			if e, ok := nat[t.Tuple]; ok {
+				return e.dir, e.flow, true
+			}
+		}
+	}
+	return "", trace.Tuple{}, false
 }
 
 // matched finds the first headers the filter matches, first then each hop's, and returns
@@ -40,6 +49,38 @@ func matched(f trace.Filter, first *trace.Headers, hops []trace.Hop) (trace.Dire
 	return "", trace.Tuple{}, false
 }
 
+// natMemory maps the tuples NAT rewrote a flow's packets into, in both orientations, to the
+// flow and the direction a packet carrying them travels.
+type natMemory map[trace.Tuple]natEntry
+
+type natEntry struct {
+	dir  trace.Direction
+	flow trace.Tuple
+}
+
+// natMemoryCap bounds what is remembered: a long trace of a busy NAT must not grow without end.
+const natMemoryCap = 1 << 16
+
+// learn records the tuples the packet's hops carried that the filter does not name (NAT's work)
+// as belonging to flow.
+func (m natMemory) learn(f trace.Filter, dir trace.Direction, flow trace.Tuple, hops []trace.Hop) {
+	back := trace.Reply
+	if dir == trace.Reply {
+		back = trace.Request
+	}
+	for i := range hops {
+		t := hops[i].Tuple
+		if t == nil || len(m) >= natMemoryCap {
+			continue
+		}
+		if _, named := f.Direction(t.Tuple); named {
+			continue
+		}
+		m[t.Tuple] = natEntry{dir, flow}
+		m[t.Tuple.Reverse()] = natEntry{back, flow}
+	}
+}
+
 func oriented(d trace.Direction, t trace.Tuple) trace.Tuple {
 	if d == trace.Reply {
 		return t.Reverse()
@@ -49,8 +90,12 @@ func oriented(d trace.Direction, t trace.Tuple) trace.Tuple {
 
 func isTransmit(k trace.Kind) bool { return k == trace.KindQueue || k == trace.KindXmit }
 
+// untracedFree is the note on a packet whose sk_buff was freed where no tracepoint looks.
+const untracedFree = "freed where no tracepoint sees (its sk_buff was reused): taken as delivered, since the kernel reports drops"
+
 // fate decides how the packet ended; end is the hop that freed it, nil if none was seen.
-func fate(hops []trace.Hop, end *trace.Hop) trace.Fate {
+// reused says the sk_buff was seen carrying a new packet: this one was freed unseen.
+func fate(hops []trace.Hop, end *trace.Hop, reused bool) trace.Fate {
 	endAt := len(hops) - 1
 	if end != nil {
 		endAt = indexOf(hops, end)
@@ -95,7 +140,13 @@ func fate(hops []trace.Hop, end *trace.Hop) trace.Fate {
 		return trace.Fate{Outcome: trace.Unknown}
 	}
 	h := hops[endAt]
-	return trace.Fate{Outcome: trace.Unknown, Ifname: ifnameAt(hops, endAt), Netns: h.Netns, NetnsName: h.NetnsName}
+	f := trace.Fate{Outcome: trace.Unknown, Ifname: ifnameAt(hops, endAt), Netns: h.Netns, NetnsName: h.NetnsName}
+	// Freed unseen after the stack took it in: on a kernel with drop reasons a drop goes through
+	// kfree_skb, so this is the quiet end of a packet used up (TCP's pure ACKs end so).
+	if reused && rx >= 0 {
+		f.Outcome, f.Note = trace.Delivered, untracedFree
+	}
+	return f
 }
 
 // indexOf finds the freeing hop among the sorted hops; it is normally the last one.

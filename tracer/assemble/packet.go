@@ -30,6 +30,11 @@ type packet struct {
 
 	state state
 	end   *trace.Hop // the hop that freed it, nil if none was seen
+	// reused: its sk_buff was seen carrying a new packet, so it was freed unseen.
+	reused bool
+	// netns is the latest namespace a hop named, for hops reported without one.
+	netns     uint32
+	netnsName string
 }
 
 type state uint8
@@ -50,6 +55,12 @@ func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
 	}
 	p.firstNS = min(p.firstNS, h.TimeNS)
 	p.lastNS = max(p.lastNS, h.TimeNS)
+	// The stack clears skb->dev once a socket owns the packet; it is still where it was.
+	if h.Netns == 0 {
+		h.Netns, h.NetnsName = p.netns, p.netnsName
+	} else {
+		p.netns, p.netnsName = h.Netns, h.NetnsName
+	}
 	if h.Tuple != nil && (p.cur == nil || h.TimeNS >= p.curNS) {
 		p.cur, p.curNS = h.Tuple, h.TimeNS
 	}

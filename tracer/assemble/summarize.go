@@ -13,8 +13,13 @@ func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
 	var out []trace.FlowSummary
 	flowAt := map[trace.Tuple]int{}
 	dropAt := map[trace.Tuple]map[dropKey]int{}
+	nat := natMemory{}
 	for _, p := range packets {
-		key := flowKey(f, p)
+		key := oriented(p.Flow, p.Tuple.Tuple)
+		if dir, flow, ok := classify(f, nat, p.Hops); ok {
+			key = flow
+			nat.learn(f, dir, flow, p.Hops)
+		}
 		i, ok := flowAt[key]
 		if !ok {
 			i = len(out)
@@ -50,13 +55,4 @@ func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
 		}
 	}
 	return out
-}
-
-// flowKey is the request-direction tuple of p, from the headers that matched the filter, so
-// that a packet whose first headers were NATed still counts under its flow.
-func flowKey(f trace.Filter, p trace.Packet) trace.Tuple {
-	if _, t, ok := matched(f, &p.Tuple, p.Hops); ok {
-		return t
-	}
-	return oriented(p.Flow, p.Tuple.Tuple)
 }

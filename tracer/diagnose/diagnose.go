@@ -22,7 +22,7 @@ func Verdict(t *trace.Trace) trace.Verdict {
 	if site, ok := worstDrop(t.Flows); ok {
 		return dropVerdict(t, site)
 	}
-	var req, rep, leftHost, delivered int
+	var req, rep, leftHost, delivered, unknown, teardown int
 	var leftOn, leftNetns string
 	for _, p := range t.Packets {
 		if p.Flow == trace.Reply {
@@ -36,14 +36,29 @@ func Verdict(t *trace.Trace) trace.Verdict {
 			leftOn, leftNetns = p.Fate.Ifname, p.Fate.NetnsName
 		case trace.Delivered:
 			delivered++
+		case trace.Dropped:
+			teardown++ // worstDrop found none but those of a closing socket
+		default:
+			unknown++
 		}
 	}
 	switch {
-	case req > 0 && rep > 0 && delivered+leftHost == len(t.Packets):
-		return trace.Verdict{
+	case req > 0 && rep > 0 && delivered+leftHost+teardown == len(t.Packets):
+		v := trace.Verdict{
 			Outcome:    "delivered",
 			Summary:    fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host", req, rep),
 			Confidence: "high",
+		}
+		if teardown > 0 {
+			v.Summary += fmt.Sprintf(" (%d freed from a closing socket's queue: normal at teardown)", teardown)
+		}
+		return v
+	case req > 0 && rep > 0 && delivered > 0:
+		return trace.Verdict{
+			Outcome: "delivered",
+			Summary: fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host; %d still in flight or freed unseen when the trace stopped",
+				req, rep, unknown),
+			Confidence: "medium",
 		}
 	case leftHost > 0 && rep == 0:
 		return trace.Verdict{
@@ -67,11 +82,19 @@ func Verdict(t *trace.Trace) trace.Verdict {
 	}
 }
 
-// worstDrop picks the drop site to explain: the most frequent one.
+// teardownReasons are drops the kernel reports when a socket closes with packets still queued:
+// part of ending a connection, not a fault on the path.
+var teardownReasons = map[string]bool{"QUEUE_PURGE": true, "SOCKET_CLOSE": true, "TCP_CLOSE": true}
+
+// worstDrop picks the drop site to explain: the most frequent one that is not a teardown.
 func worstDrop(flows []trace.FlowSummary) (trace.DropSite, bool) {
 	var sites []trace.DropSite
 	for _, f := range flows {
-		sites = append(sites, f.Drops...)
+		for _, d := range f.Drops {
+			if !teardownReasons[d.Reason] {
+				sites = append(sites, d)
+			}
+		}
 	}
 	if len(sites) == 0 {
 		return trace.DropSite{}, false

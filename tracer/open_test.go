@@ -1,0 +1,427 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/netnsname"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load BPF programs")
+	}
+}
+
+// onPrograms lists the kernel's BPF programs named like pathtrace's ("on_...").
+func onPrograms(t *testing.T) map[ebpf.ProgramID]string {
+	t.Helper()
+	progs := map[ebpf.ProgramID]string{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return progs
+		}
+		if err != nil {
+			t.Fatalf("ProgramGetNextID(%d): %v", id, err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // freed meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(info.Name, "on_") {
+			progs[id] = info.Name
+		}
+	}
+}
+
+// holders lists the other processes that hold program id through a program or link fd.
+func holders(id ebpf.ProgramID) []int {
+	var pids []int
+	want := fmt.Sprintf("prog_id:\t%d\n", id)
+	dirs, _ := filepath.Glob("/proc/[0-9]*/fdinfo")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(strings.Split(d, "/")[2])
+		if pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir(d)
+		for _, fd := range fds {
+			b, err := os.ReadFile(filepath.Join(d, fd.Name()))
+			if err == nil && strings.Contains(string(b), want) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// bpfFDs counts this process's open BPF program and link fds.
+func bpfFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink("/proc/self/fd/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		if target == "anon_inode:bpf-prog" || target == "anon_inode:bpf_link" {
+			n++
+		}
+	}
+	return n
+}
+
+// assertNoneLeft waits up to 3s for every "on_" program that was not there before (and that no
+// other process holds: pathtrace may be running beside the tests) to leave the kernel.
+func assertNoneLeft(t *testing.T, before map[ebpf.ProgramID]string, ours []ebpf.ProgramID) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var left []string
+		now := onPrograms(t)
+		for _, id := range ours {
+			if name, ok := now[id]; ok {
+				left = append(left, fmt.Sprintf("%d %s (ours)", id, name))
+				delete(now, id)
+			}
+		}
+		for id, name := range now {
+			if _, ok := before[id]; ok {
+				continue
+			}
+			if pids := holders(id); len(pids) > 0 {
+				t.Logf("ignoring program %d %s: held by pid %v", id, name, pids)
+				continue
+			}
+			left = append(left, fmt.Sprintf("%d %s", id, name))
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BPF programs still loaded 3s after Close: %s", strings.Join(left, ", "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func programIDs(t *testing.T, tr *Tracer) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
+	for _, p := range tr.probes {
+		info, err := p.prog.Info()
+		if err != nil {
+			t.Fatalf("program info: %v", err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			t.Fatal("kernel does not report program IDs")
+		}
+		if !strings.HasPrefix(info.Name, "on_") {
+			t.Errorf("program %d is named %q, want on_...", id, info.Name)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func testFilter(t *testing.T, src, dst string, proto trace.Proto, dport uint16) trace.Filter {
+	t.Helper()
+	s, err := trace.ParseAddr(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := trace.ParseAddr(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := trace.NewFilter(s, d, proto, 0, dport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestOpenClose(t *testing.T) {
+	needRoot(t)
+	before := onPrograms(t)
+	fdsBefore := bpfFDs(t)
+
+	// Documentation addresses: nothing on this host sends such packets.
+	tr, err := Open(Config{Filter: testFilter(t, "192.0.2.1", "198.51.100.0/24", trace.ProtoUDP, 9)})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			tr.Close()
+		}
+	}()
+
+	probes := tr.Probes()
+	if len(probes) != len(hooks) {
+		t.Errorf("Probes() has %d entries, want %d (one per hook)", len(probes), len(hooks))
+	}
+	for i, p := range probes {
+		if i < len(hooks) && p.Name != hooks[i].tracepoint {
+			t.Errorf("probe %d is %q, want %q", i, p.Name, hooks[i].tracepoint)
+		}
+		if !p.Attached || p.Program != "tp_btf" || p.Error != "" {
+			t.Errorf("probe %s: attached=%v program=%q error=%q; want attached tp_btf on this kernel", p.Name, p.Attached, p.Program, p.Error)
+		}
+	}
+	ours := programIDs(t, tr)
+	if len(ours) != len(hooks) {
+		t.Errorf("%d programs loaded, want %d", len(ours), len(hooks))
+	}
+	// The kernel-wide scan sees them: the check after Close is not vacuous.
+	loaded := onPrograms(t)
+	for _, id := range ours {
+		if _, ok := loaded[id]; !ok {
+			t.Errorf("our program %d is missing from the kernel's program list", id)
+		}
+	}
+	if n := bpfFDs(t); n < fdsBefore+len(hooks) {
+		t.Errorf("%d BPF program/link fds open while loaded, want at least %d", n, fdsBefore+len(hooks))
+	}
+	for _, d := range tr.Degraded() {
+		if strings.Contains(d, "tracepoints unavailable") || strings.Contains(d, "no drop reasons") {
+			t.Errorf("degraded on a full kernel: %s", d)
+		}
+	}
+	if tr.Backend() != "tracepoint" {
+		t.Errorf("Backend() = %q", tr.Backend())
+	}
+	if a, b := tr.NowNS(), tr.NowNS(); b < a || a > uint64(time.Minute) {
+		t.Errorf("NowNS went %d then %d", a, b)
+	}
+
+	st, err := tr.Stats()
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	if st.Lost != 0 {
+		t.Errorf("Stats().Lost = %d, want 0", st.Lost)
+	}
+	if st.TrackFull != 0 {
+		t.Errorf("Stats().TrackFull = %d, want 0", st.TrackFull)
+	}
+
+	if err := tr.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	closed = true
+	if err := tr.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if n := bpfFDs(t); n != fdsBefore {
+		t.Errorf("%d BPF program/link fds open after Close, %d before Open", n, fdsBefore)
+	}
+	assertNoneLeft(t, before, ours)
+}
+
+func TestOpenIPv6Filter(t *testing.T) {
+	needRoot(t)
+	before := onPrograms(t)
+	tr, err := Open(Config{Filter: testFilter(t, "2001:db8::/64", "2001:db8:1::1", trace.ProtoICMPv6, 0)})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ours := programIDs(t, tr)
+	for _, p := range tr.Probes() {
+		if !p.Attached {
+			t.Errorf("probe %s not attached: %s", p.Name, p.Error)
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNoneLeft(t, before, ours)
+}
+
+func TestOpenNoBTF(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(garbage, []byte("this is not BTF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "missing"), garbage} {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			before := onPrograms(t)
+			fdsBefore := bpfFDs(t)
+			tr, err := Open(Config{KernelBTF: path, Filter: testFilter(t, "192.0.2.1", "", trace.ProtoAny, 0)})
+			if err == nil {
+				tr.Close()
+				t.Fatalf("Open with KernelBTF %s succeeded", path)
+			}
+			if tr != nil {
+				t.Errorf("Open returned a Tracer with its error")
+			}
+			if !errors.Is(err, ErrNoBTF) {
+				t.Errorf("error %v does not wrap ErrNoBTF", err)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name %s", err, path)
+			}
+			if n := bpfFDs(t); n != fdsBefore {
+				t.Errorf("%d BPF program/link fds open after a failed Open, %d before", n, fdsBefore)
+			}
+			assertNoneLeft(t, before, nil)
+		})
+	}
+}
+
+// TestRunSeesDrop sends UDP to a closed port on loopback: the kernel drops it with NO_SOCKET,
+// and the tracer must report that drop with the packet's tuple.
+func TestRunSeesDrop(t *testing.T) {
+	needRoot(t)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close() // now nothing listens there
+
+	filter := testFilter(t, "127.0.0.1", "127.0.0.1", trace.ProtoUDP, port)
+	tr, err := Open(Config{Filter: filter})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer tr.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan trace.Event, 1024)
+	ticks := make(chan uint64, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Run(ctx, func(e trace.Event) {
+			select {
+			case events <- e:
+			default:
+			}
+		}, func(now uint64) {
+			select {
+			case ticks <- now:
+			default:
+			}
+		})
+	}()
+
+	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+
+	var got []trace.Event
+	var drop *trace.Event
+	timeout := time.After(10 * time.Second)
+	send := time.NewTicker(200 * time.Millisecond)
+	defer send.Stop()
+	conn.Write([]byte("pathtrace test"))
+	for drop == nil {
+		select {
+		case e := <-events:
+			got = append(got, e)
+			if e.Hop.Event == trace.KindDrop && e.Hop.Tuple != nil && e.Hop.Tuple.Sport == sport {
+				drop = &got[len(got)-1]
+			}
+		case <-send.C:
+			conn.Write([]byte("pathtrace test")) // the error of an earlier send (ECONNREFUSED) is expected
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-timeout:
+			t.Fatalf("no drop of 127.0.0.1:%d -> 127.0.0.1:%d within 10s; saw %d events: %+v", sport, port, len(got), got)
+		}
+	}
+
+	for _, e := range got {
+		t.Logf("%s %s %s %s", e.Hop.Event, e.Hop.Ifname, e.Hop.Reason, e.Hop.Location)
+	}
+	h := drop.Hop
+	if h.Reason != "NO_SOCKET" {
+		t.Errorf("drop reason %q (code %d), want NO_SOCKET", h.Reason, h.ReasonCode)
+	}
+	if h.ReasonCode == 0 || h.Location == "" || drop.SKB == 0 {
+		t.Errorf("drop hop lacks code/location/skb: %+v skb %#x", h, drop.SKB)
+	}
+	if h.Probe != "skb:kfree_skb" {
+		t.Errorf("drop probe %q", h.Probe)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	want := trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: sport, Dport: port}
+	if h.Tuple.Tuple != want {
+		t.Errorf("drop tuple %+v, want %+v", h.Tuple.Tuple, want)
+	}
+	self, err := netnsname.Inode("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Netns != self {
+		t.Errorf("drop netns %d, want ours %d", h.Netns, self)
+	}
+	if self == tr.netns.Host() && h.NetnsName != "host" {
+		t.Errorf("drop in the host netns named %q", h.NetnsName)
+	}
+	if h.TimeNS == 0 || h.TimeNS > tr.NowNS() {
+		t.Errorf("drop TimeNS %d not within the trace (now %d)", h.TimeNS, tr.NowNS())
+	}
+	// The filter is bidirectional but narrow: nothing else may come through.
+	for _, e := range got {
+		if e.Hop.Tuple != nil {
+			if _, ok := filter.Direction(e.Hop.Tuple.Tuple); !ok {
+				t.Errorf("event outside the filter: %+v", e.Hop)
+			}
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of cancel")
+	}
+	st, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events == 0 || st.Lost != 0 {
+		t.Errorf("stats %+v: want events and none lost", st)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("Close after Run: %v", err)
+	}
+}
