@@ -286,11 +286,20 @@ static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *wa
 	return true;
 }
 
+static __always_inline bool match_addrs(const __u8 *src, const __u8 *dst)
+{
+	const volatile struct filter *f = &CFG.filter;
+	return addr_match(src, f->src, f->src_mask) && addr_match(dst, f->dst, f->dst_mask);
+}
+
 static __always_inline bool match_oneway(const struct packet *p, const __u8 *src, const __u8 *dst,
 					 __be16 sport, __be16 dport)
 {
 	const volatile struct filter *f = &CFG.filter;
-	if (!addr_match(src, f->src, f->src_mask) || !addr_match(dst, f->dst, f->dst_mask))
+	if (!match_addrs(src, dst))
+		return false;
+	/* A port names a TCP or UDP flow, even when the protocol was left open. */
+	if ((f->sport || f->dport) && p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return false;
 	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
 		if (f->sport && f->sport != sport)
@@ -577,7 +586,7 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	if (f->proto && p.proto && f->proto != p.proto)
 		return;
 	/* Ports are not reliably filled in for input lookups: match addresses only. */
-	if (!match_oneway(&p, p.saddr, p.daddr, 0, 0) && !match_oneway(&p, p.daddr, p.saddr, 0, 0)) {
+	if (!match_addrs(p.saddr, p.daddr) && !match_addrs(p.daddr, p.saddr)) {
 		struct scratch *sc = enter();
 		if (!sc)
 			return;

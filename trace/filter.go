@@ -28,6 +28,10 @@ func ParseAddr(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("bad CIDR %q: want an address/length such as 10.0.0.0/24", s)
 		}
+		// ::ffff:10.0.0.0/120 names IPv4 addresses: the kernel sees them as IPv4 packets.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
@@ -46,7 +50,7 @@ func ParsePort(s string) (uint16, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
 	if err != nil || n > 65535 {
-		return 0, fmt.Errorf("bad port %q: want a number from 1 to 65535", s)
+		return 0, fmt.Errorf("bad port %q: want a number from 1 to 65535 (0 or none: any port)", s)
 	}
 	return uint16(n), nil
 }
@@ -77,6 +81,10 @@ func (f Filter) matchOneWay(t Tuple) bool {
 		return false
 	}
 	if !prefixMatch(f.Src, t.Src) || !prefixMatch(f.Dst, t.Dst) {
+		return false
+	}
+	// A port names a TCP or UDP flow, even when the protocol was left open.
+	if (f.Sport != 0 || f.Dport != 0) && t.Proto != ProtoTCP && t.Proto != ProtoUDP {
 		return false
 	}
 	if t.Proto == ProtoTCP || t.Proto == ProtoUDP {

@@ -30,8 +30,8 @@ func (p Proto) String() string {
 }
 
 // ParseProto accepts a protocol name or number; "" and "any" mean any protocol.
-func ParseProto(s string) (Proto, error) {
-	s = strings.ToLower(strings.TrimSpace(s))
+func ParseProto(in string) (Proto, error) {
+	s := strings.ToLower(strings.TrimSpace(in))
 	if s == "" || s == "any" {
 		return ProtoAny, nil
 	}
@@ -42,7 +42,7 @@ func ParseProto(s string) (Proto, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil || n == 0 {
-		return 0, fmt.Errorf("unknown protocol %q (want icmp, tcp, udp, icmpv6 or a number 1-255)", s)
+		return 0, fmt.Errorf("unknown protocol %q (want icmp, tcp, udp, icmpv6 or a number 1-255)", in)
 	}
 	return Proto(n), nil
 }
@@ -58,7 +58,8 @@ func (p *Proto) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// HasPorts says whether the protocol carries ports (or, for ICMP, an echo identifier).
+// HasPorts says whether a filter with this protocol may name ports: TCP, UDP, or any (then
+// the ports restrict it to TCP and UDP).
 func (p Proto) HasPorts() bool {
 	return p == ProtoTCP || p == ProtoUDP || p == ProtoAny
 }

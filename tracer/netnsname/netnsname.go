@@ -41,6 +41,9 @@ func New(hostNetns []string, dirs ...string) (*Resolver, error) {
 		errs = append(errs, err)
 	}
 	if ino == 0 {
+		if len(errs) == 0 {
+			return nil, errors.New("host network namespace: no path to find it at")
+		}
 		return nil, fmt.Errorf("host network namespace: %w", errors.Join(errs...))
 	}
 	r := &Resolver{hostIno: ino, dirs: dirs, names: map[uint32]string{}}
@@ -63,8 +66,11 @@ func inode(path string) (uint32, error) {
 // Inode returns the inode of a namespace file such as /proc/self/ns/net.
 func Inode(path string) (uint32, error) { return inode(path) }
 
+// scan rebuilds the names from scratch: the kernel hands a deleted namespace's inode number to
+// the next new one, so an old name must not outlive its namespace.
 func (r *Resolver) scan() {
 	r.lastScan = time.Now()
+	r.names = map[uint32]string{}
 	for _, d := range r.dirs {
 		entries, err := os.ReadDir(d)
 		if err != nil {
@@ -90,15 +96,15 @@ func (r *Resolver) Name(ino uint32) string {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n, ok := r.names[ino]; ok {
-		return n
-	}
-	// Rescan at most every 100ms: an unnamed namespace must not cost a directory walk per event.
-	if time.Since(r.lastScan) > 100*time.Millisecond {
+	// Rescan at most every 100ms when the inode is unknown, and every second anyway, so an
+	// unnamed namespace does not cost a directory walk per event and a reused inode is renamed.
+	n, ok := r.names[ino]
+	if age := time.Since(r.lastScan); (!ok && age > 100*time.Millisecond) || age > time.Second {
 		r.scan()
-		if n, ok := r.names[ino]; ok {
-			return n
-		}
+		n, ok = r.names[ino]
+	}
+	if ok {
+		return n
 	}
 	return fmt.Sprintf("netns:%d", ino)
 }

@@ -224,7 +224,6 @@ func TestNamedNetns(t *testing.T) {
 
 // With no candidates at all the error should still read well.
 func TestNoCandidatesMessage(t *testing.T) {
-	t.Skip("known bug: New(nil) wraps a nil error and prints \"host network namespace: %!w(<nil>)\"")
 	_, err := New(nil)
 	if err == nil || strings.Contains(err.Error(), "%!") {
 		t.Errorf("error %q", err)
@@ -234,7 +233,6 @@ func TestNoCandidatesMessage(t *testing.T) {
 // The kernel reuses a freed namespace's inode number (the lowest free one) for the next
 // namespace, so a cached name must not outlive its namespace.
 func TestReusedInodeGetsNewName(t *testing.T) {
-	t.Skip("known bug: Resolver caches names forever; a new namespace that reuses a deleted one's inode gets the old name")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
 	}
