@@ -107,6 +107,7 @@ static __always_inline void count(enum stat_index idx)
 static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct packet *p, __u32 *l4out)
 {
 	__u32 l4off;
+	__u32 l4len; /* transport header and payload */
 	__u8 proto;
 
 	*l4out = 0;
@@ -123,6 +124,7 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 		p->ip_id = ip.id;
 		proto = ip.protocol;
 		l4off = (ip.ihl_version & 0x0f) * 4;
+		l4len = bpf_ntohs(ip.tot_len) - l4off;
 		/* Only the first fragment carries transport headers. */
 		if (ip.frag_off & bpf_htons(0x1fff)) {
 			p->proto = proto;
@@ -140,6 +142,7 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 		p->ttl = ip6.hop_limit;
 		proto = ip6.nexthdr;
 		l4off = sizeof(ip6);
+		l4len = bpf_ntohs(ip6.payload_len);
 		/* Skip the common extension headers, a bounded number of them. */
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
@@ -151,10 +154,12 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 			if (proto == 44) { /* fragment header: fixed 8 bytes */
 				proto = ext[0];
 				l4off += 8;
+				l4len -= 8;
 				continue;
 			}
 			proto = ext[0];
 			l4off += (ext[1] + 1) * 8;
+			l4len -= (ext[1] + 1) * 8;
 		}
 	} else {
 		return -1;
@@ -174,10 +179,14 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		p->sport = l4.source;
 		p->dport = l4.dest;
+		__u32 hdr = 8;
 		if (proto == IPPROTO_TCP) {
 			p->tcp_flags = l4.flags;
 			p->tcp_seq = l4.seq;
+			hdr = (l4.doff_res >> 4) * 4;
 		}
+		if (l4len > hdr && l4len < 0x10000)
+			p->payload = l4len - hdr;
 		return 0;
 	}
 	p->icmp_type = l4.type;

@@ -108,7 +108,7 @@ type PathtracePacket struct {
 	IcmpType uint8
 	IcmpCode uint8
 	IcmpSeq  uint16
-	Pad      uint16
+	Payload  uint16
 	TcpSeq   uint32
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
@@ -183,4 +184,54 @@ func hasHop(p trace.Packet, netns, ifname string, ok func(trace.Hop) bool) bool 
 		}
 	}
 	return false
+}
+
+// A SYN dropped by a FORWARD rule that is then removed: the kernel retransmits it and the
+// trace ties the retransmission to the first SYN.
+func TestTCPRetransmission(t *testing.T) {
+	topo := standard(t, "rtx", 25)
+	ln, err := topo.Ext.ListenTCP(topo.ExtIP.String() + ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := topo.Node.NftDropForward(topo.PodIP.String()); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--proto", "tcp", "--dport", "8080")
+	// The first SYN dies in FORWARD; the rule goes before the kernel's retransmission (1s).
+	time.AfterFunc(500*time.Millisecond, func() { topo.Node.NftDeleteFilter() })
+	c, err := topo.Pod.DialTCP(topo.ExtIP.String()+":8080", 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial after the rule was removed: %v", err)
+	}
+	c.Close()
+	time.Sleep(200 * time.Millisecond)
+	tr := s.stop(syscall.SIGINT)
+
+	var first, again *trace.Packet
+	for i := range tr.Packets {
+		p := &tr.Packets[i]
+		if p.Flow != trace.Request || p.Tuple.TCPFlags.String() != "SYN" {
+			continue
+		}
+		if p.RetransmitOf == 0 && first == nil {
+			first = p
+		} else if p.RetransmitOf != 0 && again == nil {
+			again = p
+		}
+	}
+	if first == nil || again == nil {
+		t.Fatalf("want a first SYN and a retransmitted one; packets: %d", len(tr.Packets))
+	}
+	if first.Fate.Outcome != trace.Dropped || first.Fate.Reason != "NETFILTER_DROP" {
+		t.Errorf("first SYN #%d fate %+v, want dropped by netfilter", first.ID, first.Fate)
+	}
+	if again.RetransmitOf != first.ID || again.Fate.Outcome != trace.Delivered {
+		t.Errorf("retransmitted SYN #%d: retransmit_of=%d fate %+v, want of #%d and delivered", again.ID, again.RetransmitOf, again.Fate, first.ID)
+	}
+	if len(tr.Flows) != 1 || tr.Flows[0].Retransmissions < 1 {
+		t.Errorf("flows %+v, want one with a retransmission", tr.Flows)
+	}
+	requireLine(t, s.stdout.String(), fmt.Sprintf("(retransmission of #%d)", first.ID))
 }

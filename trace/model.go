@@ -130,6 +130,8 @@ type Headers struct {
 	ICMPCode uint8    `json:"icmp_code,omitempty"`
 	ICMPID   uint16   `json:"icmp_id,omitempty"`
 	ICMPSeq  uint16   `json:"icmp_seq,omitempty"`
+	// Payload is the TCP/UDP payload length in bytes.
+	Payload uint16 `json:"payload,omitempty"`
 }
 
 // Direction says which way a packet travels relative to the user's filter.
@@ -169,6 +171,10 @@ type Packet struct {
 	Tuple Headers   `json:"tuple"`
 	Hops  []Hop     `json:"hops"`
 	Fate  Fate      `json:"fate"`
+	// CopyOf is the packet this one is a clone of (a bridge flooding it to several ports, tc
+	// mirred); RetransmitOf the earlier packet whose TCP segment this one sends again.
+	CopyOf       int `json:"copy_of,omitempty"`
+	RetransmitOf int `json:"retransmit_of,omitempty"`
 }
 
 // FlowSummary counts one flow's packets and says where they died.
@@ -180,6 +186,9 @@ type FlowSummary struct {
 	LeftHost  int        `json:"left_host"`
 	Unknown   int        `json:"unknown"`
 	Drops     []DropSite `json:"drops,omitempty"`
+	// Retransmissions and Copies count packets that repeated or cloned another of the flow.
+	Retransmissions int `json:"retransmissions,omitempty"`
+	Copies          int `json:"copies,omitempty"`
 }
 
 // DropSite is one place packets of a flow died, with how many.

@@ -366,6 +366,7 @@ func headers(p *bpf.PathtracePacket) (trace.Headers, bool) {
 	h.Dport = htons(p.Dport)
 	h.IPID = htons(p.IpId)
 	h.TTL = p.Ttl
+	h.Payload = p.Payload
 	switch h.Proto {
 	case trace.ProtoTCP:
 		h.TCPFlags = trace.TCPFlags(p.TcpFlags)

@@ -41,7 +41,7 @@ struct packet {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__be16 icmp_seq;
-	__u16 _pad;
+	__u16 payload;  /* TCP/UDP payload bytes: a retransmission repeats a segment with data */
 	__be32 tcp_seq;
 };
 

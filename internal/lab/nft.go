@@ -183,3 +183,15 @@ func (n *NS) NftDNAT(vip string, to string) error {
 	}
 	return nil
 }
+
+// NftDeleteFilter removes the table NftDropForward made, as an operator deleting the rule would.
+func (n *NS) NftDeleteFilter() error {
+	err := n.nft(func(c *nftables.Conn) error {
+		c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: NftFilterTable})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("nft delete table %s in %s: %w", NftFilterTable, n.name, err)
+	}
+	return nil
+}

@@ -37,6 +37,7 @@ func full() *trace.Trace {
 		ICMPCode: 4,
 		ICMPID:   4660,
 		ICMPSeq:  9,
+		Payload:  12,
 	}
 	hop := trace.Hop{
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
@@ -69,11 +70,11 @@ func full() *trace.Trace {
 		},
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
-			Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
+			CopyOf: 2, RetransmitOf: 1, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"},
 		}},
 		Flows: []trace.FlowSummary{{
-			Tuple: hdr.Tuple, Requests: 4, Replies: 3, Delivered: 2, LeftHost: 1, Unknown: 1,
+			Tuple: hdr.Tuple, Requests: 4, Replies: 3, Delivered: 2, LeftHost: 1, Unknown: 1, Retransmissions: 1, Copies: 1,
 			Drops: []trace.DropSite{{Flow: trace.Reply, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Ifname: "veth-pod", NetnsName: "node", Count: 3}},
 		}},

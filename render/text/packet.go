@@ -15,7 +15,14 @@ const hopIndent = "    "
 // Packet prints one packet's block: a headline, one line per hop in time order, and its fate.
 func (p *Printer) Packet(pk trace.Packet) {
 	b := p.newBlock()
-	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(fmt.Sprintf(" %-7s  %s", pk.Flow, packetLine(pk.Tuple))))
+	head := fmt.Sprintf(" %-7s  %s", pk.Flow, packetLine(pk.Tuple))
+	switch {
+	case pk.CopyOf != 0:
+		head += fmt.Sprintf("  (copy of #%d)", pk.CopyOf)
+	case pk.RetransmitOf != 0:
+		head += fmt.Sprintf("  (retransmission of #%d)", pk.RetransmitOf)
+	}
+	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(head))
 
 	hops := slices.Clone(pk.Hops)
 	// Hops from different CPUs can arrive out of order; a story told out of order misleads.

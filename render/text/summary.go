@@ -78,8 +78,15 @@ func stopReason(r string) string {
 // on node/veth-pod: IP_INADDRERRORS at ip_error+0x5a". Drops come first: they are why the
 // reader is here.
 func flowLine(f trace.FlowSummary) []span {
-	out := []span{sp(fmt.Sprintf("flow %s: %s, %s", flowName(f.Tuple),
-		plural(f.Requests, "request", "requests"), plural(f.Replies, "reply", "replies")))}
+	counts := fmt.Sprintf("flow %s: %s, %s", flowName(f.Tuple),
+		plural(f.Requests, "request", "requests"), plural(f.Replies, "reply", "replies"))
+	if f.Retransmissions > 0 {
+		counts += " (" + plural(f.Retransmissions, "retransmission", "retransmissions") + ")"
+	}
+	if f.Copies > 0 {
+		counts += " (" + plural(f.Copies, "clone", "clones") + ")"
+	}
+	out := []span{sp(counts)}
 	for _, d := range f.Drops {
 		s := strconv.Itoa(d.Count) + " dropped"
 		if d.Flow != "" {

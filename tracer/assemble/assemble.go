@@ -64,6 +64,7 @@ type Assembler struct {
 	heldHead int
 	early    []earlyCopy
 	nat      natMemory // translations seen, to place packets the filter does not name
+	segments segmentIndex
 
 	nowNS   uint64 // latest event time seen
 	nextID  int
@@ -74,15 +75,16 @@ type Assembler struct {
 // New makes an assembler for a run traced with filter f.
 func New(f trace.Filter, opts Options) *Assembler {
 	a := &Assembler{
-		filter:  f,
-		idleNS:  uint64(defaultIdle),
-		maxOpen: defaultMaxOpen,
-		maxHops: defaultMaxHops,
-		open:    make(map[uint64]*packet),
-		cpus:    make(map[uint32]*cpuState),
-		freed:   freedSet{at: make(map[uint64]uint64)},
-		copies:  newCopyIndex(),
-		nat:     natMemory{},
+		filter:   f,
+		idleNS:   uint64(defaultIdle),
+		maxOpen:  defaultMaxOpen,
+		maxHops:  defaultMaxHops,
+		open:     make(map[uint64]*packet),
+		cpus:     make(map[uint32]*cpuState),
+		freed:    freedSet{at: make(map[uint64]uint64)},
+		copies:   newCopyIndex(),
+		nat:      natMemory{},
+		segments: segmentIndex{},
 	}
 	if opts.Idle > 0 {
 		a.idleNS = uint64(opts.Idle)
@@ -153,6 +155,7 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 			a.stats.Evicted++
 		}
 		p = a.start(ev.SKB)
+		a.relate(p, &h)
 	}
 	a.addHop(p, ev)
 	if free {
@@ -300,16 +303,30 @@ func (a *Assembler) popHeld() *packet {
 	return p
 }
 
+// idOf numbers p. Packets are numbered as handed out, not as closed (a packet held for a copy
+// must not print as #1 after #3), unless a clone or retransmission needs to name its original
+// first.
+func (a *Assembler) idOf(p *packet) int {
+	if p.id == 0 {
+		a.nextID++
+		p.id = a.nextID
+	}
+	return p.id
+}
+
 // emit hands p out: its hops with its copies' frees, its headers, direction and fate.
 func (a *Assembler) emit(p *packet) trace.Packet {
 	a.stats.Completed++
 	own := p.hops()
 	copies := slices.Clone(p.copies)
 	sortHops(copies)
-	// Numbered as handed out, not as closed: a packet held for a copy must not print as #1
-	// after #3.
-	a.nextID++
-	pkt := trace.Packet{ID: a.nextID, Hops: p.withCopies(own)}
+	pkt := trace.Packet{ID: a.idOf(p), Hops: p.withCopies(own)}
+	if p.copyOf != nil {
+		pkt.CopyOf = a.idOf(p.copyOf)
+	}
+	if p.retransmitOf != nil {
+		pkt.RetransmitOf = a.idOf(p.retransmitOf)
+	}
 	if t := firstTuple(own); t != nil {
 		pkt.Tuple = *t
 	}

@@ -79,13 +79,14 @@ func (x *copyIndex) note(p *packet, h *trace.Hop, limit int) {
 	}
 }
 
-// find returns the packet, open or held, last seen with h's netns and headers, if that was
-// within copyWindowNS before h (or a little after: events of other CPUs arrive out of order).
-func (x *copyIndex) find(h *trace.Hop) *packet {
+// find returns the packet, open or held (or handed out too, with done), last seen with h's
+// netns and headers, if that was within copyWindowNS before h (or a little after: events of
+// other CPUs arrive out of order).
+func (x *copyIndex) find(h *trace.Hop, done bool) *packet {
 	var best *packet
 	var bestNS uint64
 	for _, r := range x.refs[copyKeyOf(h)] {
-		if r.p.state == stDone || r.ns+copyWindowNS < h.TimeNS || r.ns > h.TimeNS+reorderSlackNS {
+		if (r.p.state == stDone && !done) || r.ns+copyWindowNS < h.TimeNS || r.ns > h.TimeNS+reorderSlackNS {
 			continue
 		}
 		if best == nil || r.ns > bestNS {
@@ -131,7 +132,52 @@ func (a *Assembler) copyOf(h *trace.Hop) *packet {
 	if h.Tuple == nil || (h.Event != trace.KindDrop && h.Event != trace.KindConsume) {
 		return nil
 	}
-	return a.copies.find(h)
+	return a.copies.find(h, false)
+}
+
+// relate links a packet starting with hop h to the packet it copies or retransmits. A new
+// sk_buff carrying headers just seen in the same netns is a clone that travels on (a bridge
+// flooding a frame to every port, tc mirred); a TCP segment with data, SYN or FIN sent again
+// is a retransmission.
+func (a *Assembler) relate(p *packet, h *trace.Hop) {
+	if h.Tuple == nil {
+		return
+	}
+	if orig := a.copies.find(h, true); orig != nil && orig != p {
+		p.copyOf = orig
+		return
+	}
+	p.retransmitOf = a.segments.seen(p, h.Tuple)
+}
+
+// segmentIndex remembers the first packet that carried each TCP segment.
+type segmentIndex map[segmentKey]*packet
+
+type segmentKey struct {
+	flow    trace.Tuple
+	seq     uint32
+	flags   trace.TCPFlags
+	payload uint16
+}
+
+// segmentIndexCap bounds the index; past it, it starts over.
+const segmentIndexCap = 1 << 16
+
+// seen returns the packet that carried t's segment before p, or records p as its first.
+func (x segmentIndex) seen(p *packet, t *trace.Headers) *packet {
+	const syn, fin = 0x02, 0x01
+	if t.Proto != trace.ProtoTCP || (t.Payload == 0 && t.TCPFlags&(syn|fin) == 0) {
+		return nil
+	}
+	k := segmentKey{t.Tuple, t.TCPSeq, t.TCPFlags, t.Payload}
+	if first, ok := x[k]; ok && first != p {
+		return first
+	}
+	if len(x) >= segmentIndexCap {
+		clear(x)
+	}
+	x[k] = p
+	return nil
 }
 
 // capturedBy says whether a copy was freed by a packet socket: tcpdump capturing a packet is

@@ -32,6 +32,9 @@ type packet struct {
 	end   *trace.Hop // the hop that freed it, nil if none was seen
 	// reused: its sk_buff was seen carrying a new packet, so it was freed unseen.
 	reused bool
+	// id is its number once it has one (see idOf); copyOf and retransmitOf its originals.
+	id                   int
+	copyOf, retransmitOf *packet
 	// netns is the latest namespace a hop named, for hops reported without one.
 	netns     uint32
 	netnsName string

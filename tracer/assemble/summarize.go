@@ -28,6 +28,12 @@ func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
 			dropAt[key] = map[dropKey]int{}
 		}
 		s := &out[i]
+		if p.CopyOf != 0 {
+			s.Copies++
+		}
+		if p.RetransmitOf != 0 {
+			s.Retransmissions++
+		}
 		if p.Flow == trace.Reply {
 			s.Replies++
 		} else {
