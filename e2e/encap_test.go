@@ -111,3 +111,49 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// A bridge that does not know the destination MAC floods the frame to every port: the clone on
+// the third pod's port names the packet it copies, and dies there as not for that host.
+func TestBridgeFloodClone(t *testing.T) {
+	testutil.RequireRoot(t, "create network namespaces and load BPF programs")
+	b, err := lab.NewBridged("pte2e-br", 32, 3)
+	if err != nil {
+		t.Fatalf("build bridge: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Flood(); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, "--src", b.PodIPs[0].String(), "--dst", b.PodIPs[1].String(), "--proto", "icmp")
+	n, err := b.Pods[0].Ping(b.PodIPs[1].String(), 0x4245, 2, 100*time.Millisecond, 500*time.Millisecond)
+	if err != nil || n != 2 {
+		t.Fatalf("ping across the bridge: %d replies, %v", n, err)
+	}
+	tr := s.stop(syscall.SIGINT)
+
+	ids := map[int]trace.Packet{}
+	for _, p := range tr.Packets {
+		ids[p.ID] = p
+	}
+	clones := 0
+	for _, p := range echo(packets(tr, trace.Request), 8) {
+		if p.CopyOf == 0 {
+			if p.Fate.Outcome != trace.Delivered || p.Fate.NetnsName != b.Pods[1].Name() {
+				t.Errorf("request #%d fate %+v, want delivered in %s", p.ID, p.Fate, b.Pods[1].Name())
+			}
+			continue
+		}
+		clones++
+		orig, ok := ids[p.CopyOf]
+		if !ok || orig.Tuple.ICMPSeq != p.Tuple.ICMPSeq {
+			t.Errorf("clone #%d names #%d, which is not its original", p.ID, p.CopyOf)
+		}
+		if !hasHop(p, b.Node.Name(), b.PortIfs[2], func(trace.Hop) bool { return true }) {
+			t.Errorf("clone #%d never queued on %s", p.ID, b.PortIfs[2])
+		}
+	}
+	if clones < 2 {
+		t.Errorf("%d flooded clones traced, want one per echo request", clones)
+	}
+	requireLine(t, s.stdout.String(), "(copy of #")
+}
