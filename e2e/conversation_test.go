@@ -60,9 +60,12 @@ func TestMasqueradeReplyDropped(t *testing.T) {
 	} else if d := tr.Flows[0].Drops; len(d) != 1 || d[0].Flow != trace.Reply {
 		t.Errorf("flow drops %+v, want the reply's", d)
 	}
-	if !strings.Contains(tr.Verdict.Summary, "reply") {
+	if !strings.Contains(tr.Verdict.Summary, "the reply was dropped") {
 		t.Errorf("verdict does not say the reply died: %q", tr.Verdict.Summary)
 	}
+	devKey := "net.ipv4.conf." + topo.NodeExtIf + ".forwarding"
+	requireVerdict(t, tr, out, "forwarding disabled on "+topo.NodeExtIf+" ("+devKey+"=0)",
+		evidence{devKey, "0"}, "sysctl -w "+devKey+"=1")
 	requireLine(t, out, "NAT src "+topo.PodIP.String()+" -> "+topo.NodeExtIP.String())
 	requireLine(t, out, "NAT dst "+topo.NodeExtIP.String()+" -> "+topo.PodIP.String())
 	requireLine(t, out, "=> DROPPED on "+node+" "+topo.NodeExtIf+": IP_INADDRERRORS at ip_error+")

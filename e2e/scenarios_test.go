@@ -55,6 +55,31 @@ func requireDrop(t *testing.T, tr *trace.Trace, out string, netns, ifname, reaso
 	}
 }
 
+type evidence struct{ what, value string }
+
+// requireVerdict checks the verdict's cause, one piece of its evidence and one fix, in the
+// JSON and in the text.
+func requireVerdict(t *testing.T, tr *trace.Trace, out, cause string, ev evidence, fix string) {
+	t.Helper()
+	v := tr.Verdict
+	if v.Cause != cause {
+		t.Errorf("verdict cause %q, want %q (%s)", v.Cause, cause, v.Summary)
+	}
+	found := false
+	for _, e := range v.Evidence {
+		found = found || (e.What == ev.what && e.Value == ev.value)
+	}
+	if !found {
+		t.Errorf("verdict evidence %+v lacks %s = %s", v.Evidence, ev.what, ev.value)
+	}
+	if !strings.Contains(strings.Join(v.Fix, "\n"), fix) {
+		t.Errorf("verdict fix %q lacks %q", v.Fix, fix)
+	}
+	requireLine(t, out, "cause", cause)
+	requireLine(t, out, ev.what, ev.value)
+	requireLine(t, out, fix)
+}
+
 func inFunction(location string, fns []string) bool {
 	for _, fn := range fns {
 		if strings.HasPrefix(location, fn+"+0x") {
@@ -125,9 +150,8 @@ func TestForwardingDisabled(t *testing.T) {
 	out := s.stdout.String()
 	requireDrop(t, tr, out, topo.Node.Name(), topo.NodePodIf, "IP_INADDRERRORS", "ip_error")
 	requireLine(t, out, topo.Node.Name(), topo.NodePodIf, "DROPPED")
-	if !strings.Contains(tr.Verdict.Summary, "forwarding") {
-		t.Errorf("verdict summary does not mention forwarding: %q", tr.Verdict.Summary)
-	}
+	requireVerdict(t, tr, out, "forwarding disabled (net.ipv4.ip_forward=0)",
+		evidence{"net.ipv4.ip_forward", "0"}, "ip netns exec "+topo.Node.Name()+" sysctl -w net.ipv4.ip_forward=1")
 	if len(packets(tr, trace.Reply)) != 0 {
 		t.Errorf("replies seen although every request was dropped")
 	}

@@ -119,6 +119,7 @@ with a per-flow summary and a verdict.`,
 				Args:       os.Args[1:],
 				Out:        os.Stdout,
 				Color:      color,
+				Facts:      run.NodeFacts("/proc"),
 			})
 			return err
 		},

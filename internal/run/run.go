@@ -39,6 +39,8 @@ type Options struct {
 	Color      bool
 	// OnReady runs once the probes are attached (the demo starts its traffic here).
 	OnReady func()
+	// Facts reads the node's state where packets die, for the verdict; nil reads nothing.
+	Facts diagnose.Facts
 }
 
 // Run traces until the duration, the count or ctx ends, and returns the trace.
@@ -95,12 +97,14 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 
 	asm := assemble.New(o.Filter, assemble.Options{})
+	diag := diagnose.New(o.Facts)
 	emit := func(done []trace.Packet) {
 		for _, p := range done {
 			if o.Count > 0 && len(t.Packets) >= o.Count {
 				return // --count N means exactly N packets, even when several complete at once
 			}
 			t.Packets = append(t.Packets, p)
+			diag.Observe(p)
 			pr.Packet(p)
 			if o.Count > 0 && len(t.Packets) >= o.Count && endReason != "count" {
 				endReason = "count"
@@ -134,7 +138,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	t.Meta.Untracked = st.TrackFull
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason
-	conclude(t)
+	conclude(t, diag)
 	pr.Summary(t)
 
 	if rec.f != nil {
@@ -202,15 +206,19 @@ func kernelRelease() string {
 }
 
 // conclude adds what is known only once every packet is in: the flows and the verdict.
-func conclude(t *trace.Trace) {
+func conclude(t *trace.Trace, d *diagnose.Diagnoser) {
 	t.Flows = assemble.Summarize(t.Filter, t.Packets)
-	t.Verdict = diagnose.Verdict(t)
+	t.Verdict = d.Verdict(t)
 }
 
 // Replay builds the trace a run would have produced from recorded events, with no kernel.
 func Replay(f trace.Filter, events []trace.Event) *trace.Trace {
 	t := &trace.Trace{Schema: trace.Schema, Filter: f, Meta: trace.Meta{Backend: "replay"}}
 	t.Packets = assemble.Replay(f, assemble.Options{}, events)
-	conclude(t)
+	d := diagnose.New(nil)
+	for _, p := range t.Packets {
+		d.Observe(p)
+	}
+	conclude(t, d)
 	return t
 }

@@ -1,17 +1,111 @@
 // Package diagnose turns an assembled trace into a verdict: what happened to the flow, where,
-// why, and what to change. It reads only the trace, so it is tested on recorded traces.
+// why, and what to change. It reads the trace and, through Facts, the node's state where a
+// packet died; it is tested on recorded traces with a fake Facts, no kernel involved.
 package diagnose
 
 import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// Verdict concludes a trace.
+// Diagnoser explains drop sites as they are seen, reading the node's state at that moment
+// (a sysctl may be fixed by someone a minute later), and concludes the run.
+type Diagnoser struct {
+	facts Facts
+
+	mu       sync.Mutex
+	findings map[siteKey]*finding
+	order    []siteKey
+	nf       []NetfilterDrop
+}
+
+type siteKey struct {
+	flow                     trace.Direction
+	reason, location, ifname string
+	netns                    uint32
+}
+
+// finding is what is known of one drop site.
+type finding struct {
+	site     trace.DropSite
+	netns    uint32
+	example  trace.Packet // the first packet that died there
+	count    int
+	cause    string
+	meaning  string
+	evidence []trace.Evidence
+	fix      []string
+	sure     bool // the node's state confirms the cause
+	late     func(d *Diagnoser, f *finding)
+}
+
+// New makes a Diagnoser; facts may be nil (a replay: nothing to read).
+func New(facts Facts) *Diagnoser {
+	return &Diagnoser{facts: facts, findings: map[siteKey]*finding{}}
+}
+
+// Observe takes every completed packet; the first drop at a site is explained at once.
+func (d *Diagnoser) Observe(p trace.Packet) {
+	if p.Fate.Outcome != trace.Dropped || benign(p) {
+		return
+	}
+	k := siteKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.Netns}
+	d.mu.Lock()
+	f, ok := d.findings[k]
+	d.mu.Unlock()
+	if ok {
+		d.mu.Lock()
+		f.count++
+		d.mu.Unlock()
+		return
+	}
+	f = &finding{example: p, count: 1, netns: p.Fate.Netns, site: trace.DropSite{
+		Flow: p.Flow, Reason: p.Fate.Reason, Location: p.Fate.Location,
+		Ifname: p.Fate.Ifname, NetnsName: p.Fate.NetnsName,
+	}}
+	d.explain(f)
+	d.mu.Lock()
+	d.findings[k] = f
+	d.order = append(d.order, k)
+	d.mu.Unlock()
+}
+
+// Netfilter records a drop the kernel's nftables tracing reported.
+func (d *Diagnoser) Netfilter(n NetfilterDrop) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.nf) < 1024 {
+		d.nf = append(d.nf, n)
+	}
+}
+
+// benign says whether a drop is part of normal operation, not the flow's fault: a closing
+// socket purging its queue, or a flooded clone reaching a host it was not for.
+func benign(p trace.Packet) bool {
+	switch p.Fate.Reason {
+	case "QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE":
+		return true
+	case "OTHERHOST":
+		return p.CopyOf != 0
+	}
+	return false
+}
+
+// Verdict concludes a trace from a replay, with no node state.
 func Verdict(t *trace.Trace) trace.Verdict {
+	d := New(nil)
+	for _, p := range t.Packets {
+		d.Observe(p)
+	}
+	return d.Verdict(t)
+}
+
+// Verdict concludes the run: the worst drop site explained, or what the packets' fates say.
+func (d *Diagnoser) Verdict(t *trace.Trace) trace.Verdict {
 	if len(t.Packets) == 0 {
 		return trace.Verdict{
 			Outcome:    "no-packets",
@@ -19,161 +113,81 @@ func Verdict(t *trace.Trace) trace.Verdict {
 			Confidence: "high",
 		}
 	}
-	if site, ok := worstDrop(t.Flows); ok {
-		return dropVerdict(t, site)
+	d.mu.Lock()
+	var sites []*finding
+	for _, k := range d.order {
+		sites = append(sites, d.findings[k])
 	}
-	var req, rep, leftHost, delivered, unknown, teardown int
-	var leftOn, leftNetns string
-	for _, p := range t.Packets {
-		if p.Flow == trace.Reply {
-			rep++
-		} else {
-			req++
-		}
-		switch p.Fate.Outcome {
-		case trace.LeftHost:
-			leftHost++
-			leftOn, leftNetns = p.Fate.Ifname, p.Fate.NetnsName
-		case trace.Delivered:
-			delivered++
-		case trace.Dropped:
-			teardown++ // worstDrop found none but those of a closing socket
-		default:
-			unknown++
-		}
+	d.mu.Unlock()
+	if len(sites) > 0 {
+		sort.SliceStable(sites, func(i, j int) bool { return sites[i].count > sites[j].count })
+		return d.dropVerdict(sites)
 	}
+	return noDropVerdict(t)
+}
+
+func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
+	f := sites[0]
+	if f.late != nil {
+		f.late(d, f)
+	}
+	where := f.site.NetnsName
+	if f.site.Ifname != "" {
+		where += " " + f.site.Ifname
+	}
+	v := trace.Verdict{Outcome: "dropped", Cause: f.cause, Fix: f.fix}
+	v.Summary = fmt.Sprintf("the %s was dropped in %s", f.site.Flow, where)
+	if f.site.Location != "" {
+		v.Summary += " at " + f.site.Location
+	}
+	if f.site.Reason != "" {
+		v.Summary += " (" + f.site.Reason + ")"
+	}
+	v.Summary += ": " + f.meaning
+	if f.count > 1 {
+		v.Summary += fmt.Sprintf(" [%d packets]", f.count)
+	}
+	for _, other := range sites[1:] {
+		v.Summary += fmt.Sprintf("; also %d %s dropped in %s (%s)", other.count, other.site.Flow, other.site.NetnsName, other.site.Reason)
+	}
+	v.Evidence = append([]trace.Evidence{
+		{What: "drop", Value: strings.TrimSpace(f.site.Reason + " at " + f.site.Location), Source: "skb:kfree_skb"},
+	}, f.evidence...)
 	switch {
-	case req > 0 && rep > 0 && delivered+leftHost+teardown == len(t.Packets):
-		v := trace.Verdict{
-			Outcome:    "delivered",
-			Summary:    fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host", req, rep),
-			Confidence: "high",
-		}
-		if teardown > 0 {
-			v.Summary += fmt.Sprintf(" (%d freed from a closing socket's queue: normal at teardown)", teardown)
-		}
-		return v
-	case req > 0 && rep > 0 && delivered > 0:
-		return trace.Verdict{
-			Outcome: "delivered",
-			Summary: fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host; %d still in flight or freed unseen when the trace stopped",
-				req, rep, unknown),
-			Confidence: "medium",
-		}
-	case leftHost > 0 && rep == 0:
-		return trace.Verdict{
-			Outcome:    "left-host",
-			Cause:      "no reply",
-			Summary:    fmt.Sprintf("not dropped on this host: the request left on %s (%s) and no reply came back while tracing", leftOn, leftNetns),
-			Fix:        []string{"the loss is beyond this host: check the next hop, security groups/firewalls on the path and the remote peer"},
-			Confidence: "medium",
-		}
-	case rep == 0:
-		return trace.Verdict{
-			Outcome:    "delivered",
-			Summary:    fmt.Sprintf("%d request packets delivered on this host, none dropped; no reply seen while tracing", req),
-			Confidence: "medium",
-		}
-	}
-	return trace.Verdict{
-		Outcome:    "unknown",
-		Summary:    "no drop seen, but not every packet's end was seen before the trace stopped",
-		Confidence: "low",
-	}
-}
-
-// teardownReasons are drops the kernel reports when a socket closes with packets still queued:
-// part of ending a connection, not a fault on the path.
-var teardownReasons = map[string]bool{"QUEUE_PURGE": true, "SOCKET_CLOSE": true, "TCP_CLOSE": true}
-
-// worstDrop picks the drop site to explain: the most frequent one that is not a teardown.
-func worstDrop(flows []trace.FlowSummary) (trace.DropSite, bool) {
-	var sites []trace.DropSite
-	for _, f := range flows {
-		for _, d := range f.Drops {
-			if !teardownReasons[d.Reason] {
-				sites = append(sites, d)
-			}
-		}
-	}
-	if len(sites) == 0 {
-		return trace.DropSite{}, false
-	}
-	sort.SliceStable(sites, func(i, j int) bool { return sites[i].Count > sites[j].Count })
-	return sites[0], true
-}
-
-func dropVerdict(t *trace.Trace, s trace.DropSite) trace.Verdict {
-	where := s.NetnsName
-	if s.Ifname != "" {
-		where += " " + s.Ifname
-	}
-	v := trace.Verdict{
-		Outcome:    "dropped",
-		Cause:      s.Reason,
-		Confidence: "high",
-		Evidence: []trace.Evidence{
-			{What: "drop reason", Value: s.Reason, Source: "skb:kfree_skb"},
-			{What: "drop location", Value: s.Location, Source: "skb:kfree_skb + /proc/kallsyms"},
-		},
-	}
-	if s.Reason == "" {
-		v.Cause = "dropped"
+	case f.sure:
+		v.Confidence = "high"
+	case f.site.Reason == "" || f.site.Reason == "NOT_SPECIFIED":
+		v.Confidence = "low"
+	default:
 		v.Confidence = "medium"
 	}
-	v.Summary = fmt.Sprintf("the %s was dropped in %s at %s", s.Flow, where, s.Location)
-	if s.Reason != "" {
-		v.Summary += ": " + s.Reason
-	}
-	if e, ok := explain(s); ok {
-		v.Cause = e.cause
-		v.Summary += " — " + e.meaning
-		v.Fix = e.fix
+	if v.Cause == "" {
+		v.Cause = strings.ToLower(strings.ReplaceAll(f.site.Reason, "_", " "))
 	}
 	return v
 }
 
-type explanation struct {
-	cause   string
-	meaning string
-	fix     []string
-}
-
-// explain says in plain words what the commonest drops mean on a node.
-func explain(s trace.DropSite) (explanation, bool) {
-	fn := s.Location
-	if i := strings.IndexByte(fn, '+'); i >= 0 {
-		fn = fn[:i]
+// explain fills in what the reason means and what the node's state says about it.
+func (d *Diagnoser) explain(f *finding) {
+	f.meaning = Explain(f.site.Reason)
+	fn, _, _ := strings.Cut(f.site.Location, "+")
+	switch r := f.site.Reason; {
+	case r == "IP_INADDRERRORS" || r == "IP_INNOROUTES" || fn == "ip_error" || fn == "ip6_forward":
+		d.forwarding(f)
+	case r == "IP_RPFILTER":
+		d.rpFilter(f)
+	case r == "NETFILTER_DROP" || strings.HasPrefix(fn, "nf_") || strings.HasPrefix(fn, "nft_"):
+		f.cause = "netfilter rule"
+		f.late = (*Diagnoser).netfilter
+	case r == "TC_INGRESS" || r == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_") || strings.HasPrefix(fn, "tcx_"):
+		d.tcProgram(f)
+	case strings.HasSuffix(r, "_CSUM"):
+		d.checksum(f)
+	case strings.HasPrefix(r, "NEIGH_"):
+		d.neighbour(f)
+	case r == "IP_OUTNOROUTES":
+		d.noRoute(f)
+	case r == "NO_SOCKET":
+		d.noSocket(f)
 	}
-	switch {
-	case s.Reason == "IP_INADDRERRORS" && fn == "ip_error":
-		return explanation{
-			cause:   "forwarding disabled or no route",
-			meaning: fmt.Sprintf("the kernel would not forward it: IPv4 forwarding is off for the input device %s (net.ipv4.ip_forward or net.ipv4.conf.%s.forwarding is 0), or the destination is unreachable", s.Ifname, s.Ifname),
-			fix: []string{
-				"sysctl -w net.ipv4.ip_forward=1",
-				fmt.Sprintf("sysctl -w net.ipv4.conf.%s.forwarding=1", s.Ifname),
-				"persist it in /etc/sysctl.d/ so a network restart does not turn it off again",
-			},
-		}, true
-	case s.Reason == "NETFILTER_DROP":
-		return explanation{
-			cause:   "netfilter rule",
-			meaning: "a netfilter (iptables/nftables) rule dropped it",
-			fix:     []string{"find the rule: nft list ruleset / iptables-save, in the namespace where it was dropped"},
-		}, true
-	case s.Reason == "NO_SOCKET":
-		return explanation{
-			cause:   "no socket",
-			meaning: "it reached its destination but nothing listens on that port there",
-			fix:     []string{"check that the service is running and listening on the destination address and port"},
-		}, true
-	case s.Reason == "TC_INGRESS" || s.Reason == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_"):
-		return explanation{
-			cause:   "tc/BPF program",
-			meaning: fmt.Sprintf("a tc classifier or BPF program on %s dropped it (on Kubernetes often the CNI's policy program)", s.Ifname),
-			fix:     []string{fmt.Sprintf("list the programs: tc filter show dev %s ingress; tc filter show dev %s egress", s.Ifname, s.Ifname)},
-		}, true
-	}
-	return explanation{}, false
 }

@@ -1,81 +1,236 @@
 package diagnose
 
 import (
+	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-func TestVerdicts(t *testing.T) {
-	req := trace.Packet{Flow: trace.Request}
-	rep := trace.Packet{Flow: trace.Reply}
-	delivered := trace.Fate{Outcome: trace.Delivered}
+// fakeFacts is a node's state as a test sets it.
+type fakeFacts struct {
+	sysctl map[string]string
+	progs  []Program
+	neigh  string
+	off    Offload
+	vxlan  map[string]uint16
+}
+
+func (f fakeFacts) Sysctl(_ uint32, key string) (string, error) {
+	if v, ok := f.sysctl[key]; ok {
+		return v, nil
+	}
+	return "", errors.New("no such sysctl")
+}
+func (f fakeFacts) TCPrograms(uint32, string, string) ([]Program, error) { return f.progs, nil }
+func (f fakeFacts) Neighbour(uint32, string, netip.Addr) (string, error) { return f.neigh, nil }
+func (f fakeFacts) Offload(uint32, string) (Offload, error)             { return f.off, nil }
+func (f fakeFacts) VXLANDevices(uint32) (map[string]uint16, error)      { return f.vxlan, nil }
+
+const nodeNS = 4026532246
+
+var (
+	podIP = netip.MustParseAddr("10.0.1.2")
+	extIP = netip.MustParseAddr("10.0.2.2")
+)
+
+func icmp(src, dst netip.Addr) *trace.Headers {
+	return &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoICMP, Src: src, Dst: dst, Sport: 7, Dport: 7}, IPID: 1}
+}
+
+// dropped is a packet that died in netns "node" on dev.
+func dropped(dir trace.Direction, dev, reason, loc string, h *trace.Headers) trace.Packet {
+	return trace.Packet{
+		Flow: dir, Tuple: *h,
+		Hops: []trace.Hop{
+			{Event: trace.KindReceive, Netns: nodeNS, NetnsName: "node", Ifname: dev, Tuple: h},
+			{Event: trace.KindRoute, Netns: nodeNS, NetnsName: "node", Route: &trace.Route{Table: 254, TableName: "main", OutIfname: "veth-ext", Lookup: h.Tuple}},
+			{Event: trace.KindDrop, Netns: nodeNS, NetnsName: "node", Ifname: dev, Tuple: h, Reason: reason, Location: loc},
+		},
+		Fate: trace.Fate{Outcome: trace.Dropped, Reason: reason, Location: loc, Ifname: dev, Netns: nodeNS, NetnsName: "node"},
+	}
+}
+
+func verdictOf(facts Facts, nf []NetfilterDrop, ps ...trace.Packet) trace.Verdict {
+	d := New(facts)
+	for _, n := range nf {
+		d.Netfilter(n)
+	}
+	for _, p := range ps {
+		d.Observe(p)
+	}
+	f, _ := trace.NewFilter(netip.PrefixFrom(podIP, 32), netip.PrefixFrom(extIP, 32), trace.ProtoAny, 0, 0)
+	return d.Verdict(&trace.Trace{Filter: f, Packets: ps})
+}
+
+func TestDropVerdicts(t *testing.T) {
+	req := icmp(podIP, extIP)
+	fwdDrop := dropped(trace.Request, "veth-pod", "IP_INADDRERRORS", "ip_error+0x94", req)
 	cases := []struct {
-		name     string
-		tr       trace.Trace
-		outcome  string
-		contains string
-		fix      string
+		name       string
+		v          trace.Verdict
+		cause      string
+		summary    string
+		evidence   string
+		fix        string
+		confidence string
 	}{
-		{"no packets", trace.Trace{}, "no-packets", "no packet matched", ""},
 		{
-			"healthy",
-			trace.Trace{Packets: []trace.Packet{withFate(req, delivered), withFate(rep, delivered)}},
-			"delivered", "healthy", "",
+			name:  "ip_forward off (incident 003)",
+			v:     verdictOf(fakeFacts{sysctl: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv4.conf.veth-pod.forwarding": "0"}}, nil, fwdDrop),
+			cause: "forwarding disabled (net.ipv4.ip_forward=0)", summary: "the request was dropped in node veth-pod at ip_error+0x94 (IP_INADDRERRORS)",
+			evidence: "net.ipv4.ip_forward=0", fix: "ip netns exec node sysctl -w net.ipv4.ip_forward=1", confidence: "high",
 		},
 		{
-			"left the host, no reply",
-			trace.Trace{Packets: []trace.Packet{withFate(req, trace.Fate{Outcome: trace.LeftHost, Ifname: "eth0", NetnsName: "host"})}},
-			"left-host", "not dropped on this host: the request left on eth0", "",
+			name: "forwarding off on the uplink only (incident 000)",
+			v: verdictOf(fakeFacts{sysctl: map[string]string{"net.ipv4.ip_forward": "1", "net.ipv4.conf.veth-ext.forwarding": "0"}}, nil,
+				dropped(trace.Reply, "veth-ext", "IP_INADDRERRORS", "ip_error+0x94", icmp(extIP, podIP))),
+			cause: "forwarding disabled on veth-ext (net.ipv4.conf.veth-ext.forwarding=0)", summary: "the reply was dropped",
+			evidence: "net.ipv4.conf.veth-ext.forwarding=0", fix: "sysctl -w net.ipv4.conf.veth-ext.forwarding=1", confidence: "high",
 		},
 		{
-			"forwarding off",
-			trace.Trace{
-				Packets: []trace.Packet{withFate(req, trace.Fate{Outcome: trace.Dropped})},
-				Flows: []trace.FlowSummary{{Drops: []trace.DropSite{{Flow: trace.Request, Reason: "IP_INADDRERRORS",
-					Location: "ip_error+0x94", Ifname: "veth-pod", NetnsName: "node", Count: 3}}}},
-			},
-			"dropped", "forwarding is off for the input device veth-pod", "net.ipv4.conf.veth-pod.forwarding=1",
+			name:  "forwarding on: unreachable",
+			v:     verdictOf(fakeFacts{sysctl: map[string]string{"net.ipv4.ip_forward": "1", "net.ipv4.conf.veth-pod.forwarding": "1"}}, nil, fwdDrop),
+			cause: "destination unreachable", evidence: "route lookup 10.0.1.2 > 10.0.2.2=table main: -> veth-ext", fix: "ip route get 10.0.2.2", confidence: "medium",
 		},
 		{
-			"the most frequent drop is explained",
-			trace.Trace{
-				Packets: []trace.Packet{withFate(req, trace.Fate{Outcome: trace.Dropped})},
-				Flows: []trace.FlowSummary{{Drops: []trace.DropSite{
-					{Flow: trace.Reply, Reason: "NO_SOCKET", Location: "__udp4_lib_rcv+0x1", Count: 1},
-					{Flow: trace.Request, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0x1", NetnsName: "node", Count: 4},
-				}}},
-			},
-			"dropped", "the request was dropped in node at nf_hook_slow+0x1: NETFILTER_DROP", "nft list ruleset",
+			name:  "no node state (a replay)",
+			v:     verdictOf(nil, nil, fwdDrop),
+			cause: "forwarding disabled or no route", fix: "net.ipv4.conf.veth-pod.forwarding=1", confidence: "medium",
 		},
 		{
-			"unknown reason still names the place",
-			trace.Trace{
-				Packets: []trace.Packet{withFate(req, trace.Fate{Outcome: trace.Dropped})},
-				Flows: []trace.FlowSummary{{Drops: []trace.DropSite{{Flow: trace.Request, Reason: "SOME_NEW_REASON",
-					Location: "new_func+0x10", NetnsName: "host", Count: 1}}}},
-			},
-			"dropped", "dropped in host at new_func+0x10: SOME_NEW_REASON", "",
+			name: "netfilter rule named",
+			v: verdictOf(fakeFacts{}, []NetfilterDrop{{Netns: nodeNS, Family: "inet", Table: "filter", Chain: "forward", Hook: "forward",
+				Handle: 7, Rule: "ip saddr 10.0.1.2 drop", Src: podIP, Dst: extIP}},
+				dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x9a", req)),
+			cause: "netfilter rule inet filter forward handle 7", summary: `the rule "ip saddr 10.0.1.2 drop"`,
+			evidence: "hook=forward", fix: "nft delete rule inet filter forward handle 7", confidence: "high",
+		},
+		{
+			name: "netfilter policy",
+			v: verdictOf(fakeFacts{}, []NetfilterDrop{{Netns: nodeNS, Family: "ip", Table: "filter", Chain: "FORWARD", Policy: true, Src: podIP, Dst: extIP}},
+				dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x9a", req)),
+			cause: "chain FORWARD policy drop", confidence: "high",
+		},
+		{
+			name:  "netfilter rule not identified",
+			v:     verdictOf(fakeFacts{}, nil, dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x9a", req)),
+			cause: "netfilter rule", evidence: "rule=not identified", fix: "iptables-save", confidence: "medium",
+		},
+		{
+			name: "Cilium policy program (incident 004)",
+			v: verdictOf(fakeFacts{progs: []Program{{Name: "cil_from_container", ID: 42, Tag: "abcd", Kind: "tc", Direction: "ingress"}}}, nil,
+				dropped(trace.Request, "veth-pod", "TC_INGRESS", "tcf_classify+0x1", req)),
+			cause: "tc ingress program cil_from_container on veth-pod", summary: "Cilium's policy enforcement",
+			evidence: "cil_from_container (id 42, tag abcd)", fix: "cilium monitor --type drop", confidence: "high",
+		},
+		{
+			name: "VXLAN bad checksum (incident 001)",
+			v: verdictOf(fakeFacts{off: Offload{TxChecksum: true, RxChecksum: true, Kind: "veth"}, vxlan: map[string]uint16{"flannel.1": 8472}}, nil,
+				func() trace.Packet {
+					p := dropped(trace.Request, "eth0", "UDP_CSUM", "__udp4_lib_rcv+0x1", req)
+					p.Hops[2].Encap = "vxlan"
+					p.Hops[2].Outer = &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoUDP, Src: netip.MustParseAddr("192.168.1.1"), Dst: netip.MustParseAddr("192.168.1.2"), Sport: 4000, Dport: 8472}}
+					return p
+				}()),
+			cause: "bad outer UDP checksum on VXLAN", summary: "--random-fully", evidence: "checksum offload on eth0=tx on, rx on (veth)",
+			fix: "ethtool -K flannel.1 tx-checksum-ip-generic off", confidence: "high",
+		},
+		{
+			name:  "neighbour failed",
+			v:     verdictOf(fakeFacts{neigh: "FAILED"}, nil, dropped(trace.Request, "veth-ext", "NEIGH_FAILED", "__neigh_event_send+0x1", req)),
+			cause: "next hop 10.0.2.2 not resolved", evidence: "neighbour 10.0.2.2 on veth-ext=FAILED", confidence: "high",
+		},
+		{
+			name:  "nothing listening",
+			v:     verdictOf(nil, nil, dropped(trace.Request, "eth0", "NO_SOCKET", "__udp4_lib_rcv+0x1", &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoUDP, Src: podIP, Dst: extIP, Sport: 4000, Dport: 9}})),
+			cause: "nothing listening", summary: "nothing listens on udp port 9", fix: "10.0.2.2:9", confidence: "high",
+		},
+		{
+			name:    "a reason this code has never heard of",
+			v:       verdictOf(nil, nil, dropped(trace.Request, "eth0", "SOME_NEW_REASON", "new_func+0x10", req)),
+			summary: "the kernel's drop reason SOME_NEW_REASON (some new reason)", confidence: "medium",
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := Verdict(&c.tr)
-			if v.Outcome != c.outcome || !strings.Contains(v.Summary, c.contains) {
-				t.Errorf("verdict %q %q, want %q containing %q", v.Outcome, v.Summary, c.outcome, c.contains)
+			v := c.v
+			if v.Outcome != "dropped" {
+				t.Errorf("outcome %q, want dropped", v.Outcome)
+			}
+			if c.cause != "" && v.Cause != c.cause {
+				t.Errorf("cause %q, want %q", v.Cause, c.cause)
+			}
+			if !strings.Contains(v.Summary, c.summary) {
+				t.Errorf("summary %q lacks %q", v.Summary, c.summary)
+			}
+			var ev []string
+			for _, e := range v.Evidence {
+				ev = append(ev, e.What+"="+e.Value)
+			}
+			if c.evidence != "" && !strings.Contains(strings.Join(ev, "\n"), c.evidence) {
+				t.Errorf("evidence %q lacks %q", ev, c.evidence)
 			}
 			if c.fix != "" && !strings.Contains(strings.Join(v.Fix, "\n"), c.fix) {
 				t.Errorf("fix %q lacks %q", v.Fix, c.fix)
 			}
-			if v.Confidence == "" {
-				t.Errorf("verdict without confidence")
+			if v.Confidence != c.confidence {
+				t.Errorf("confidence %q, want %q", v.Confidence, c.confidence)
 			}
 		})
 	}
 }
 
-func withFate(p trace.Packet, f trace.Fate) trace.Packet {
-	p.Fate = f
-	return p
+func TestOtherVerdicts(t *testing.T) {
+	req, rep := icmp(podIP, extIP), icmp(extIP, podIP)
+	delivered := func(dir trace.Direction, h *trace.Headers) trace.Packet {
+		return trace.Packet{Flow: dir, Tuple: *h, Fate: trace.Fate{Outcome: trace.Delivered}}
+	}
+	left := func(src netip.Addr) trace.Packet {
+		wire := icmp(src, extIP)
+		return trace.Packet{Flow: trace.Request, Tuple: *req, Hops: []trace.Hop{
+			{Event: trace.KindQueue, NetnsName: "pod", Ifname: "eth0", Tuple: req},
+			{Event: trace.KindQueue, NetnsName: "host", Ifname: "eth0", Tuple: wire, Probe: "net:net_dev_queue"},
+		}, Fate: trace.Fate{Outcome: trace.LeftHost, Ifname: "eth0", NetnsName: "host"}}
+	}
+	teardown := dropped(trace.Reply, "eth0", "QUEUE_PURGE", "sk_stream_kill_queues+0x57", rep)
+	clone := dropped(trace.Request, "eth0", "OTHERHOST", "ip_rcv_core+0x1", req)
+	clone.CopyOf = 1
+	cases := []struct {
+		name, outcome, cause, summary, fix string
+		v                                  trace.Verdict
+	}{
+		{name: "no packets", outcome: "no-packets", summary: "no packet matched", v: verdictOf(nil, nil)},
+		{name: "healthy", outcome: "delivered", summary: "healthy: 1 request and 1 reply", v: verdictOf(nil, nil, delivered(trace.Request, req), delivered(trace.Reply, rep))},
+		{name: "teardown and clones are not the verdict", outcome: "delivered", summary: "2 freed as a socket closed",
+			v: verdictOf(nil, nil, delivered(trace.Request, req), delivered(trace.Reply, rep), teardown, clone)},
+		{name: "left with SNAT, no reply (incident 002)", outcome: "left-host", cause: "no reply",
+			summary: "left on eth0 with source 192.168.1.10 (SNAT from 10.0.1.2 applied)", fix: "security groups",
+			v: verdictOf(nil, nil, left(netip.MustParseAddr("192.168.1.10")))},
+		{name: "left without SNAT, no reply", outcome: "left-host", cause: "missing SNAT",
+			summary: "with its own source address 10.0.1.2 (no SNAT/MASQUERADE applied)", fix: "iptables -t nat -S POSTROUTING",
+			v: verdictOf(nil, nil, left(podIP))},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.v.Outcome != c.outcome || (c.cause != "" && c.v.Cause != c.cause) || !strings.Contains(c.v.Summary, c.summary) ||
+				!strings.Contains(strings.Join(c.v.Fix, "\n"), c.fix) || c.v.Confidence == "" {
+				t.Errorf("verdict %+v, want %s/%s with %q and fix %q", c.v, c.outcome, c.cause, c.summary, c.fix)
+			}
+		})
+	}
+}
+
+// Every name the kernel can report gets an explanation, hand-written or spelled out.
+func TestExplainEveryReason(t *testing.T) {
+	for _, r := range []string{"NETFILTER_DROP", "IP_RPFILTER", "SOME_FUTURE_REASON", ""} {
+		if Explain(r) == "" {
+			t.Errorf("no explanation for %q", r)
+		}
+	}
+	if got := Explain("TC_INGRESS"); !strings.Contains(got, "tc") {
+		t.Errorf("TC_INGRESS: %q", got)
+	}
 }

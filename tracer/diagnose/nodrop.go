@@ -1,0 +1,124 @@
+package diagnose
+
+import (
+	"fmt"
+
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// noDropVerdict concludes a trace where nothing died on this host.
+func noDropVerdict(t *trace.Trace) trace.Verdict {
+	var req, rep, delivered, unknown, ended int
+	var left *trace.Packet
+	for i, p := range t.Packets {
+		if p.Flow == trace.Reply {
+			rep++
+		} else {
+			req++
+		}
+		switch p.Fate.Outcome {
+		case trace.LeftHost:
+			if left == nil || p.Flow == trace.Request {
+				left = &t.Packets[i]
+			}
+		case trace.Delivered:
+			delivered++
+		case trace.Dropped:
+			ended++ // benign: a closing socket's queue, a flooded clone
+		default:
+			unknown++
+		}
+	}
+	switch {
+	case left != nil && rep == 0:
+		return leftHostVerdict(t, *left)
+	case req > 0 && rep > 0 && unknown == 0:
+		v := trace.Verdict{
+			Outcome:    "delivered",
+			Summary:    fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host", req, rep),
+			Confidence: "high",
+		}
+		if ended > 0 {
+			v.Summary += fmt.Sprintf(" (%d freed as a socket closed or as flooded copies: normal)", ended)
+		}
+		return v
+	case req > 0 && rep > 0:
+		return trace.Verdict{
+			Outcome: "delivered",
+			Summary: fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host; %d still in flight or freed unseen when the trace stopped",
+				req, rep, unknown),
+			Confidence: "medium",
+		}
+	case rep == 0 && delivered > 0:
+		return trace.Verdict{
+			Outcome:    "delivered",
+			Cause:      "no reply",
+			Summary:    fmt.Sprintf("%d request packets delivered on this host, none dropped; no reply seen while tracing", req),
+			Fix:        []string{"the destination got the requests: check why it does not answer (the application, its firewall)"},
+			Confidence: "medium",
+		}
+	}
+	return trace.Verdict{
+		Outcome:    "unknown",
+		Summary:    "no drop seen, but the trace stopped before the packets' ends were seen",
+		Confidence: "low",
+	}
+}
+
+// leftHostVerdict: the request left this host and nothing came back (incident 002's "is it
+// us?"). The source address it left with tells whether SNAT happened.
+func leftHostVerdict(t *trace.Trace, p trace.Packet) trace.Verdict {
+	var egress trace.Hop
+	for _, h := range p.Hops {
+		if (h.Event == trace.KindQueue || h.Event == trace.KindXmit) && h.Tuple != nil {
+			egress = h
+		}
+	}
+	v := trace.Verdict{Outcome: "left-host", Cause: "no reply"}
+	if egress.Tuple == nil {
+		v.Summary = fmt.Sprintf("not dropped on this host: the request left on %s and no reply came back while tracing", p.Fate.Ifname)
+		v.Confidence = "low"
+		return v
+	}
+	src, dst := egress.Tuple.Src, egress.Tuple.Dst
+	v.Evidence = []trace.Evidence{
+		{What: "egress device", Value: egress.Ifname + " in " + egress.NetnsName, Source: egress.Probe},
+		{What: "source address on the wire", Value: src.String(), Source: egress.Probe},
+		{What: "replies seen", Value: "0", Source: "trace"},
+	}
+	original := p.Tuple.Src
+	if first := firstHeaders(p); first != nil {
+		original = first.Src
+	}
+	if src == original && t.Filter.Src.IsValid() && t.Filter.Src.Contains(src) {
+		v.Cause = "missing SNAT"
+		v.Summary = fmt.Sprintf("not dropped on this host: the request left on %s with its own source address %s (no SNAT/MASQUERADE applied), "+
+			"and no reply came back. A reply to %s cannot find its way back from %s if that address is not routed outside the cluster",
+			egress.Ifname, src, src, dst)
+		v.Fix = []string{
+			"check the MASQUERADE/SNAT rule for traffic leaving " + egress.Ifname + ": iptables -t nat -S POSTROUTING, nft list table ip nat",
+			"on Kubernetes: ip-masq-agent's nonMasqueradeCIDRs, or the CNI's masquerade setting, must not cover " + dst.String(),
+		}
+		v.Confidence = "medium"
+		return v
+	}
+	v.Summary = fmt.Sprintf("not dropped on this host: the request left on %s with source %s", egress.Ifname, src)
+	if src != original {
+		v.Summary += fmt.Sprintf(" (SNAT from %s applied)", original)
+	}
+	v.Summary += " and no reply came back while tracing: the loss is beyond this host"
+	v.Fix = []string{
+		"check what lies beyond " + egress.Ifname + ": security groups / firewalls on the path, the remote node or peer (trace there too and merge)",
+	}
+	v.Confidence = "medium"
+	return v
+}
+
+func firstHeaders(p trace.Packet) *trace.Headers {
+	for _, h := range p.Hops {
+		if h.Tuple != nil && !h.Copy {
+			return h.Tuple
+		}
+	}
+	return nil
+}
