@@ -26,8 +26,8 @@ func (f fakeFacts) Sysctl(_ uint32, key string) (string, error) {
 }
 func (f fakeFacts) TCPrograms(uint32, string, string) ([]Program, error) { return f.progs, nil }
 func (f fakeFacts) Neighbour(uint32, string, netip.Addr) (string, error) { return f.neigh, nil }
-func (f fakeFacts) Offload(uint32, string) (Offload, error)             { return f.off, nil }
-func (f fakeFacts) VXLANDevices(uint32) (map[string]uint16, error)      { return f.vxlan, nil }
+func (f fakeFacts) Offload(uint32, string) (Offload, error)              { return f.off, nil }
+func (f fakeFacts) VXLANDevices(uint32) (map[string]uint16, error)       { return f.vxlan, nil }
 
 const nodeNS = 4026532246
 
