@@ -9,13 +9,15 @@ all: build
 deps:
 	./scripts/install-deps.sh
 
-# Regenerates bpf/pathtrace_bpfel.{go,o} with the pinned clang-19.
+BPF_PKGS := ./bpf/... ./internal/lab/tcprog/...
+
+# Regenerates the committed BPF objects (*_bpfel.{go,o}) with the pinned clang-19.
 generate:
-	cd bpf && $(GO) generate ./...
+	$(GO) generate $(BPF_PKGS)
 
 # Fails when the committed BPF objects are not what the sources produce.
 check-generated: generate
-	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale: run 'make generate' and commit" >&2; exit 1; }
+	@git diff --exit-code --stat -- bpf/ internal/lab/tcprog/ || { echo "generated BPF files are stale: run 'make generate' and commit" >&2; exit 1; }
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/pathtrace
