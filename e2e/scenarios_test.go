@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -167,7 +168,56 @@ func TestForwardChainDrop(t *testing.T) {
 		t.Fatalf("ping got %d replies through a FORWARD drop rule", got)
 	}
 	tr := s.stop(syscall.SIGINT)
-	requireDrop(t, tr, s.stdout.String(), topo.Node.Name(), topo.NodePodIf, "NETFILTER_DROP", "nf_hook_slow", "nft_do_chain")
+	out := s.stdout.String()
+	requireDrop(t, tr, out, topo.Node.Name(), topo.NodePodIf, "NETFILTER_DROP", "nf_hook_slow", "nft_do_chain")
+	requireRuleNamed(t, tr, out, "inet", lab.NftFilterTable, "forward", "ip saddr "+topo.PodIP.String())
+}
+
+// The same drop written the way kube-proxy and most CNIs write rules: iptables-nft.
+func TestIptablesForwardDrop(t *testing.T) {
+	topo := standard(t, "ipt", 16)
+	bin, err := exec.LookPath("iptables-nft")
+	if err != nil {
+		t.Fatal("iptables-nft not installed: scripts/install-deps.sh installs it")
+	}
+	add := exec.Command("ip", "netns", "exec", topo.Node.Name(), bin, "-A", "FORWARD", "-s", topo.PodIP.String(),
+		"-m", "comment", "--comment", "quarantine pod", "-j", "DROP")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-nft: %v: %s", err, out)
+	}
+	s := start(t, "--src", topo.PodIP.String(), "--dst", topo.ExtIP.String(), "--proto", "icmp")
+	ping(t, topo, 2)
+	tr := s.stop(syscall.SIGINT)
+	out := s.stdout.String()
+	requireDrop(t, tr, out, topo.Node.Name(), topo.NodePodIf, "NETFILTER_DROP", "nf_hook_slow", "nft_do_chain")
+	requireRuleNamed(t, tr, out, "ip", "filter", "FORWARD", "quarantine pod")
+}
+
+// requireRuleNamed checks that the verdict names the rule that dropped the packet, with the fix
+// that deletes it by handle.
+func requireRuleNamed(t *testing.T, tr *trace.Trace, out, family, table, chain, ruleText string) {
+	t.Helper()
+	v := tr.Verdict
+	prefix := fmt.Sprintf("netfilter rule %s %s %s handle ", family, table, chain)
+	if !strings.HasPrefix(v.Cause, prefix) || v.Confidence != "high" {
+		t.Fatalf("verdict cause %q (%s), want %q...", v.Cause, v.Confidence, prefix)
+	}
+	handle := strings.TrimPrefix(v.Cause, prefix)
+	var rule string
+	for _, e := range v.Evidence {
+		if e.What == "rule" {
+			rule = e.Value
+		}
+	}
+	if !strings.Contains(rule, ruleText) || !strings.Contains(rule, "drop") {
+		t.Errorf("rule evidence %q lacks %q", rule, ruleText)
+	}
+	fix := fmt.Sprintf("nft delete rule %s %s %s handle %s", family, table, chain, handle)
+	if !strings.Contains(strings.Join(v.Fix, "\n"), fix) {
+		t.Errorf("fix %q lacks %q", v.Fix, fix)
+	}
+	requireLine(t, out, "hook", "forward")
+	requireLine(t, out, fix)
 }
 
 func TestUDPClosedPort(t *testing.T) {

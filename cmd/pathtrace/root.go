@@ -33,6 +33,7 @@ type flags struct {
 
 	ReadyFile string
 	KernelBTF string
+	NoNFTrace bool
 }
 
 func (f *flags) filter() (trace.Filter, error) {
@@ -120,6 +121,7 @@ with a per-flow summary and a verdict.`,
 				Out:        os.Stdout,
 				Color:      color,
 				Facts:      run.NodeFacts("/proc"),
+				NFTrace:    !f.NoNFTrace,
 			})
 			return err
 		},
@@ -134,6 +136,7 @@ with a per-flow summary and a verdict.`,
 	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
 	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")
+	fl.BoolVar(&f.NoNFTrace, "no-nftrace", false, "do not add pathtrace's temporary nftables tracing table (then a netfilter drop is not traced to its rule)")
 	fl.StringVar(&f.ReadyFile, "ready-file", "", "create this file once every probe is attached")
 	fl.StringVar(&f.OutputRecord, "record-events", "", "write every raw event as JSON lines (test fixtures)")
 	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")

@@ -55,6 +55,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		Out:      o.Out,
 		Color:    o.Color,
 		Facts:    run.NodeFacts("/proc"),
+		NFTrace:  true,
 		OnReady: func() {
 			_, err := topo.Pod.Ping(topo.ExtIP.String(), 0x7a7a, 3, 200*time.Millisecond, 500*time.Millisecond)
 			pingErr <- err

@@ -41,6 +41,8 @@ type Options struct {
 	OnReady func()
 	// Facts reads the node's state where packets die, for the verdict; nil reads nothing.
 	Facts diagnose.Facts
+	// NFTrace turns on the kernel's nftables tracing for the flow, to name a dropping rule.
+	NFTrace bool
 }
 
 // Run traces until the duration, the count or ctx ends, and returns the trace.
@@ -78,6 +80,18 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	pr := text.NewPrinter(o.Out, text.Options{Color: o.Color})
 	pr.Header(t)
 
+	asm := assemble.New(o.Filter, assemble.Options{})
+	diag := diagnose.New(o.Facts)
+	var nf *netfilterWatch
+	if o.NFTrace {
+		nf = watchNetfilter(o.Filter, diag)
+		defer func() {
+			if nf != nil {
+				nf.Close()
+			}
+		}()
+	}
+
 	if o.ReadyFile != "" {
 		if err := os.WriteFile(o.ReadyFile, []byte("ready\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("write ready file: %w", err)
@@ -96,8 +110,6 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		go o.OnReady()
 	}
 
-	asm := assemble.New(o.Filter, assemble.Options{})
-	diag := diagnose.New(o.Facts)
 	emit := func(done []trace.Packet) {
 		for _, p := range done {
 			if o.Count > 0 && len(t.Packets) >= o.Count {
@@ -120,6 +132,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if enc != nil {
 			_ = enc.Encode(ev)
 		}
+		if nf != nil {
+			nf.Seen(ev.Hop.Netns)
+		}
 		emit(asm.Add(ev))
 	}, func(now uint64) { emit(asm.Expire(now)) })
 	if err != nil {
@@ -136,6 +151,11 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	t.Meta.LostEvents = st.Lost
 	t.Meta.Untracked = st.TrackFull
+	if nf != nil {
+		// Its last drops reach the diagnosis before the verdict is made.
+		nf.Close()
+		nf = nil
+	}
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason
 	conclude(t, diag)

@@ -172,3 +172,16 @@ func openChecked(path string, ino uint32) (int, error) {
 	}
 	return fd, nil
 }
+
+// Path is a file that names the namespace with inode ino (a /run/netns entry, a process's
+// ns/net), for tools that take a path.
+func (r *Reader) Path(ino uint32) (string, error) {
+	fd, err := r.open(ino)
+	if err != nil {
+		return "", err
+	}
+	unix.Close(fd)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.paths[ino], nil
+}

@@ -1,0 +1,108 @@
+package run
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/diagnose"
+	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/nftrace"
+	"github.com/pathtrace/pathtrace/tracer/nodestate"
+)
+
+// netfilterWatch turns on the kernel's nftables tracing for the traced flow in every namespace
+// it may cross, so a NETFILTER_DROP verdict names the rule. Its tables are owned by its
+// netlink sockets: the kernel removes them when pathtrace exits, however it exits.
+type netfilterWatch struct {
+	mgr    *nftrace.Manager
+	reader *nodestate.Reader
+	mu     sync.Mutex
+	seen   map[uint32]bool
+	done   chan struct{}
+}
+
+// watchNetfilter starts tracing in the host namespace and every named one, before the probes
+// are reported ready, and passes every drop it sees to d.
+func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser) *netfilterWatch {
+	any := netip.MustParsePrefix("0.0.0.0/0")
+	if f.IsV6() {
+		any = netip.MustParsePrefix("::/0")
+	}
+	a, b := f.Src, f.Dst
+	if !a.IsValid() {
+		a = any
+	}
+	if !b.IsValid() {
+		b = any
+	}
+	w := &netfilterWatch{
+		mgr:    nftrace.NewManager(a, b),
+		reader: nodestate.New("/proc"),
+		seen:   map[uint32]bool{},
+		done:   make(chan struct{}),
+	}
+	go func() {
+		defer close(w.done)
+		for drop := range w.mgr.Drops() {
+			d.Netfilter(diagnose.NetfilterDrop{
+				Netns: drop.Netns, Family: drop.Family, Table: drop.Table, Chain: drop.Chain, Hook: drop.Hook,
+				Rule: drop.Rule, Handle: drop.Handle, Policy: drop.Policy, Src: drop.Src, Dst: drop.Dst,
+			})
+		}
+	}()
+	for _, p := range netnsname.HostCandidates {
+		if ino, err := netnsname.Inode(p); err == nil {
+			w.watch(ino, p)
+			break
+		}
+	}
+	for _, dir := range nodestate.DefaultNetnsDirs {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if ino, err := netnsname.Inode(p); err == nil {
+				w.watch(ino, p)
+			}
+		}
+	}
+	return w
+}
+
+func (w *netfilterWatch) watch(ino uint32, path string) {
+	w.mu.Lock()
+	if w.seen[ino] {
+		w.mu.Unlock()
+		return
+	}
+	w.seen[ino] = true
+	w.mu.Unlock()
+	w.mgr.Watch(ino, path)
+}
+
+// Seen makes sure a namespace the flow was seen in is traced (one that appeared after start).
+func (w *netfilterWatch) Seen(ino uint32) {
+	if ino == 0 {
+		return
+	}
+	w.mu.Lock()
+	known := w.seen[ino]
+	w.mu.Unlock()
+	if known {
+		return
+	}
+	go func() {
+		if p, err := w.reader.Path(ino); err == nil {
+			w.watch(ino, p)
+		}
+	}()
+}
+
+// Close removes every tracing table and waits for the last drops to be handed over.
+func (w *netfilterWatch) Close() error {
+	err := w.mgr.Close()
+	<-w.done
+	return err
+}

@@ -1,0 +1,162 @@
+package nftrace
+
+import (
+	"errors"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+const (
+	chainCacheLifetime = 30 * time.Second
+	rulesCacheLifetime = 5 * time.Second
+	// A handle missing from a fresh dump is not looked for again sooner.
+	rulesRefetchGap = 200 * time.Millisecond
+)
+
+type chainInfo struct {
+	base    bool
+	hook    string
+	err     error
+	fetched time.Time
+}
+
+type ruleSet struct {
+	rules   map[uint64]string // handle -> FormatRule
+	err     error
+	fetched time.Time
+}
+
+// resolver looks rules and chains up over the owner socket and caches them.
+type resolver struct {
+	s      *Session
+	chains map[chainRef]*chainInfo
+	rules  map[chainRef]*ruleSet
+}
+
+// resolve turns drop candidates into Drops until Close.
+func (s *Session) resolve() {
+	defer s.wg.Done()
+	r := &resolver{s: s, chains: map[chainRef]*chainInfo{}, rules: map[chainRef]*ruleSet{}}
+	for {
+		select {
+		case <-s.done:
+			return
+		case c := <-s.pending:
+			d := r.drop(&c)
+			select {
+			case s.drops <- d:
+			case <-s.done:
+				return
+			}
+		}
+	}
+}
+
+func (r *resolver) drop(c *candidate) Drop {
+	_, policy := c.ev.isDrop()
+	d := Drop{
+		Family: familyName(c.ev.family),
+		Table:  c.ev.table,
+		Chain:  c.ev.chain,
+		Policy: policy,
+		Src:    c.src,
+		Dst:    c.dst,
+		Netns:  r.s.netns,
+	}
+	ref := chainRef{c.ev.family, c.ev.table, c.ev.chain}
+	if !policy {
+		d.Handle = c.ev.handle
+		d.Rule = r.rule(ref, c.ev.handle)
+	}
+	d.Hook = r.hook(ref, c.path)
+	return d
+}
+
+// rule returns the text of the rule with the handle, "" when it cannot be
+// read back (deleted since, or the dump failed).
+func (r *resolver) rule(ref chainRef, handle uint64) string {
+	now := time.Now()
+	rs := r.rules[ref]
+	if rs != nil && now.Sub(rs.fetched) < rulesCacheLifetime {
+		if text, ok := rs.rules[handle]; ok {
+			return text
+		}
+		if now.Sub(rs.fetched) < rulesRefetchGap {
+			return ""
+		}
+	}
+	rs = &ruleSet{rules: map[uint64]string{}, fetched: now}
+	r.rules[ref] = rs
+	rules, err := r.getRules(ref)
+	if err != nil {
+		rs.err = err
+		r.s.warnf("reading rules of table %s %s chain %s: %v", familyName(ref.family), ref.table, ref.chain, err)
+		return ""
+	}
+	for _, rule := range rules {
+		rs.rules[rule.Handle] = FormatRule(rule)
+	}
+	text, ok := rs.rules[handle]
+	if !ok {
+		r.s.warnf("rule handle %d of table %s %s chain %s is gone", handle, familyName(ref.family), ref.table, ref.chain)
+	}
+	return text
+}
+
+// hook returns the hook of the chain if it is a base chain, otherwise that
+// of the latest base chain of the same table the packet went through before
+// (the one that jumped to it, directly or not).
+func (r *resolver) hook(ref chainRef, path []chainRef) string {
+	if ci := r.chain(ref); ci.base {
+		return ci.hook
+	}
+	for _, p := range path {
+		if ci := r.chain(p); ci.base {
+			return ci.hook
+		}
+	}
+	return ""
+}
+
+func (r *resolver) chain(ref chainRef) *chainInfo {
+	now := time.Now()
+	if ci := r.chains[ref]; ci != nil && now.Sub(ci.fetched) < chainCacheLifetime {
+		return ci
+	}
+	ci := &chainInfo{fetched: now}
+	r.chains[ref] = ci
+	ch, err := r.listChain(ref)
+	if err != nil {
+		ci.err = err
+		return ci
+	}
+	if ch.Hooknum != nil {
+		ci.base = true
+		ci.hook = hookName(ref.family, uint32(*ch.Hooknum))
+	}
+	return ci
+}
+
+var errClosed = errors.New("session closed")
+
+func (r *resolver) getRules(ref chainRef) ([]*nftables.Rule, error) {
+	s := r.s
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.conn == nil || s.closed.Load() {
+		return nil, errClosed
+	}
+	t := &nftables.Table{Family: nftables.TableFamily(ref.family), Name: ref.table}
+	return s.conn.GetRules(t, &nftables.Chain{Name: ref.chain, Table: t})
+}
+
+func (r *resolver) listChain(ref chainRef) (*nftables.Chain, error) {
+	s := r.s
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.conn == nil || s.closed.Load() {
+		return nil, errClosed
+	}
+	return s.conn.ListChain(&nftables.Table{Family: nftables.TableFamily(ref.family), Name: ref.table}, ref.chain)
+}
