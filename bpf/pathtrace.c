@@ -38,8 +38,11 @@ struct track {
 	 * reuses the memory of one freed where no tracepoint saw it (TCP frees pure ACKs so). */
 	__be32 seq; /* TCP sequence number or ICMP echo sequence */
 	__be16 ip_id;
-	__u16 _pad;
+	__u16 flags; /* TRACK_* */
 };
+
+#define TRACK_SKIPPED 1 /* left out under overload: no events until it is freed */
+#define TRACK_GAP 2     /* an event was lost: the next one says so */
 
 /* sk_buffs seen matching. LRU so a packet freed behind our back (a path with no tracepoint)
  * cannot fill the map for good. */
@@ -455,7 +458,7 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 	enum encap_kind encap = ENCAP_NONE;
 	bool freed = kind == EV_DROP || kind == EV_CONSUME;
 	struct track *t = bpf_map_lookup_elem(&tracked, &key);
-	bool first = false;
+	bool first = false, gap = false;
 
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
@@ -467,20 +470,36 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 		bpf_map_delete_elem(&tracked, &key);
 		t = 0;
 	}
+	if (t && (t->flags & TRACK_SKIPPED)) {
+		/* Left out under overload: stays out until it is freed. */
+		if (freed)
+			bpf_map_delete_elem(&tracked, &key);
+		return;
+	}
 	if (!t) {
 		first = true;
 		if (parsed)
 			return;
 		if (!filter_match(flow) && !(encap && filter_match(&sc->p)) && !learned_match(flow, &sc->k))
 			return;
-		if (!freed) {
-			sc->nt.first_ts = bpf_ktime_get_ns();
-			flow_of(flow, &sc->nt.flow);
-			identity_of(flow, &sc->nt);
-			if (bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY))
-				count(STAT_TRACK_FULL);
+		sc->nt.first_ts = bpf_ktime_get_ns();
+		sc->nt.flags = 0;
+		flow_of(flow, &sc->nt.flow);
+		identity_of(flow, &sc->nt);
+		/* Under overload lose whole packets, not hops: with the ring three quarters full a new
+		 * packet is not started; it is remembered as left out, so its later hops cost one
+		 * lookup and it is counted once. */
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
+		    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 * 3) {
+			count(STAT_SKIPPED);
+			if (!freed) {
+				sc->nt.flags = TRACK_SKIPPED;
+				bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY);
+			}
+			return;
 		}
 	} else {
+		gap = t->flags & TRACK_GAP;
 		if (!parsed) {
 			flow_of(flow, &sc->k);
 			if (!flow_equal(&sc->k, &t->flow)) {
@@ -488,17 +507,35 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 				learn(&sc->k);
 			}
 		}
-		if (freed)
-			bpf_map_delete_elem(&tracked, &key);
 	}
 
 	struct event *e = new_event(kind);
-	if (!e)
+	if (!e) {
+		/* The ring is full. A packet not yet started is left out whole; one under way is
+		 * marked, so its next event says hops are missing. */
+		if (!t && !freed) {
+			sc->nt.flags = TRACK_SKIPPED;
+			bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY);
+		} else if (t && !freed) {
+			t->flags |= TRACK_GAP;
+		}
+		if (t && freed)
+			bpf_map_delete_elem(&tracked, &key);
 		return;
+	}
+	if (!t && !freed && bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY))
+		count(STAT_TRACK_FULL);
+	if (t) {
+		if (freed)
+			bpf_map_delete_elem(&tracked, &key);
+		else if (gap)
+			t->flags &= ~TRACK_GAP;
+	}
 	if (!dev)
 		dev = BPF_CORE_READ(skb, dev);
 	e->skb = key;
 	e->first = first;
+	e->gap = gap;
 	e->location = location;
 	e->reason = reason;
 	e->len = BPF_CORE_READ(skb, len);
@@ -609,6 +646,12 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 			return;
 	}
 
+	/* Under overload the packets themselves are left out (see track_skb): so are their lookups. */
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
+	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 * 3) {
+		count(STAT_ROUTES_SKIPPED);
+		return;
+	}
 	struct event *e = new_event(EV_ROUTE);
 	if (!e)
 		return;

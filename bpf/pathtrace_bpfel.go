@@ -52,7 +52,8 @@ type PathtraceEvent struct {
 	Ifname   [16]int8
 	Encap    PathtraceEncapKind
 	First    uint8
-	Pad      [3]uint8
+	Gap      uint8
+	Pad      [2]uint8
 	Pkt      PathtracePacket
 	Inner    PathtracePacket
 	Route    PathtraceRoute
@@ -137,11 +138,13 @@ type PathtraceScratch struct {
 type PathtraceStatIndex uint32
 
 const (
-	PathtraceStatIndexSTAT_EVENTS     PathtraceStatIndex = 0
-	PathtraceStatIndexSTAT_LOST       PathtraceStatIndex = 1
-	PathtraceStatIndexSTAT_TRACK_FULL PathtraceStatIndex = 2
-	PathtraceStatIndexSTAT_LEARNED    PathtraceStatIndex = 3
-	PathtraceStatIndexSTAT_MAX        PathtraceStatIndex = 4
+	PathtraceStatIndexSTAT_EVENTS         PathtraceStatIndex = 0
+	PathtraceStatIndexSTAT_LOST           PathtraceStatIndex = 1
+	PathtraceStatIndexSTAT_TRACK_FULL     PathtraceStatIndex = 2
+	PathtraceStatIndexSTAT_LEARNED        PathtraceStatIndex = 3
+	PathtraceStatIndexSTAT_SKIPPED        PathtraceStatIndex = 4
+	PathtraceStatIndexSTAT_ROUTES_SKIPPED PathtraceStatIndex = 5
+	PathtraceStatIndexSTAT_MAX            PathtraceStatIndex = 6
 )
 
 type PathtraceTrack struct {
@@ -150,7 +153,7 @@ type PathtraceTrack struct {
 	Flow    PathtraceFlowKey
 	Seq     uint32
 	IpId    uint16
-	Pad     uint16
+	Flags   uint16
 }
 
 // Names of all BPF objects in the ELF.

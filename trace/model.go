@@ -37,6 +37,14 @@ type Meta struct {
 	// Untracked counts packets whose sk_buff the kernel could not remember (tracking map
 	// full): their hops after a header rewrite are missing.
 	Untracked uint64 `json:"untracked,omitempty"`
+	// Skipped counts matching packets not followed because the ring buffer was filling up:
+	// under overload whole packets are left out, so every packet shown is complete.
+	Skipped uint64 `json:"skipped,omitempty"`
+	// RoutesSkipped counts route lookups not reported for the same reason.
+	RoutesSkipped uint64 `json:"routes_skipped,omitempty"`
+	// NotKept counts packets past the run's limit (--max-packets): counted in the flows and
+	// the verdict, not kept in the trace.
+	NotKept uint64 `json:"not_kept,omitempty"`
 	// EndReason says why the run ended: "duration", "count", "signal", "demo".
 	EndReason string `json:"end_reason,omitempty"`
 }
@@ -102,6 +110,8 @@ type Route struct {
 	Gateway   netip.Addr `json:"gateway,omitzero"`
 	// Lookup is the flow the kernel looked up (addresses; ports and proto when known).
 	Lookup Tuple `json:"lookup"`
+	// Iif is the input device's index for an input lookup (0 for output lookups).
+	Iif uint32 `json:"iif,omitempty"`
 }
 
 // Tuple identifies a flow. For ICMP echo, Sport and Dport both carry the echo identifier so
@@ -175,6 +185,8 @@ type Packet struct {
 	// mirred); RetransmitOf the earlier packet whose TCP segment this one sends again.
 	CopyOf       int `json:"copy_of,omitempty"`
 	RetransmitOf int `json:"retransmit_of,omitempty"`
+	// Incomplete says hops of this packet were lost (the ring buffer was full).
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // FlowSummary counts one flow's packets and says where they died.
@@ -227,5 +239,7 @@ type Event struct {
 	// First marks the first event of an sk_buff's life: an address seen before now carries a
 	// new packet, the old one having been freed where no tracepoint saw it.
 	First bool `json:"first,omitempty"`
-	Hop   Hop  `json:"hop"`
+	// Gap says events of this packet were lost before this one.
+	Gap bool `json:"gap,omitempty"`
+	Hop Hop  `json:"hop"`
 }

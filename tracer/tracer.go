@@ -157,6 +157,9 @@ type Stats struct {
 	Lost      uint64 // found the ring buffer full (or the CPU's working space busy)
 	TrackFull uint64 // packets the tracking map could not hold
 	Learned   uint64 // NAT translations learned
+	Skipped   uint64 // packets not started because the ring buffer was filling up
+	// RoutesSkipped counts route lookups not reported for the same reason.
+	RoutesSkipped uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -164,10 +167,12 @@ func (t *Tracer) Stats() (Stats, error) {
 	var s Stats
 	m := t.maps[bpf.PathtraceMapStats]
 	for idx, dst := range map[bpf.PathtraceStatIndex]*uint64{
-		bpf.PathtraceStatIndexSTAT_EVENTS:     &s.Events,
-		bpf.PathtraceStatIndexSTAT_LOST:       &s.Lost,
-		bpf.PathtraceStatIndexSTAT_TRACK_FULL: &s.TrackFull,
-		bpf.PathtraceStatIndexSTAT_LEARNED:    &s.Learned,
+		bpf.PathtraceStatIndexSTAT_EVENTS:         &s.Events,
+		bpf.PathtraceStatIndexSTAT_LOST:           &s.Lost,
+		bpf.PathtraceStatIndexSTAT_TRACK_FULL:     &s.TrackFull,
+		bpf.PathtraceStatIndexSTAT_LEARNED:        &s.Learned,
+		bpf.PathtraceStatIndexSTAT_SKIPPED:        &s.Skipped,
+		bpf.PathtraceStatIndexSTAT_ROUTES_SKIPPED: &s.RoutesSkipped,
 	} {
 		var per []uint64
 		if err := m.Lookup(idx, &per); err != nil {
@@ -310,6 +315,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 			Err:       e.Route.Err,
 			OutIndex:  e.Route.OutIfindex,
 			OutIfname: unix.ByteSliceToString(int8sToBytes(e.Route.OutIfname[:])),
+			Iif:       e.Route.Iif,
 		}
 		if h.Tuple != nil {
 			r.Lookup = h.Tuple.Tuple
@@ -324,7 +330,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		h.Tuple = nil
 		h.Ifindex = 0
 	}
-	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Hop: h}, true
+	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: h}, true
 }
 
 var encapNames = map[bpf.PathtraceEncapKind]string{

@@ -26,6 +26,9 @@ enum {
 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 #define BPF_RB_NO_WAKEUP 1
+/* bpf_ringbuf_query flags */
+#define BPF_RB_AVAIL_DATA 0
+#define BPF_RB_RING_SIZE 1
 
 struct ns_common {
 	unsigned int inum;

@@ -25,7 +25,9 @@ enum stat_index {
 	STAT_LOST = 1,        /* events that found the ring buffer full */
 	STAT_TRACK_FULL = 2,  /* packets that could not be tracked (map update failed) */
 	STAT_LEARNED = 3,     /* NAT translations learned */
-	STAT_MAX = 4,
+	STAT_SKIPPED = 4,     /* packets not started because the ring buffer was filling up */
+	STAT_ROUTES_SKIPPED = 5, /* route lookups not reported for the same reason */
+	STAT_MAX = 6,
 };
 
 struct packet {
@@ -80,7 +82,8 @@ struct event {
 	char ifname[IFNAMSIZ];
 	enum encap_kind encap; /* pkt is the outer packet, inner the one it carries */
 	__u8 first;            /* the first event of this sk_buff's life that pathtrace saw */
-	__u8 _pad[3];
+	__u8 gap;              /* events of this packet were lost before this one */
+	__u8 _pad[2];
 	struct packet pkt;
 	struct packet inner;
 	struct route route;

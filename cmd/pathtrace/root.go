@@ -31,9 +31,11 @@ type flags struct {
 	OutputColor  string
 	OutputRecord string
 
-	ReadyFile string
-	KernelBTF string
-	NoNFTrace bool
+	ReadyFile  string
+	KernelBTF  string
+	NoNFTrace  bool
+	RingBuffer uint32
+	MaxPackets int
 }
 
 func (f *flags) filter() (trace.Filter, error) {
@@ -97,6 +99,12 @@ with a per-flow summary and a verdict.`,
 			if f.Duration < 0 {
 				return fmt.Errorf("--duration must not be negative, got %s", f.Duration)
 			}
+			if f.RingBuffer != 0 && (f.RingBuffer < 4096 || f.RingBuffer&(f.RingBuffer-1) != 0) {
+				return fmt.Errorf("--ring-buffer must be a power of two of at least 4096, got %d", f.RingBuffer)
+			}
+			if f.MaxPackets < 0 {
+				return fmt.Errorf("--max-packets must not be negative, got %d", f.MaxPackets)
+			}
 			if f.Count < 0 {
 				return fmt.Errorf("--count must not be negative, got %d", f.Count)
 			}
@@ -122,6 +130,9 @@ with a per-flow summary and a verdict.`,
 				Color:      color,
 				Facts:      run.NodeFacts("/proc"),
 				NFTrace:    !f.NoNFTrace,
+
+				RingBufferBytes: f.RingBuffer,
+				MaxPackets:      f.MaxPackets,
 			})
 			return err
 		},
@@ -134,13 +145,15 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.FilterDport, "dport", "", "destination port (tcp/udp)")
 	fl.DurationVar(&f.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
+	fl.IntVar(&f.MaxPackets, "max-packets", run.DefaultMaxPackets, "keep and print at most this many packets; later ones are only counted")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
 	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")
 	fl.BoolVar(&f.NoNFTrace, "no-nftrace", false, "do not add pathtrace's temporary nftables tracing table (then a netfilter drop is not traced to its rule)")
 	fl.StringVar(&f.ReadyFile, "ready-file", "", "create this file once every probe is attached")
 	fl.StringVar(&f.OutputRecord, "record-events", "", "write every raw event as JSON lines (test fixtures)")
 	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")
-	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf"} {
+	fl.Uint32Var(&f.RingBuffer, "ring-buffer", 0, "event ring buffer size in bytes, a power of two (default 8 MiB)")
+	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer"} {
 		_ = fl.MarkHidden(hidden)
 	}
 	cmd.AddCommand(newShowCmd(), newDemoCmd())

@@ -34,6 +34,10 @@ type Options struct {
 	// RecordPath receives every raw event as JSON lines, for recorded test fixtures.
 	RecordPath string
 	KernelBTF  string
+	// RingBufferBytes sizes the kernel's event ring buffer (a power of two); 0 keeps the default.
+	RingBufferBytes uint32
+	// MaxPackets caps the packets kept in the trace and printed; 0 means DefaultMaxPackets.
+	MaxPackets int
 	Args       []string
 	Out        io.Writer
 	Color      bool
@@ -45,20 +49,27 @@ type Options struct {
 	NFTrace bool
 }
 
+// DefaultMaxPackets is how many packets a run keeps and prints before it only counts them.
+const DefaultMaxPackets = 10000
+
 // Run traces until the duration, the count or ctx ends, and returns the trace.
 func Run(ctx context.Context, o Options) (*trace.Trace, error) {
-	jsonOut, err := openOutput(o.JSONPath)
-	if err != nil {
-		return nil, err
+	// The trace is written at the end; that it can be is checked now, before tracing starts,
+	// so an unwritable path fails at once and a killed run leaves no file behind.
+	if o.JSONPath != "" {
+		probe, err := openOutput(o.JSONPath)
+		if err != nil {
+			return nil, err
+		}
+		probe.abort()
 	}
-	defer jsonOut.abort()
 	rec, err := openOutput(o.RecordPath)
 	if err != nil {
 		return nil, err
 	}
 	defer rec.abort()
 
-	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF})
+	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -110,15 +121,29 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		go o.OnReady()
 	}
 
+	flows := assemble.NewSummarizer(o.Filter)
+	maxKept := o.MaxPackets
+	if maxKept <= 0 {
+		maxKept = DefaultMaxPackets
+	}
+	completed := 0
 	emit := func(done []trace.Packet) {
 		for _, p := range done {
-			if o.Count > 0 && len(t.Packets) >= o.Count {
+			if o.Count > 0 && completed >= o.Count {
 				return // --count N means exactly N packets, even when several complete at once
 			}
-			t.Packets = append(t.Packets, p)
+			completed++
+			flows.Add(p)
 			diag.Observe(p)
-			pr.Packet(p)
-			if o.Count > 0 && len(t.Packets) >= o.Count && endReason != "count" {
+			// A long run of a busy flow must not grow without end: past maxKept packets are
+			// counted and diagnosed, not kept or printed.
+			if len(t.Packets) < maxKept {
+				t.Packets = append(t.Packets, p)
+				pr.Packet(p)
+			} else {
+				t.Meta.NotKept++
+			}
+			if o.Count > 0 && completed >= o.Count && endReason != "count" {
 				endReason = "count"
 				cancel()
 			}
@@ -151,6 +176,8 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	t.Meta.LostEvents = st.Lost
 	t.Meta.Untracked = st.TrackFull
+	t.Meta.Skipped = st.Skipped
+	t.Meta.RoutesSkipped = st.RoutesSkipped
 	if nf != nil {
 		// Its last drops reach the diagnosis before the verdict is made.
 		nf.Close()
@@ -158,7 +185,8 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason
-	conclude(t, diag)
+	t.Flows = flows.Flows()
+	t.Verdict = diag.Verdict(t)
 	pr.Summary(t)
 
 	if rec.f != nil {
@@ -166,7 +194,12 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 			return t, err
 		}
 	}
-	if jsonOut.f != nil {
+	if o.JSONPath != "" {
+		jsonOut, err := openOutput(o.JSONPath)
+		if err != nil {
+			return t, err
+		}
+		defer jsonOut.abort()
 		if err := jsontrace.Write(jsonOut.f, t); err != nil {
 			return t, fmt.Errorf("write %s: %w", o.JSONPath, err)
 		}
@@ -225,20 +258,11 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// conclude adds what is known only once every packet is in: the flows and the verdict.
-func conclude(t *trace.Trace, d *diagnose.Diagnoser) {
-	t.Flows = assemble.Summarize(t.Filter, t.Packets)
-	t.Verdict = d.Verdict(t)
-}
-
 // Replay builds the trace a run would have produced from recorded events, with no kernel.
 func Replay(f trace.Filter, events []trace.Event) *trace.Trace {
 	t := &trace.Trace{Schema: trace.Schema, Filter: f, Meta: trace.Meta{Backend: "replay"}}
 	t.Packets = assemble.Replay(f, assemble.Options{}, events)
-	d := diagnose.New(nil)
-	for _, p := range t.Packets {
-		d.Observe(p)
-	}
-	conclude(t, d)
+	t.Flows = assemble.Summarize(f, t.Packets)
+	t.Verdict = diagnose.Verdict(t)
 	return t
 }

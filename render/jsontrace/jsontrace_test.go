@@ -56,13 +56,16 @@ func full() *trace.Trace {
 		Meta: trace.Meta{
 			Kernel: "6.8.0-45-generic", Hostname: "node-a",
 			StartedAt: start, EndedAt: start.Add(10 * time.Second),
-			Args:       []string{"pathtrace", "--src", "10.0.1.2"},
-			Backend:    "tp_btf",
-			Probes:     []trace.Probe{{Name: "fib:fib_table_lookup", Program: "raw_tp", Attached: true, Error: "retried as raw_tp"}},
-			Degraded:   []string{"no drop reasons before 5.17"},
-			LostEvents: 42,
-			Untracked:  3,
-			EndReason:  "signal",
+			Args:          []string{"pathtrace", "--src", "10.0.1.2"},
+			Backend:       "tp_btf",
+			Probes:        []trace.Probe{{Name: "fib:fib_table_lookup", Program: "raw_tp", Attached: true, Error: "retried as raw_tp"}},
+			Degraded:      []string{"no drop reasons before 5.17"},
+			LostEvents:    42,
+			Untracked:     3,
+			Skipped:       5,
+			RoutesSkipped: 6,
+			NotKept:       7,
+			EndReason:     "signal",
 		},
 		Filter: trace.Filter{
 			Src: netip.MustParsePrefix("10.0.1.0/24"), Dst: netip.MustParsePrefix("10.0.2.2/32"),
@@ -70,7 +73,7 @@ func full() *trace.Trace {
 		},
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
-			CopyOf: 2, RetransmitOf: 1, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
+			CopyOf: 2, RetransmitOf: 1, Incomplete: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"},
 		}},
 		Flows: []trace.FlowSummary{{

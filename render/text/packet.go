@@ -22,6 +22,9 @@ func (p *Printer) Packet(pk trace.Packet) {
 	case pk.RetransmitOf != 0:
 		head += fmt.Sprintf("  (retransmission of #%d)", pk.RetransmitOf)
 	}
+	if pk.Incomplete {
+		head += "  (incomplete: some of its hops were lost)"
+	}
 	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(head))
 
 	hops := slices.Clone(pk.Hops)

@@ -33,6 +33,14 @@ func (p *Printer) Summary(t *trace.Trace) {
 			sp(" (the kernel's ring buffer was full): this trace is incomplete."))
 		b.line("         ", sp("Hops or whole packets may be missing; a packet marked unknown may have been dropped or delivered."))
 	}
+	if n := t.Meta.Skipped; n > 0 {
+		b.line("", styled(warn, "overload: "+plural(int(n), "matching packet", "matching packets")+" not followed"),
+			sp(fmt.Sprintf(" (the ring buffer was filling up; %d route lookups not reported either): the packets shown are whole.", t.Meta.RoutesSkipped)))
+	}
+	if n := t.Meta.NotKept; n > 0 {
+		b.line("", sp(fmt.Sprintf("%s past the first %d were counted in the flows and the verdict, not printed or saved (--max-packets)",
+			plural(int(n), "packet", "packets"), len(t.Packets))))
+	}
 	if n := t.Meta.Untracked; n > 0 {
 		b.line("", styled(alarm, "WARNING: "+plural(int(n), "packet", "packets")+" not tracked"),
 			sp(" (the tracking map was full): their hops after a NAT rewrite may be missing."))

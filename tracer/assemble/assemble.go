@@ -157,6 +157,7 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 		p = a.start(ev.SKB)
 		a.relate(p, &h)
 	}
+	p.incomplete = p.incomplete || ev.Gap
 	a.addHop(p, ev)
 	if free {
 		out = append(out, a.complete(p, &h)...)
@@ -237,7 +238,7 @@ func (a *Assembler) push(p *packet, ev trace.Event) {
 		a.stats.HopsCut++
 	}
 	a.lru.MoveToBack(p.elem)
-	a.cpu(ev.CPU).touch(p, ev.Hop.TimeNS)
+	a.cpu(ev.CPU).touch(p, &ev.Hop)
 }
 
 // completeAll completes packets in the order they started, so IDs within one batch read in
@@ -320,7 +321,7 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 	own := p.hops()
 	copies := slices.Clone(p.copies)
 	sortHops(copies)
-	pkt := trace.Packet{ID: a.idOf(p), Hops: p.withCopies(own)}
+	pkt := trace.Packet{ID: a.idOf(p), Hops: p.withCopies(own), Incomplete: p.incomplete}
 	if p.copyOf != nil {
 		pkt.CopyOf = a.idOf(p.copyOf)
 	}

@@ -89,6 +89,11 @@ func (x *copyIndex) find(h *trace.Hop, done bool) *packet {
 		if (r.p.state == stDone && !done) || r.ns+copyWindowNS < h.TimeNS || r.ns > h.TimeNS+reorderSlackNS {
 			continue
 		}
+		// A copy freed on a device is not of a packet that last went out of another device of
+		// that namespace: that one has left (a mirred clone on its monitor port, say).
+		if !done && h.Ifindex != 0 && r.p.lastNetns == h.Netns && isTransmit(r.p.lastKind) && r.p.lastIfindex != h.Ifindex {
+			continue
+		}
 		if best == nil || r.ns > bestNS {
 			best, bestNS = r.p, r.ns
 		}

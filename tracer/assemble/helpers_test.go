@@ -75,7 +75,7 @@ func check(t *testing.T, got []trace.Packet, wants []want) {
 	}
 }
 
-var netnsIDs = map[string]uint32{"node": 4026531840, "pod": 4026532301, "ext": 4026532402}
+var netnsIDs = map[string]uint32{"node": 4026531840, "pod": 4026532301, "ext": 4026532402, "mon": 4026532503}
 
 const us = 1000 // ns
 

@@ -32,9 +32,15 @@ type packet struct {
 	end   *trace.Hop // the hop that freed it, nil if none was seen
 	// reused: its sk_buff was seen carrying a new packet, so it was freed unseen.
 	reused bool
+	// incomplete: the kernel lost some of its events.
+	incomplete bool
 	// id is its number once it has one (see idOf); copyOf and retransmitOf its originals.
 	id                   int
 	copyOf, retransmitOf *packet
+	// lastKind, lastIfindex and lastNetns are where its latest hop on a device was.
+	lastKind    trace.Kind
+	lastIfindex uint32
+	lastNetns   uint32
 	// netns is the latest namespace a hop named, for hops reported without one.
 	netns     uint32
 	netnsName string
@@ -63,6 +69,9 @@ func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
 		h.Netns, h.NetnsName = p.netns, p.netnsName
 	} else {
 		p.netns, p.netnsName = h.Netns, h.NetnsName
+	}
+	if h.Ifindex != 0 && h.TimeNS >= p.lastNS {
+		p.lastKind, p.lastIfindex, p.lastNetns = h.Event, h.Ifindex, h.Netns
 	}
 	if h.Tuple != nil && (p.cur == nil || h.TimeNS >= p.curNS) {
 		p.cur, p.curNS = h.Tuple, h.TimeNS

@@ -70,3 +70,39 @@ func TestRetransmissionNamesTheFirst(t *testing.T) {
 		t.Errorf("summary %+v, want one flow with one retransmission", s)
 	}
 }
+
+// A clone made at tc ingress (mirred) is seen between its original's receive and the original's
+// forwarding lookup: the lookup still belongs to the packet received on its input device, and a
+// copy freed on the way out is not the clone's, which went out of the monitor port.
+func TestIngressCloneTakesNothingOfItsOriginal(t *testing.T) {
+	f := icmpFilter("10.0.1.2", "10.0.2.2")
+	req := echo("10.0.1.2", "10.0.2.2")
+	at := func(e trace.Event, ifindex uint32) trace.Event { e.Hop.Ifindex = ifindex; return e }
+	rt := route(0, 1003, "node", "10.0.1.2", "10.0.2.2")
+	rt.Hop.Route.Iif = 2
+	fwd := *req
+	fwd.TTL = 63
+	out := addAll(New(f, Options{}), []trace.Event{
+		at(ev(skbX, 0, 1000, trace.KindReceive, "node/vethpod", req), 2),
+		at(ev(skbY, 0, 1001, trace.KindQueue, "node/mon0", req), 4), // the clone
+		at(ev(skbY, 0, 1002, trace.KindXmit, "node/mon0", req), 4),
+		rt,
+		at(consumed(skbZ, 0, 1004, "node/vethext", &fwd, "__neigh_event_send+0x236"), 3),
+		at(dropped(skbY, 0, 1005, "mon/eth0", req, "OTHERHOST", "ip_rcv_core+0x1"), 5),
+		at(ev(skbX, 0, 1006, trace.KindQueue, "node/vethext", &fwd), 3),
+		at(consumed(skbX, 0, 1010, "ext/eth0", &fwd, "icmp_rcv+0x259"), 6),
+	})
+	if len(out) != 2 {
+		t.Fatalf("%d packets, want the original and its clone", len(out))
+	}
+	clone, orig := out[0], out[1]
+	if clone.CopyOf != orig.ID {
+		t.Fatalf("clone #%d copy_of=%d, want #%d", clone.ID, clone.CopyOf, orig.ID)
+	}
+	if got := hopsOf(orig); got != "received@node/vethpod route@node:main consumed@node/vethext queued@node/vethext consumed@ext/eth0" {
+		t.Errorf("original hops %s", got)
+	}
+	if got := hopsOf(clone); got != "queued@node/mon0 xmit@node/mon0 dropped@mon/eth0" {
+		t.Errorf("clone hops %s", got)
+	}
+}

@@ -30,6 +30,10 @@ type cpuState struct {
 type touch struct {
 	p  *packet
 	ns uint64
+	// What the packet did then: a forwarding lookup belongs to the packet that was just
+	// received on the lookup's input device.
+	kind    trace.Kind
+	ifindex uint32
 }
 
 func (a *Assembler) cpu(n uint32) *cpuState {
@@ -41,8 +45,8 @@ func (a *Assembler) cpu(n uint32) *cpuState {
 	return c
 }
 
-func (c *cpuState) touch(p *packet, ns uint64) {
-	c.recent[c.next] = touch{p, ns}
+func (c *cpuState) touch(p *packet, h *trace.Hop) {
+	c.recent[c.next] = touch{p: p, ns: h.TimeNS, kind: h.Event, ifindex: h.Ifindex}
 	c.next = (c.next + 1) % recentPerCPU
 }
 
@@ -56,7 +60,11 @@ func (a *Assembler) addRoute(ev trace.Event) {
 		return
 	}
 	c := a.cpu(ev.CPU)
-	var best *touch
+	// An input lookup names its device: prefer the packet just received there. A clone made
+	// at tc ingress (mirred) is seen after its original's receive but before its original's
+	// lookup, and would otherwise take it.
+	var best, received *touch
+	iif := h.Route.Iif
 	for i := range c.recent {
 		t := &c.recent[i]
 		if t.p == nil || t.p.closed() || !near(t.ns, h.TimeNS) || !looksUp(h.Route.Lookup, t.p.cur) {
@@ -65,6 +73,12 @@ func (a *Assembler) addRoute(ev trace.Event) {
 		if best == nil || t.ns > best.ns {
 			best = t
 		}
+		if iif > 1 && t.kind == trace.KindReceive && t.ifindex == iif && (received == nil || t.ns > received.ns) {
+			received = t
+		}
+	}
+	if received != nil {
+		best = received
 	}
 	if best != nil {
 		a.push(best.p, ev)

@@ -10,55 +10,74 @@ type dropKey struct {
 // Summarize counts packets per flow, a flow being the request-direction tuple, and groups each
 // flow's drops by where they happened. Flows and drop sites keep the order they first appear.
 func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
-	var out []trace.FlowSummary
-	flowAt := map[trace.Tuple]int{}
-	dropAt := map[trace.Tuple]map[dropKey]int{}
-	nat := natMemory{}
+	s := NewSummarizer(f)
 	for _, p := range packets {
-		key := oriented(p.Flow, p.Tuple.Tuple)
-		if dir, flow, ok := classify(f, nat, p.Hops); ok {
-			key = flow
-			nat.learn(f, dir, flow, p.Hops)
-		}
-		i, ok := flowAt[key]
-		if !ok {
-			i = len(out)
-			flowAt[key] = i
-			out = append(out, trace.FlowSummary{Tuple: key})
-			dropAt[key] = map[dropKey]int{}
-		}
-		s := &out[i]
-		if p.CopyOf != 0 {
-			s.Copies++
-		}
-		if p.RetransmitOf != 0 {
-			s.Retransmissions++
-		}
-		if p.Flow == trace.Reply {
-			s.Replies++
-		} else {
-			s.Requests++
-		}
-		switch p.Fate.Outcome {
-		case trace.Delivered:
-			s.Delivered++
-		case trace.LeftHost:
-			s.LeftHost++
-		case trace.Dropped:
-			dk := dropKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.NetnsName}
-			j, ok := dropAt[key][dk]
-			if !ok {
-				j = len(s.Drops)
-				dropAt[key][dk] = j
-				s.Drops = append(s.Drops, trace.DropSite{
-					Flow: p.Flow, Reason: dk.reason, Location: dk.location,
-					Ifname: dk.ifname, NetnsName: dk.netnsName,
-				})
-			}
-			s.Drops[j].Count++
-		default:
-			s.Unknown++
-		}
+		s.Add(p)
 	}
-	return out
+	return s.Flows()
+}
+
+// Summarizer counts packets into flows as they complete, so a long run need not keep them.
+type Summarizer struct {
+	f      trace.Filter
+	out    []trace.FlowSummary
+	flowAt map[trace.Tuple]int
+	dropAt map[trace.Tuple]map[dropKey]int
+	nat    natMemory
+}
+
+// NewSummarizer counts packets traced with filter f.
+func NewSummarizer(f trace.Filter) *Summarizer {
+	return &Summarizer{f: f, flowAt: map[trace.Tuple]int{}, dropAt: map[trace.Tuple]map[dropKey]int{}, nat: natMemory{}}
+}
+
+// Flows are the flows so far.
+func (sm *Summarizer) Flows() []trace.FlowSummary { return sm.out }
+
+// Add counts one packet.
+func (sm *Summarizer) Add(p trace.Packet) {
+	key := oriented(p.Flow, p.Tuple.Tuple)
+	if dir, flow, ok := classify(sm.f, sm.nat, p.Hops); ok {
+		key = flow
+		sm.nat.learn(sm.f, dir, flow, p.Hops)
+	}
+	i, ok := sm.flowAt[key]
+	if !ok {
+		i = len(sm.out)
+		sm.flowAt[key] = i
+		sm.out = append(sm.out, trace.FlowSummary{Tuple: key})
+		sm.dropAt[key] = map[dropKey]int{}
+	}
+	s := &sm.out[i]
+	if p.CopyOf != 0 {
+		s.Copies++
+	}
+	if p.RetransmitOf != 0 {
+		s.Retransmissions++
+	}
+	if p.Flow == trace.Reply {
+		s.Replies++
+	} else {
+		s.Requests++
+	}
+	switch p.Fate.Outcome {
+	case trace.Delivered:
+		s.Delivered++
+	case trace.LeftHost:
+		s.LeftHost++
+	case trace.Dropped:
+		dk := dropKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.NetnsName}
+		j, ok := sm.dropAt[key][dk]
+		if !ok {
+			j = len(s.Drops)
+			sm.dropAt[key][dk] = j
+			s.Drops = append(s.Drops, trace.DropSite{
+				Flow: p.Flow, Reason: dk.reason, Location: dk.location,
+				Ifname: dk.ifname, NetnsName: dk.netnsName,
+			})
+		}
+		s.Drops[j].Count++
+	default:
+		s.Unknown++
+	}
 }

@@ -5,6 +5,10 @@
  * egress) that drop IPv4 packets from one source address, so that the tracer meets a drop
  * made by a tc BPF program the way it would on a Cilium node.
  *
+ * A third, mirror_to, stands in for `action mirred egress mirror`: it clones every IPv4 packet
+ * to the egress of another device and lets the original go on, so that the tracer meets a
+ * clone that travels on (the kernel here has no act_mirred).
+ *
  * Self-contained on purpose: no <linux/bpf.h> (which needs the host's <asm/types.h>), only
  * the few uapi definitions used here. Context fields are rewritten by the verifier by their
  * uapi offset, so struct __sk_buff must match the uapi layout up to data_end. */
@@ -88,6 +92,22 @@ static __always_inline int verdict(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* The ifindex of the device mirror_to clones packets to (its egress); set before loading. 0
+ * mirrors nothing. */
+volatile const __u32 MIRROR_IFINDEX = 0;
+
+static __always_inline int is_ipv4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	return eth->h_proto == bpf_htons(ETH_P_IP) && (ip->ihl_version >> 4) == 4;
+}
+
 SEC("tc")
 int cil_from_container(struct __sk_buff *skb)
 {
@@ -98,4 +118,15 @@ SEC("tc")
 int cil_to_container(struct __sk_buff *skb)
 {
 	return verdict(skb);
+}
+
+/* Like `action mirred egress mirror dev <MIRROR_IFINDEX>`: a clone of each IPv4 packet goes out
+ * of that device (flags 0: its egress, not its ingress); the original goes on unchanged
+ * whether or not the clone could be sent, as with mirred's mirror. */
+SEC("tc")
+int mirror_to(struct __sk_buff *skb)
+{
+	if (MIRROR_IFINDEX != 0 && is_ipv4(skb))
+		bpf_clone_redirect(skb, MIRROR_IFINDEX, 0);
+	return TC_ACT_OK;
 }

@@ -18,7 +18,9 @@ import (
 const (
 	TcprogProgCilFromContainer = "cil_from_container"
 	TcprogProgCilToContainer   = "cil_to_container"
+	TcprogProgMirrorTo         = "mirror_to"
 	TcprogVarDENY_SRC          = "DENY_SRC"
+	TcprogVarMIRROR_IFINDEX    = "MIRROR_IFINDEX"
 )
 
 // LoadTcprog returns the embedded CollectionSpec for Tcprog.
@@ -65,6 +67,7 @@ type TcprogSpecs struct {
 type TcprogProgramSpecs struct {
 	CilFromContainer *ebpf.ProgramSpec `ebpf:"cil_from_container"`
 	CilToContainer   *ebpf.ProgramSpec `ebpf:"cil_to_container"`
+	MirrorTo         *ebpf.ProgramSpec `ebpf:"mirror_to"`
 }
 
 // TcprogMapSpecs contains maps before they are loaded into the kernel.
@@ -77,7 +80,8 @@ type TcprogMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcprogVariableSpecs struct {
-	DENY_SRC *ebpf.VariableSpec `ebpf:"DENY_SRC"`
+	DENY_SRC       *ebpf.VariableSpec `ebpf:"DENY_SRC"`
+	MIRROR_IFINDEX *ebpf.VariableSpec `ebpf:"MIRROR_IFINDEX"`
 }
 
 // TcprogObjects contains all objects after they have been loaded into the kernel.
@@ -110,7 +114,8 @@ func (m *TcprogMaps) Close() error {
 //
 // It can be passed to LoadTcprogObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcprogVariables struct {
-	DENY_SRC *ebpf.Variable `ebpf:"DENY_SRC"`
+	DENY_SRC       *ebpf.Variable `ebpf:"DENY_SRC"`
+	MIRROR_IFINDEX *ebpf.Variable `ebpf:"MIRROR_IFINDEX"`
 }
 
 // TcprogPrograms contains all programs after they have been loaded into the kernel.
@@ -119,12 +124,14 @@ type TcprogVariables struct {
 type TcprogPrograms struct {
 	CilFromContainer *ebpf.Program `ebpf:"cil_from_container"`
 	CilToContainer   *ebpf.Program `ebpf:"cil_to_container"`
+	MirrorTo         *ebpf.Program `ebpf:"mirror_to"`
 }
 
 func (p *TcprogPrograms) Close() error {
 	return _TcprogClose(
 		p.CilFromContainer,
 		p.CilToContainer,
+		p.MirrorTo,
 	)
 }
 
