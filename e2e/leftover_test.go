@@ -40,6 +40,50 @@ func ourPrograms() ([]string, error) {
 	}
 }
 
+// ourMaps lists loaded BPF maps that are pathtrace's, by name.
+func ourMaps() ([]string, error) {
+	names := map[string]bool{"events": true, "tracked": true, "stats": true, "learned": true, "learned_count": true, "scratch": true}
+	var found []string
+	id := ebpf.MapID(0)
+	for {
+		next, err := ebpf.MapGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return found, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		id = next
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := m.Info()
+		m.Close()
+		if err == nil && names[info.Name] {
+			found = append(found, "map "+info.Name)
+		}
+	}
+}
+
+// ourTracefsEvents lists kprobe events pathtrace would have left in tracefs: it uses perf-link
+// probes only, so there must never be any.
+func ourTracefsEvents() []string {
+	var found []string
+	for _, f := range []string{"/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "pathtrace") || strings.Contains(line, "ebpf_") {
+				found = append(found, f+": "+line)
+			}
+		}
+	}
+	return found
+}
+
 // ourTables lists pathtrace's nftables tracing tables left in the host namespace or any named one.
 func ourTables() ([]string, error) {
 	paths := []string{"/proc/self/ns/net"}
@@ -70,8 +114,8 @@ func ourTables() ([]string, error) {
 	return left, nil
 }
 
-// requireNothingLeft checks that pathtrace's programs and tracing tables are gone after it
-// exited; the kernel frees them shortly after the last reference goes, so allow it a moment.
+// requireNothingLeft checks that pathtrace's programs (and so its links, which hold them), maps,
+// tracing tables and tracefs events are gone after it exited; the kernel frees them shortly after the last reference goes, so allow it a moment.
 func requireNothingLeft(t *testing.T) {
 	t.Helper()
 	var left []string
@@ -84,7 +128,12 @@ func requireNothingLeft(t *testing.T) {
 		if err != nil {
 			t.Fatalf("list nftables tables: %v", err)
 		}
-		if left = append(progs, tables...); len(left) == 0 {
+		maps, err := ourMaps()
+		if err != nil {
+			t.Fatalf("list BPF maps: %v", err)
+		}
+		left = append(append(append(progs, tables...), maps...), ourTracefsEvents()...)
+		if len(left) == 0 {
 			return
 		}
 	}
