@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/bpf"
@@ -61,6 +62,11 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	kernel, err := loadKernelBTF(cfg.KernelBTF)
 	if err != nil {
 		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it, and
+	// RemoveMemlock then changes nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise the locked-memory limit for BPF maps: %w", err)
 	}
 	if cfg.HostNetns == nil {
 		cfg.HostNetns = netnsname.HostCandidates
