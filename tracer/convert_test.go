@@ -305,7 +305,7 @@ ffffffff81d00000 T consume_skb
 `
 
 // testTracer is a Tracer with just what convert needs: no kernel, no BPF.
-func testTracer(t *testing.T, reasons dropreason.Names) *Tracer {
+func testTracer(t testing.TB, reasons dropreason.Names) *Tracer {
 	t.Helper()
 	r, err := netnsname.New([]string{"/proc/self/ns/net"})
 	if err != nil {
@@ -497,6 +497,7 @@ func TestConvertRoute(t *testing.T) {
 		OutIndex:  2,
 		Gateway:   netip.MustParseAddr("10.0.0.1"),
 		Lookup:    trace.Tuple{Proto: trace.ProtoICMP, Src: netip.MustParseAddr("10.0.0.5"), Dst: netip.MustParseAddr("8.8.8.8")},
+		Iif:       1,
 	}
 	if diff := cmp.Diff(want, h.Route, addrEq); diff != "" {
 		t.Errorf("route (-want +got):\n%s", diff)
