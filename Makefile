@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race
 
 all: build
 
@@ -38,8 +38,54 @@ demo: build
 vet:
 	$(GO) vet ./...
 
+# staticcheck is installed by `make deps` (scripts/install-deps.sh) into GOPATH's bin.
+STATICCHECK = $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin/staticcheck
+
 lint: vet
 	@fmt=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$fmt" ] || { echo "gofmt needed: $$fmt" >&2; exit 1; }
+	@[ -x "$(STATICCHECK)" ] || { echo "$(STATICCHECK) is missing: run make deps" >&2; exit 1; }
+	$(STATICCHECK) ./...
+
+# The userspace packages that need no root, under the race detector.
+RACE_PKGS := ./trace/... ./render/... ./tracer/assemble/... ./tracer/diagnose/... ./tracer/ksym/...
+
+race:
+	$(GO) test -race -count=1 $(RACE_PKGS)
+
+# Each fuzz target for FUZZTIME, one after another (their seed corpora, testdata/fuzz/, also
+# run as plain tests in `make unit`). A failing input is written to the package's
+# testdata/fuzz/<target>/: fix the bug and commit it as a regression seed. New inputs that
+# only widen coverage stay in the Go cache. FUZZMINIMIZETIME caps the minimizing of each new
+# input, which otherwise (60s by default) can take most of a short run.
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 5s
+FUZZ_TARGETS := \
+	FuzzRead:./render/jsontrace \
+	FuzzParseAddr:./trace \
+	FuzzNewFilter:./trace \
+	FuzzDecode:./tracer \
+	FuzzReadEvents:./tracer/assemble
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "== $$name ($$pkg), $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg; \
+	done
 
 clean:
 	rm -rf bin
+
+# End-to-end suite on Debian's cloud kernels under qemu (scripts/vmtest.sh; VMTEST_KERNELS=bookworm).
+.PHONY: vmtest
+vmtest:
+	./scripts/vmtest.sh $(VMTEST_ARGS)
+
+# What pathtrace costs a node: iperf3 through a lab (pod -- node -- ext) with no tracer, with
+# pathtrace filtering the traffic out, tracing it, and with bpftrace doing the same; attach,
+# detach and drop-to-verdict times; userspace assembly speed. Root; about 5 minutes. See bench/README.md.
+.PHONY: bench
+bench: build
+	./scripts/bench-deps.sh
+	$(GO) build -o bin/bench ./bench
+	./bin/bench -bin $(BIN) -go $(GO)

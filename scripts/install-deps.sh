@@ -27,3 +27,12 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 fi
 command -v go >/dev/null || { echo "install-deps: Go is not installed (need Go $(sed -n 's/^go //p' go.mod))" >&2; exit 1; }
 go mod download
+
+# make lint: staticcheck, pinned, in GOPATH's bin where the Makefile looks for it. Skipped when
+# that version is already there.
+staticcheck_version=v0.8.2
+gobin="$(go env GOPATH | cut -d: -f1)/bin"
+if ! "$gobin/staticcheck" -version 2>/dev/null | grep -qF "(${staticcheck_version#v})"; then
+	# GOFLAGS cleared: a -mod=vendor or the like set for this repo must not reach an install @version.
+	GOBIN="$gobin" GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+fi

@@ -45,7 +45,7 @@ func full() *trace.Trace {
 		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
 		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true,
 		Route: &trace.Route{
-			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2,
+			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2, Iif: 7,
 			Gateway: netip.MustParseAddr("fe80::1%eth0"),
 			Lookup:  trace.Tuple{Proto: trace.ProtoUDP, Src: netip.MustParseAddr("10.0.1.2"), Dst: netip.MustParseAddr("10.0.2.2"), Sport: 53000, Dport: 53},
 		},

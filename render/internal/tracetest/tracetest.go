@@ -22,7 +22,6 @@ const (
 var (
 	podA     = netip.MustParseAddr("10.0.1.2")
 	ext      = netip.MustParseAddr("10.0.2.2")
-	nodeExt  = netip.MustParseAddr("10.0.2.1")
 	service  = netip.MustParseAddr("10.96.0.10")
 	backend  = netip.MustParseAddr("10.0.3.7")
 	nowhere  = netip.MustParseAddr("10.9.9.9")
