@@ -681,3 +681,162 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 
 #define HOOK_BODY_on_fib { on_fib(table, flp, nhc, err); return 0; }
 HOOK(on_fib, fib_table_lookup, __u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err)
+
+/* Function-level hops: only for packets already tracked (the tracepoints start them), so an
+ * unrelated packet costs one map lookup. The headers are read again to make sure the tracked
+ * address still carries the same packet. */
+static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool has_ret, __s32 ret,
+				     __u8 nf_hook, __u8 nf_pf)
+{
+	__u64 key = (__u64)skb;
+	struct track *t = bpf_map_lookup_elem(&tracked, &key);
+	if (!t || (t->flags & TRACK_SKIPPED))
+		return;
+	struct scratch *sc = enter();
+	if (!sc)
+		return;
+	enum encap_kind encap = ENCAP_NONE;
+	__builtin_memset(&sc->p, 0, sizeof(sc->p));
+	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+	int parsed = parse_skb(skb, false, &sc->p, &sc->inner, &encap);
+	struct packet *flow = encap ? &sc->inner : &sc->p;
+	if (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow))) {
+		bpf_map_delete_elem(&tracked, &key);
+		goto out;
+	}
+	struct event *e = new_event(EV_FUNC);
+	if (!e) {
+		t->flags |= TRACK_GAP;
+		goto out;
+	}
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	e->skb = key;
+	e->len = BPF_CORE_READ(skb, len);
+	e->netns = netns_of(dev, skb);
+	if (dev) {
+		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+	}
+	if (!parsed) {
+		e->pkt = sc->p;
+		e->encap = encap;
+		if (encap)
+			e->inner = sc->inner;
+	}
+	e->fn.id = id;
+	e->fn.has_ret = has_ret;
+	e->fn.ret = ret;
+	e->fn.nf_hook = nf_hook;
+	e->fn.nf_pf = nf_pf;
+	submit(e);
+out:
+	sc->busy = 0;
+}
+
+/* fentry/fexit: typed arguments, the return value for free, the lowest cost. */
+#define FENTRY(fn, id)                                                   \
+	SEC("fentry/" #fn) int BPF_PROG(fe_##fn, struct sk_buff *skb)        \
+	{                                                                \
+		func_hop(skb, id, false, 0, 0, 0);                           \
+		return 0;                                                \
+	}
+/* ip_forward(skb), ip_local_deliver(skb), ip6_forward(skb): the packet is the first argument. */
+FENTRY(ip_forward, FN_IP_FORWARD)
+FENTRY(ip_local_deliver, FN_IP_LOCAL_DELIVER)
+FENTRY(ip6_forward, FN_IP6_FORWARD)
+
+/* ip_output(net, sk, skb), ip_finish_output2(net, sk, skb), ip6_output(net, sk, skb) */
+#define FENTRY3(fn, id)                                                                \
+	SEC("fentry/" #fn) int BPF_PROG(fe_##fn, void *net, void *sk, struct sk_buff *skb) \
+	{                                                                              \
+		func_hop(skb, id, false, 0, 0, 0);                                         \
+		return 0;                                                              \
+	}
+FENTRY3(ip_output, FN_IP_OUTPUT)
+FENTRY3(ip_finish_output2, FN_IP_FINISH_OUTPUT2)
+FENTRY3(ip6_output, FN_IP6_OUTPUT)
+
+/* br_forward(to, skb, local_rcv, local_orig) */
+SEC("fentry/br_forward")
+int BPF_PROG(fe_br_forward, void *to, struct sk_buff *skb)
+{
+	func_hop(skb, FN_BR_FORWARD, false, 0, 0, 0);
+	return 0;
+}
+
+/* nf_hook_slow(skb, state, entries, index) returns 1 to go on, -EPERM when a rule dropped the
+ * packet, 0 when it was stolen or queued. */
+SEC("fexit/nf_hook_slow")
+int BPF_PROG(fx_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *state, void *entries,
+	     unsigned int index, int ret)
+{
+	func_hop(skb, FN_NF_HOOK_SLOW, true, ret, BPF_CORE_READ(state, hook), BPF_CORE_READ(state, pf));
+	return 0;
+}
+
+/* kprobes: where fentry is refused. The return value needs a kretprobe, which does not see
+ * the arguments: the entry stashes them per task. */
+#define KPROBE(fn, id)                                                 \
+	SEC("kprobe/" #fn) int BPF_KPROBE(kp_##fn, struct sk_buff *skb)    \
+	{                                                              \
+		func_hop(skb, id, false, 0, 0, 0);                         \
+		return 0;                                              \
+	}
+KPROBE(ip_forward, FN_IP_FORWARD)
+KPROBE(ip_local_deliver, FN_IP_LOCAL_DELIVER)
+KPROBE(ip6_forward, FN_IP6_FORWARD)
+
+#define KPROBE3(fn, id)                                                                \
+	SEC("kprobe/" #fn) int BPF_KPROBE(kp_##fn, void *net, void *sk, struct sk_buff *skb) \
+	{                                                                              \
+		func_hop(skb, id, false, 0, 0, 0);                                         \
+		return 0;                                                              \
+	}
+KPROBE3(ip_output, FN_IP_OUTPUT)
+KPROBE3(ip_finish_output2, FN_IP_FINISH_OUTPUT2)
+KPROBE3(ip6_output, FN_IP6_OUTPUT)
+
+SEC("kprobe/br_forward")
+int BPF_KPROBE(kp_br_forward, void *to, struct sk_buff *skb)
+{
+	func_hop(skb, FN_BR_FORWARD, false, 0, 0, 0);
+	return 0;
+}
+
+struct nf_call {
+	__u64 skb;
+	__u8 hook;
+	__u8 pf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct nf_call);
+} nf_calls SEC(".maps");
+
+SEC("kprobe/nf_hook_slow")
+int BPF_KPROBE(kp_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	__u64 key = (__u64)skb;
+	if (!bpf_map_lookup_elem(&tracked, &key))
+		return 0;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct nf_call c = {.skb = key, .hook = BPF_CORE_READ(state, hook), .pf = BPF_CORE_READ(state, pf)};
+	bpf_map_update_elem(&nf_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/nf_hook_slow")
+int BPF_KRETPROBE(kr_nf_hook_slow, int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct nf_call *c = bpf_map_lookup_elem(&nf_calls, &tid);
+	if (!c)
+		return 0;
+	struct nf_call call = *c;
+	bpf_map_delete_elem(&nf_calls, &tid);
+	func_hop((struct sk_buff *)call.skb, FN_NF_HOOK_SLOW, true, ret, call.hook, call.pf);
+	return 0;
+}

@@ -57,7 +57,7 @@ type PathtraceEvent struct {
 	Pkt      PathtracePacket
 	Inner    PathtracePacket
 	Route    PathtraceRoute
-	_        [4]byte
+	Fn       PathtraceFuncCall
 }
 
 type PathtraceEventKind uint32
@@ -69,6 +69,7 @@ const (
 	PathtraceEventKindEV_ROUTE   PathtraceEventKind = 4
 	PathtraceEventKindEV_DROP    PathtraceEventKind = 5
 	PathtraceEventKindEV_CONSUME PathtraceEventKind = 6
+	PathtraceEventKindEV_FUNC    PathtraceEventKind = 7
 )
 
 type PathtraceFilter struct {
@@ -93,6 +94,37 @@ type PathtraceFlowKey struct {
 	Proto  uint8
 	Family uint8
 	Pad    uint16
+}
+
+type PathtraceFuncCall struct {
+	_      structs.HostLayout
+	Id     PathtraceFuncId
+	Ret    int32
+	HasRet uint8
+	NfHook uint8
+	NfPf   uint8
+	Pad    uint8
+}
+
+type PathtraceFuncId uint32
+
+const (
+	PathtraceFuncIdFN_IP_FORWARD        PathtraceFuncId = 1
+	PathtraceFuncIdFN_IP_LOCAL_DELIVER  PathtraceFuncId = 2
+	PathtraceFuncIdFN_IP_OUTPUT         PathtraceFuncId = 3
+	PathtraceFuncIdFN_IP_FINISH_OUTPUT2 PathtraceFuncId = 4
+	PathtraceFuncIdFN_NF_HOOK_SLOW      PathtraceFuncId = 5
+	PathtraceFuncIdFN_BR_FORWARD        PathtraceFuncId = 6
+	PathtraceFuncIdFN_IP6FORWARD        PathtraceFuncId = 7
+	PathtraceFuncIdFN_IP6OUTPUT         PathtraceFuncId = 8
+)
+
+type PathtraceNfCall struct {
+	_    structs.HostLayout
+	Skb  uint64
+	Hook uint8
+	Pf   uint8
+	_    [6]byte
 }
 
 type PathtracePacket struct {
@@ -160,25 +192,43 @@ type PathtraceTrack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PathtraceMapEvents        = "events"
-	PathtraceMapLearned       = "learned"
-	PathtraceMapLearnedCount  = "learned_count"
-	PathtraceMapScratch       = "scratch"
-	PathtraceMapStats         = "stats"
-	PathtraceMapTracked       = "tracked"
-	PathtraceProgOnConsumeBtf = "on_consume_btf"
-	PathtraceProgOnConsumeRaw = "on_consume_raw"
-	PathtraceProgOnFibBtf     = "on_fib_btf"
-	PathtraceProgOnFibRaw     = "on_fib_raw"
-	PathtraceProgOnKfreeBtf   = "on_kfree_btf"
-	PathtraceProgOnKfreeRaw   = "on_kfree_raw"
-	PathtraceProgOnQueueBtf   = "on_queue_btf"
-	PathtraceProgOnQueueRaw   = "on_queue_raw"
-	PathtraceProgOnReceiveBtf = "on_receive_btf"
-	PathtraceProgOnReceiveRaw = "on_receive_raw"
-	PathtraceProgOnXmitBtf    = "on_xmit_btf"
-	PathtraceProgOnXmitRaw    = "on_xmit_raw"
-	PathtraceVarCFG           = "CFG"
+	PathtraceMapEvents             = "events"
+	PathtraceMapLearned            = "learned"
+	PathtraceMapLearnedCount       = "learned_count"
+	PathtraceMapNfCalls            = "nf_calls"
+	PathtraceMapScratch            = "scratch"
+	PathtraceMapStats              = "stats"
+	PathtraceMapTracked            = "tracked"
+	PathtraceProgFeBrForward       = "fe_br_forward"
+	PathtraceProgFeIp6Forward      = "fe_ip6_forward"
+	PathtraceProgFeIp6Output       = "fe_ip6_output"
+	PathtraceProgFeIpFinishOutput2 = "fe_ip_finish_output2"
+	PathtraceProgFeIpForward       = "fe_ip_forward"
+	PathtraceProgFeIpLocalDeliver  = "fe_ip_local_deliver"
+	PathtraceProgFeIpOutput        = "fe_ip_output"
+	PathtraceProgFxNfHookSlow      = "fx_nf_hook_slow"
+	PathtraceProgKpBrForward       = "kp_br_forward"
+	PathtraceProgKpIp6Forward      = "kp_ip6_forward"
+	PathtraceProgKpIp6Output       = "kp_ip6_output"
+	PathtraceProgKpIpFinishOutput2 = "kp_ip_finish_output2"
+	PathtraceProgKpIpForward       = "kp_ip_forward"
+	PathtraceProgKpIpLocalDeliver  = "kp_ip_local_deliver"
+	PathtraceProgKpIpOutput        = "kp_ip_output"
+	PathtraceProgKpNfHookSlow      = "kp_nf_hook_slow"
+	PathtraceProgKrNfHookSlow      = "kr_nf_hook_slow"
+	PathtraceProgOnConsumeBtf      = "on_consume_btf"
+	PathtraceProgOnConsumeRaw      = "on_consume_raw"
+	PathtraceProgOnFibBtf          = "on_fib_btf"
+	PathtraceProgOnFibRaw          = "on_fib_raw"
+	PathtraceProgOnKfreeBtf        = "on_kfree_btf"
+	PathtraceProgOnKfreeRaw        = "on_kfree_raw"
+	PathtraceProgOnQueueBtf        = "on_queue_btf"
+	PathtraceProgOnQueueRaw        = "on_queue_raw"
+	PathtraceProgOnReceiveBtf      = "on_receive_btf"
+	PathtraceProgOnReceiveRaw      = "on_receive_raw"
+	PathtraceProgOnXmitBtf         = "on_xmit_btf"
+	PathtraceProgOnXmitRaw         = "on_xmit_raw"
+	PathtraceVarCFG                = "CFG"
 )
 
 // LoadPathtrace returns the embedded CollectionSpec for Pathtrace.
@@ -223,18 +273,35 @@ type PathtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceProgramSpecs struct {
-	OnConsumeBtf *ebpf.ProgramSpec `ebpf:"on_consume_btf"`
-	OnConsumeRaw *ebpf.ProgramSpec `ebpf:"on_consume_raw"`
-	OnFibBtf     *ebpf.ProgramSpec `ebpf:"on_fib_btf"`
-	OnFibRaw     *ebpf.ProgramSpec `ebpf:"on_fib_raw"`
-	OnKfreeBtf   *ebpf.ProgramSpec `ebpf:"on_kfree_btf"`
-	OnKfreeRaw   *ebpf.ProgramSpec `ebpf:"on_kfree_raw"`
-	OnQueueBtf   *ebpf.ProgramSpec `ebpf:"on_queue_btf"`
-	OnQueueRaw   *ebpf.ProgramSpec `ebpf:"on_queue_raw"`
-	OnReceiveBtf *ebpf.ProgramSpec `ebpf:"on_receive_btf"`
-	OnReceiveRaw *ebpf.ProgramSpec `ebpf:"on_receive_raw"`
-	OnXmitBtf    *ebpf.ProgramSpec `ebpf:"on_xmit_btf"`
-	OnXmitRaw    *ebpf.ProgramSpec `ebpf:"on_xmit_raw"`
+	FeBrForward       *ebpf.ProgramSpec `ebpf:"fe_br_forward"`
+	FeIp6Forward      *ebpf.ProgramSpec `ebpf:"fe_ip6_forward"`
+	FeIp6Output       *ebpf.ProgramSpec `ebpf:"fe_ip6_output"`
+	FeIpFinishOutput2 *ebpf.ProgramSpec `ebpf:"fe_ip_finish_output2"`
+	FeIpForward       *ebpf.ProgramSpec `ebpf:"fe_ip_forward"`
+	FeIpLocalDeliver  *ebpf.ProgramSpec `ebpf:"fe_ip_local_deliver"`
+	FeIpOutput        *ebpf.ProgramSpec `ebpf:"fe_ip_output"`
+	FxNfHookSlow      *ebpf.ProgramSpec `ebpf:"fx_nf_hook_slow"`
+	KpBrForward       *ebpf.ProgramSpec `ebpf:"kp_br_forward"`
+	KpIp6Forward      *ebpf.ProgramSpec `ebpf:"kp_ip6_forward"`
+	KpIp6Output       *ebpf.ProgramSpec `ebpf:"kp_ip6_output"`
+	KpIpFinishOutput2 *ebpf.ProgramSpec `ebpf:"kp_ip_finish_output2"`
+	KpIpForward       *ebpf.ProgramSpec `ebpf:"kp_ip_forward"`
+	KpIpLocalDeliver  *ebpf.ProgramSpec `ebpf:"kp_ip_local_deliver"`
+	KpIpOutput        *ebpf.ProgramSpec `ebpf:"kp_ip_output"`
+	KpNfHookSlow      *ebpf.ProgramSpec `ebpf:"kp_nf_hook_slow"`
+	KrNfHookSlow      *ebpf.ProgramSpec `ebpf:"kr_nf_hook_slow"`
+	OnConsumeBtf      *ebpf.ProgramSpec `ebpf:"on_consume_btf"`
+	OnConsumeRaw      *ebpf.ProgramSpec `ebpf:"on_consume_raw"`
+	OnFibBtf          *ebpf.ProgramSpec `ebpf:"on_fib_btf"`
+	OnFibRaw          *ebpf.ProgramSpec `ebpf:"on_fib_raw"`
+	OnKfreeBtf        *ebpf.ProgramSpec `ebpf:"on_kfree_btf"`
+	OnKfreeRaw        *ebpf.ProgramSpec `ebpf:"on_kfree_raw"`
+	OnQueueBtf        *ebpf.ProgramSpec `ebpf:"on_queue_btf"`
+	OnQueueRaw        *ebpf.ProgramSpec `ebpf:"on_queue_raw"`
+	OnReceiveBtf      *ebpf.ProgramSpec `ebpf:"on_receive_btf"`
+	OnReceiveRaw      *ebpf.ProgramSpec `ebpf:"on_receive_raw"`
+	OnXmitBtf         *ebpf.ProgramSpec `ebpf:"on_xmit_btf"`
+	OnXmitRaw         *ebpf.ProgramSpec `ebpf:"on_xmit_raw"`
 }
 
 // PathtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -244,6 +311,7 @@ type PathtraceMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Learned      *ebpf.MapSpec `ebpf:"learned"`
 	LearnedCount *ebpf.MapSpec `ebpf:"learned_count"`
+	NfCalls      *ebpf.MapSpec `ebpf:"nf_calls"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
@@ -279,6 +347,7 @@ type PathtraceMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Learned      *ebpf.Map `ebpf:"learned"`
 	LearnedCount *ebpf.Map `ebpf:"learned_count"`
+	NfCalls      *ebpf.Map `ebpf:"nf_calls"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Tracked      *ebpf.Map `ebpf:"tracked"`
@@ -289,6 +358,7 @@ func (m *PathtraceMaps) Close() error {
 		m.Events,
 		m.Learned,
 		m.LearnedCount,
+		m.NfCalls,
 		m.Scratch,
 		m.Stats,
 		m.Tracked,
@@ -306,22 +376,56 @@ type PathtraceVariables struct {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtracePrograms struct {
-	OnConsumeBtf *ebpf.Program `ebpf:"on_consume_btf"`
-	OnConsumeRaw *ebpf.Program `ebpf:"on_consume_raw"`
-	OnFibBtf     *ebpf.Program `ebpf:"on_fib_btf"`
-	OnFibRaw     *ebpf.Program `ebpf:"on_fib_raw"`
-	OnKfreeBtf   *ebpf.Program `ebpf:"on_kfree_btf"`
-	OnKfreeRaw   *ebpf.Program `ebpf:"on_kfree_raw"`
-	OnQueueBtf   *ebpf.Program `ebpf:"on_queue_btf"`
-	OnQueueRaw   *ebpf.Program `ebpf:"on_queue_raw"`
-	OnReceiveBtf *ebpf.Program `ebpf:"on_receive_btf"`
-	OnReceiveRaw *ebpf.Program `ebpf:"on_receive_raw"`
-	OnXmitBtf    *ebpf.Program `ebpf:"on_xmit_btf"`
-	OnXmitRaw    *ebpf.Program `ebpf:"on_xmit_raw"`
+	FeBrForward       *ebpf.Program `ebpf:"fe_br_forward"`
+	FeIp6Forward      *ebpf.Program `ebpf:"fe_ip6_forward"`
+	FeIp6Output       *ebpf.Program `ebpf:"fe_ip6_output"`
+	FeIpFinishOutput2 *ebpf.Program `ebpf:"fe_ip_finish_output2"`
+	FeIpForward       *ebpf.Program `ebpf:"fe_ip_forward"`
+	FeIpLocalDeliver  *ebpf.Program `ebpf:"fe_ip_local_deliver"`
+	FeIpOutput        *ebpf.Program `ebpf:"fe_ip_output"`
+	FxNfHookSlow      *ebpf.Program `ebpf:"fx_nf_hook_slow"`
+	KpBrForward       *ebpf.Program `ebpf:"kp_br_forward"`
+	KpIp6Forward      *ebpf.Program `ebpf:"kp_ip6_forward"`
+	KpIp6Output       *ebpf.Program `ebpf:"kp_ip6_output"`
+	KpIpFinishOutput2 *ebpf.Program `ebpf:"kp_ip_finish_output2"`
+	KpIpForward       *ebpf.Program `ebpf:"kp_ip_forward"`
+	KpIpLocalDeliver  *ebpf.Program `ebpf:"kp_ip_local_deliver"`
+	KpIpOutput        *ebpf.Program `ebpf:"kp_ip_output"`
+	KpNfHookSlow      *ebpf.Program `ebpf:"kp_nf_hook_slow"`
+	KrNfHookSlow      *ebpf.Program `ebpf:"kr_nf_hook_slow"`
+	OnConsumeBtf      *ebpf.Program `ebpf:"on_consume_btf"`
+	OnConsumeRaw      *ebpf.Program `ebpf:"on_consume_raw"`
+	OnFibBtf          *ebpf.Program `ebpf:"on_fib_btf"`
+	OnFibRaw          *ebpf.Program `ebpf:"on_fib_raw"`
+	OnKfreeBtf        *ebpf.Program `ebpf:"on_kfree_btf"`
+	OnKfreeRaw        *ebpf.Program `ebpf:"on_kfree_raw"`
+	OnQueueBtf        *ebpf.Program `ebpf:"on_queue_btf"`
+	OnQueueRaw        *ebpf.Program `ebpf:"on_queue_raw"`
+	OnReceiveBtf      *ebpf.Program `ebpf:"on_receive_btf"`
+	OnReceiveRaw      *ebpf.Program `ebpf:"on_receive_raw"`
+	OnXmitBtf         *ebpf.Program `ebpf:"on_xmit_btf"`
+	OnXmitRaw         *ebpf.Program `ebpf:"on_xmit_raw"`
 }
 
 func (p *PathtracePrograms) Close() error {
 	return _PathtraceClose(
+		p.FeBrForward,
+		p.FeIp6Forward,
+		p.FeIp6Output,
+		p.FeIpFinishOutput2,
+		p.FeIpForward,
+		p.FeIpLocalDeliver,
+		p.FeIpOutput,
+		p.FxNfHookSlow,
+		p.KpBrForward,
+		p.KpIp6Forward,
+		p.KpIp6Output,
+		p.KpIpFinishOutput2,
+		p.KpIpForward,
+		p.KpIpLocalDeliver,
+		p.KpIpOutput,
+		p.KpNfHookSlow,
+		p.KrNfHookSlow,
 		p.OnConsumeBtf,
 		p.OnConsumeRaw,
 		p.OnFibBtf,

@@ -20,7 +20,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("pathtrace demo: %v\n%s", err, out)
 	}
 	text := string(out)
-	requireLine(t, text, "=> DROPPED on pathtrace-demo-node veth-pod: IP_INADDRERRORS at ip_error+0x")
+	requireLine(t, text, "=> DROPPED on pathtrace-demo-node veth-pod:", "ip_error+0x")
 	requireLine(t, text, "Verdict: DROPPED")
 	requireLine(t, text, "sysctl -w net.ipv4.ip_forward=1")
 	requireLine(t, text, "demo: lab removed")
@@ -33,7 +33,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo trace: %d packets, verdict %q; want 3 dropped", len(tr.Packets), tr.Verdict.Outcome)
 	}
 	for _, p := range tr.Packets {
-		if p.Fate.Outcome != trace.Dropped || p.Fate.Reason != "IP_INADDRERRORS" {
+		if p.Fate.Outcome != trace.Dropped || !reasonIs(p.Fate.Reason, "IP_INADDRERRORS") {
 			t.Errorf("demo packet #%d fate %+v", p.ID, p.Fate)
 		}
 	}

@@ -34,15 +34,26 @@ func ourPrograms() ([]string, error) {
 		}
 		info, err := p.Info()
 		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "on_") {
+		if err == nil && ourProgram(info.Name) {
 			names = append(names, info.Name)
 		}
 	}
 }
 
+// ourProgram says whether a program name is one of pathtrace's: tracepoint hooks (on_),
+// fentry/fexit (fe_, fx_) and kprobe/kretprobe (kp_, kr_) function hooks.
+func ourProgram(name string) bool {
+	for _, p := range []string{"on_", "fe_", "fx_", "kp_", "kr_"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // ourMaps lists loaded BPF maps that are pathtrace's, by name.
 func ourMaps() ([]string, error) {
-	names := map[string]bool{"events": true, "tracked": true, "stats": true, "learned": true, "learned_count": true, "scratch": true}
+	names := map[string]bool{"events": true, "tracked": true, "stats": true, "learned": true, "learned_count": true, "scratch": true, "nf_calls": true}
 	var found []string
 	id := ebpf.MapID(0)
 	for {

@@ -45,7 +45,7 @@ func TestTCProgramDrop(t *testing.T) {
 			var died []trace.Packet
 			for _, p := range echo(packets(tr, dir), map[trace.Direction]uint8{trace.Request: 8, trace.Reply: 0}[dir]) {
 				died = append(died, p)
-				if f := p.Fate; f.Outcome != trace.Dropped || f.Reason != reason || f.Ifname != topo.NodePodIf {
+				if f := p.Fate; f.Outcome != trace.Dropped || !reasonIs(f.Reason, reason) || f.Ifname != topo.NodePodIf {
 					t.Errorf("%s #%d fate %+v, want dropped %s on %s", dir, p.ID, f, reason, topo.NodePodIf)
 				}
 			}
@@ -54,7 +54,13 @@ func TestTCProgramDrop(t *testing.T) {
 			}
 			v := tr.Verdict
 			wantCause := fmt.Sprintf("tc %s program %s on %s", c.dir, c.prog, topo.NodePodIf)
-			if v.Cause != wantCause || v.Confidence != "high" {
+			// Without drop reasons (before 5.17) the tc hook is inferred from where the kernel
+			// dropped it and what is attached there: a guess, and the verdict says so.
+			wantConfidence := "high"
+			if !hasDropReasons() {
+				wantConfidence = "medium"
+			}
+			if v.Cause != wantCause || v.Confidence != wantConfidence {
 				t.Errorf("verdict %q (%s), want %q", v.Cause, v.Confidence, wantCause)
 			}
 			if !strings.Contains(strings.Join(v.Fix, "\n"), "cilium monitor --type drop") {
@@ -176,9 +182,15 @@ func TestVXLANBadChecksum(t *testing.T) {
 	}
 	for _, p := range reqs {
 		f := p.Fate
-		if f.Outcome != trace.Dropped || f.Reason != "UDP_CSUM" || f.NetnsName != o.Node2.Name() || f.Ifname != o.UnderlayIf {
+		if f.Outcome != trace.Dropped || !reasonIs(f.Reason, "UDP_CSUM") || f.NetnsName != o.Node2.Name() || f.Ifname != o.UnderlayIf {
 			t.Errorf("#%d fate %+v, want UDP_CSUM on %s/%s", p.ID, f, o.Node2.Name(), o.UnderlayIf)
 		}
+	}
+	requireLine(t, s.stdout.String(), "DROPPED", "__udp4_lib_rcv", "in vxlan "+o.Node1Underlay.String())
+	if !hasDropReasons() {
+		// Before 5.17 __udp4_lib_rcv's drop has no reason: no socket and a bad checksum look
+		// alike, and the verdict does not claim either.
+		return
 	}
 	v := tr.Verdict
 	if v.Cause != "bad outer UDP checksum on VXLAN" || v.Confidence != "high" {
@@ -188,5 +200,4 @@ func TestVXLANBadChecksum(t *testing.T) {
 		t.Errorf("fix %q lacks the offload fix for %s", v.Fix, o.VXLANDev)
 	}
 	requireLine(t, s.stdout.String(), "checksum offload on "+o.UnderlayIf, "tx on")
-	requireLine(t, s.stdout.String(), "DROPPED", "UDP_CSUM", "in vxlan "+o.Node1Underlay.String())
 }

@@ -67,6 +67,7 @@ const (
 	KindRoute   Kind = "route"    // fib:fib_table_lookup: a routing decision
 	KindDrop    Kind = "dropped"  // skb:kfree_skb: freed with a drop reason
 	KindConsume Kind = "consumed" // skb:consume_skb: freed after normal use
+	KindFunc    Kind = "function" // a kernel function it went through (fentry/fexit, kprobe)
 )
 
 // Hop is one thing that happened to a packet, as the kernel reported it.
@@ -89,11 +90,15 @@ type Hop struct {
 	Len   uint32   `json:"len,omitempty"`
 
 	// Set on dropped and consumed hops.
-	Reason     string `json:"reason,omitempty"`      // kernel drop reason name, without SKB_DROP_REASON_
-	ReasonCode uint32 `json:"reason_code,omitempty"` // its value in this kernel's enum
-	Location   string `json:"location,omitempty"`    // function+0xoff
+	Reason string `json:"reason,omitempty"` // kernel drop reason name, without SKB_DROP_REASON_
+	// ReasonInferred: the kernel reports no reason (before 5.17); Reason was inferred from
+	// Location where that is unambiguous.
+	ReasonInferred bool   `json:"reason_inferred,omitempty"`
+	ReasonCode     uint32 `json:"reason_code,omitempty"` // its value in this kernel's enum
+	Location       string `json:"location,omitempty"`    // function+0xoff
 
 	Route *Route `json:"route,omitempty"` // set on route hops
+	Func  *Func  `json:"func,omitempty"`  // set on function hops
 
 	// Copy marks the free of a copy of this packet (a clone the kernel made for a raw or
 	// packet socket, or for an ARP solicitation), not of the packet itself.
@@ -112,6 +117,18 @@ type Route struct {
 	Lookup Tuple `json:"lookup"`
 	// Iif is the input device's index for an input lookup (0 for output lookups).
 	Iif uint32 `json:"iif,omitempty"`
+}
+
+// Func is a kernel function a packet went through.
+type Func struct {
+	Name string `json:"name"` // "ip_forward", "nf_hook_slow"...
+	// Ret is its return value where the backend sees it (fexit, kretprobe).
+	Ret *int32 `json:"ret,omitempty"`
+	// For nf_hook_slow: the netfilter hook ("FORWARD"...), the family ("ipv4"...) and the
+	// verdict its return value means ("ACCEPT", "DROP", "STOLEN").
+	Hook    string `json:"hook,omitempty"`
+	Family  string `json:"family,omitempty"`
+	Verdict string `json:"verdict,omitempty"`
 }
 
 // Tuple identifies a flow. For ICMP echo, Sport and Dport both carry the echo identifier so

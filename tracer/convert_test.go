@@ -556,11 +556,15 @@ func TestConvertRouteVariants(t *testing.T) {
 
 func TestConvertOther(t *testing.T) {
 	tr := testTracer(t, nil)
-	for _, k := range []bpf.PathtraceEventKind{0, 7, 1000} {
+	for _, k := range []bpf.PathtraceEventKind{0, 8, 1000} {
 		e := bpf.PathtraceEvent{Kind: k}
 		if ev, ok := tr.convert(&e); ok {
 			t.Errorf("kind %d: convert = %+v, true; want false", k, ev)
 		}
+	}
+	// A function hop of a function this build does not know is not made up.
+	if ev, ok := tr.convert(&bpf.PathtraceEvent{Kind: bpf.PathtraceEventKindEV_FUNC}); ok {
+		t.Errorf("function 0: convert = %+v, true; want false", ev)
 	}
 
 	// An event stamped before the trace started (clock skew between CPUs) is at time 0.

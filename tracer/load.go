@@ -129,26 +129,11 @@ func loadHook(spec *ebpf.CollectionSpec, h hook, maps map[string]*ebpf.Map, kern
 }
 
 func loadVariant(spec *ebpf.CollectionSpec, progName string, maps map[string]*ebpf.Map, kernel *btf.Spec, tp string) (loadedProbe, error) {
-	one := spec.Copy()
-	ps, ok := one.Programs[progName]
-	if !ok {
-		return loadedProbe{}, fmt.Errorf("program %s missing from the object", progName)
-	}
-	one.Programs = map[string]*ebpf.ProgramSpec{progName: ps}
-	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
-		MapReplacements: maps,
-		Programs:        ebpf.ProgramOptions{KernelTypes: kernel},
-	})
+	prog, err := loadOne(spec, progName, maps, kernel)
 	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return loadedProbe{}, fmt.Errorf("load %s: %+v", progName, ve)
-		}
-		return loadedProbe{}, fmt.Errorf("load %s: %w", progName, err)
+		return loadedProbe{}, err
 	}
-	prog := coll.DetachProgram(progName)
-	coll.Close()
-
+	ps := spec.Programs[progName]
 	var l link.Link
 	switch ps.Type {
 	case ebpf.Tracing:
@@ -161,4 +146,29 @@ func loadVariant(spec *ebpf.CollectionSpec, progName string, maps map[string]*eb
 		return loadedProbe{}, fmt.Errorf("attach %s: %w", progName, err)
 	}
 	return loadedProbe{prog: prog, link: l}, nil
+}
+
+// loadOne loads one program of the object on its own, with the maps every program shares: a
+// program this kernel refuses must not keep the others from loading.
+func loadOne(spec *ebpf.CollectionSpec, name string, maps map[string]*ebpf.Map, kernel *btf.Spec) (*ebpf.Program, error) {
+	one := spec.Copy()
+	ps, ok := one.Programs[name]
+	if !ok {
+		return nil, fmt.Errorf("program %s missing from the object", name)
+	}
+	one.Programs = map[string]*ebpf.ProgramSpec{name: ps}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
+		MapReplacements: maps,
+		Programs:        ebpf.ProgramOptions{KernelTypes: kernel},
+	})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load %s: %+v", name, ve)
+		}
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	prog := coll.DetachProgram(name)
+	coll.Close()
+	return prog, nil
 }

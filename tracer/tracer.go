@@ -35,6 +35,8 @@ type Config struct {
 	NetnsDirs []string
 	// RingBufferBytes sizes the event ring buffer (a power of two); 0 keeps the default 8 MiB.
 	RingBufferBytes uint32
+	// Backend chooses how function-level hops are captured: auto, fentry, kprobe, tracepoint.
+	Backend string
 }
 
 // Tracer holds the loaded programs and the state needed to decode their events.
@@ -45,6 +47,7 @@ type Tracer struct {
 	degraded []string
 	reader   *ringbuf.Reader
 	startNS  uint64
+	backend  string
 
 	reasons  dropreason.Names
 	netns    *netnsname.Resolver
@@ -105,7 +108,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	t.maps = map[string]*ebpf.Map{}
 	// Every program shares these; each is loaded on its own (see loadHook).
 	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats,
-		bpf.PathtraceMapLearned, bpf.PathtraceMapLearnedCount, bpf.PathtraceMapScratch} {
+		bpf.PathtraceMapLearned, bpf.PathtraceMapLearnedCount, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", name, err)
@@ -131,7 +134,9 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if len(missing) > 0 {
 		t.degraded = append(t.degraded, fmt.Sprintf("tracepoints unavailable: %s: those hops are not shown", strings.Join(missing, ", ")))
 	}
-	t.degraded = append(t.degraded, "function-level hops (ip_forward, nf_hook_slow, ...) are not traced: this build uses tracepoints only")
+	if t.backend, err = t.attachFuncs(spec, kernel, cfg.Backend); err != nil {
+		return nil, err
+	}
 
 	if t.reader, err = ringbuf.NewReader(t.maps[bpf.PathtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -152,7 +157,7 @@ func (t *Tracer) Probes() []trace.Probe { return t.info }
 func (t *Tracer) Degraded() []string { return t.degraded }
 
 // Backend names how hops are captured.
-func (t *Tracer) Backend() string { return "tracepoint" }
+func (t *Tracer) Backend() string { return t.backend }
 
 // NowNS is the current time on the trace's clock (Hop.TimeNS).
 func (t *Tracer) NowNS() uint64 { return monotonicNow() - t.startNS }
@@ -263,6 +268,7 @@ var probeNames = map[bpf.PathtraceEventKind]struct {
 	bpf.PathtraceEventKindEV_ROUTE:   {trace.KindRoute, "fib:fib_table_lookup"},
 	bpf.PathtraceEventKindEV_DROP:    {trace.KindDrop, "skb:kfree_skb"},
 	bpf.PathtraceEventKindEV_CONSUME: {trace.KindConsume, "skb:consume_skb"},
+	bpf.PathtraceEventKindEV_FUNC:    {trace.KindFunc, ""},
 }
 
 func (t *Tracer) symbolize(addr uint64) string {
@@ -311,9 +317,15 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		if t.reasons != nil {
 			h.Reason = t.reasons.Name(e.Reason)
 			h.ReasonCode = e.Reason
+		} else if r, ok := dropreason.Infer(h.Location); ok {
+			h.Reason, h.ReasonInferred = r, true
 		}
 	case bpf.PathtraceEventKindEV_CONSUME:
 		h.Location = t.symbolize(e.Location)
+	case bpf.PathtraceEventKindEV_FUNC:
+		if h.Func, h.Probe, ok = t.funcCall(&e.Fn); !ok {
+			return trace.Event{}, false
+		}
 	case bpf.PathtraceEventKindEV_ROUTE:
 		r := &trace.Route{
 			Table:     e.Route.Table,

@@ -30,6 +30,19 @@ enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 #define BPF_RB_AVAIL_DATA 0
 #define BPF_RB_RING_SIZE 1
 
+/* x86-64's saved registers, as kprobe programs receive them (kernel field names: bpf_tracing.h
+ * reads di, si... when __VMLINUX_H__ is defined). */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
+	unsigned long orig_ax, ip, cs, flags, sp, ss;
+};
+#define __VMLINUX_H__ 1
+
+struct nf_hook_state {
+	__u8 hook;
+	__u8 pf;
+} __attribute__((preserve_access_index));
+
 struct ns_common {
 	unsigned int inum;
 } __attribute__((preserve_access_index));

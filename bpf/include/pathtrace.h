@@ -11,6 +11,28 @@ enum event_kind {
 	EV_ROUTE = 4,   /* fib:fib_table_lookup */
 	EV_DROP = 5,    /* skb:kfree_skb */
 	EV_CONSUME = 6, /* skb:consume_skb */
+	EV_FUNC = 7,    /* a kernel function the packet went through (fentry/fexit or kprobe) */
+};
+
+/* The kernel functions traced where the kernel lets us (fentry, else kprobes). */
+enum func_id {
+	FN_IP_FORWARD = 1,
+	FN_IP_LOCAL_DELIVER = 2,
+	FN_IP_OUTPUT = 3,
+	FN_IP_FINISH_OUTPUT2 = 4,
+	FN_NF_HOOK_SLOW = 5, /* with the hook, the family and the verdict */
+	FN_BR_FORWARD = 6,
+	FN_IP6_FORWARD = 7,
+	FN_IP6_OUTPUT = 8,
+};
+
+struct func_call {
+	enum func_id id;
+	__s32 ret;    /* the return value, when has_ret */
+	__u8 has_ret;
+	__u8 nf_hook; /* NF_INET_PRE_ROUTING... for nf_hook_slow */
+	__u8 nf_pf;   /* NFPROTO_IPV4, NFPROTO_IPV6, NFPROTO_BRIDGE... */
+	__u8 _pad;
 };
 
 enum encap_kind {
@@ -87,6 +109,7 @@ struct event {
 	struct packet pkt;
 	struct packet inner;
 	struct route route;
+	struct func_call fn;
 };
 
 struct filter {

@@ -36,6 +36,7 @@ type flags struct {
 	NoNFTrace  bool
 	RingBuffer uint32
 	MaxPackets int
+	Backend    string
 }
 
 func (f *flags) filter() (trace.Filter, error) {
@@ -102,6 +103,11 @@ with a per-flow summary and a verdict.`,
 			if f.RingBuffer != 0 && (f.RingBuffer < 4096 || f.RingBuffer&(f.RingBuffer-1) != 0) {
 				return fmt.Errorf("--ring-buffer must be a power of two of at least 4096, got %d", f.RingBuffer)
 			}
+			switch f.Backend {
+			case "auto", "fentry", "kprobe", "tracepoint":
+			default:
+				return fmt.Errorf("--backend: want auto, fentry, kprobe or tracepoint, not %q", f.Backend)
+			}
 			if f.MaxPackets < 0 {
 				return fmt.Errorf("--max-packets must not be negative, got %d", f.MaxPackets)
 			}
@@ -133,6 +139,7 @@ with a per-flow summary and a verdict.`,
 
 				RingBufferBytes: f.RingBuffer,
 				MaxPackets:      f.MaxPackets,
+				Backend:         f.Backend,
 			})
 			return err
 		},
@@ -145,6 +152,7 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.FilterDport, "dport", "", "destination port (tcp/udp)")
 	fl.DurationVar(&f.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
+	fl.StringVar(&f.Backend, "backend", "auto", "how function-level hops are captured: auto (fentry, else kprobes, else none), fentry, kprobe, tracepoint")
 	fl.IntVar(&f.MaxPackets, "max-packets", run.DefaultMaxPackets, "keep and print at most this many packets; later ones are only counted")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
 	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")

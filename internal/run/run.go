@@ -38,9 +38,11 @@ type Options struct {
 	RingBufferBytes uint32
 	// MaxPackets caps the packets kept in the trace and printed; 0 means DefaultMaxPackets.
 	MaxPackets int
-	Args       []string
-	Out        io.Writer
-	Color      bool
+	// Backend chooses how function-level hops are captured (tracer.Backend*); "" is auto.
+	Backend string
+	Args    []string
+	Out     io.Writer
+	Color   bool
 	// OnReady runs once the probes are attached (the demo starts its traffic here).
 	OnReady func()
 	// Facts reads the node's state where packets die, for the verdict; nil reads nothing.
@@ -69,7 +71,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	defer rec.abort()
 
-	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes})
+	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes, Backend: o.Backend})
 	if err != nil {
 		return nil, err
 	}

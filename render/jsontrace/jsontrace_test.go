@@ -43,7 +43,8 @@ func full() *trace.Trace {
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
 		Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod",
 		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
-		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true,
+		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true, ReasonInferred: true,
+		Func: &trace.Func{Name: "nf_hook_slow", Ret: ptr(int32(-1)), Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"},
 		Route: &trace.Route{
 			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2, Iif: 7,
 			Gateway: netip.MustParseAddr("fe80::1%eth0"),
@@ -289,3 +290,5 @@ func TestReadNamesStdinLikeFiles(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

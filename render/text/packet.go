@@ -81,6 +81,10 @@ func (p *Printer) Packet(pk trace.Packet) {
 
 func eventName(h trace.Hop) (string, style) {
 	switch {
+	case h.Func != nil && h.Func.Name == "nf_hook_slow":
+		return "netfilter", plain
+	case h.Func != nil:
+		return h.Func.Name, plain
 	case h.Copy:
 		// A copy's free says where a socket's clone ended, not where the packet did.
 		return "copy " + string(h.Event), plain
@@ -92,6 +96,24 @@ func eventName(h trace.Hop) (string, style) {
 
 func hopDetail(h trace.Hop) []span {
 	switch h.Event {
+	case trace.KindFunc:
+		if h.Func == nil {
+			return nil
+		}
+		if f := h.Func; f.Hook != "" || f.Verdict != "" {
+			s := strings.TrimSpace(f.Hook + " " + f.Family)
+			if f.Verdict == "" {
+				return []span{sp(s)}
+			}
+			st := plain
+			if f.Verdict == "DROP" {
+				st = alarm
+			}
+			return []span{sp(s + ": "), styled(st, f.Verdict)}
+		}
+		if h.Func.Ret != nil {
+			return []span{sp(fmt.Sprintf("returned %d", *h.Func.Ret))}
+		}
 	case trace.KindRoute:
 		if h.Route == nil {
 			return nil
@@ -102,7 +124,11 @@ func hopDetail(h trace.Hop) []span {
 		}
 		return []span{sp(s)}
 	case trace.KindDrop:
-		return []span{sp(or(reasonAt(h.Reason, h.Location), "no drop reason reported"))}
+		d := or(reasonAt(h.Reason, h.Location), "no drop reason reported")
+		if h.ReasonInferred {
+			d += " (reason inferred from the location: this kernel reports none)"
+		}
+		return []span{sp(d)}
 	case trace.KindConsume:
 		if h.Location != "" {
 			return []span{sp("at " + h.Location)}

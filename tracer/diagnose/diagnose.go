@@ -156,8 +156,8 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 	switch {
 	case f.sure:
 		v.Confidence = "high"
-	case f.site.Reason == "" || f.site.Reason == "NOT_SPECIFIED":
-		v.Confidence = "low"
+	case f.cause == "" && (f.site.Reason == "" || f.site.Reason == "NOT_SPECIFIED"):
+		v.Confidence = "low" // neither the kernel nor the node's state says why
 	default:
 		v.Confidence = "medium"
 	}
@@ -181,6 +181,10 @@ func (d *Diagnoser) explain(f *finding) {
 		f.late = (*Diagnoser).netfilter
 	case r == "TC_INGRESS" || r == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_") || strings.HasPrefix(fn, "tcx_"):
 		d.tcProgram(f)
+	case r == "" && (strings.HasPrefix(fn, "__netif_receive_skb_core") || strings.HasPrefix(fn, "__dev_queue_xmit")):
+		// Before 5.17 a tc drop is a plain kfree_skb from the inlined ingress or egress hook:
+		// it is the tc program if one is attached there, which only the node's state can say.
+		d.tcProgramGuess(f, strings.HasPrefix(fn, "__dev_queue_xmit"))
 	case strings.HasSuffix(r, "_CSUM"):
 		d.checksum(f)
 	case strings.HasPrefix(r, "NEIGH_"):

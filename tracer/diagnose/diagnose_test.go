@@ -234,3 +234,35 @@ func TestExplainEveryReason(t *testing.T) {
 		t.Errorf("TC_INGRESS: %q", got)
 	}
 }
+
+// On a kernel with function hops the netfilter hook is known even when the rule is not.
+func TestNetfilterHookFromFunctionHop(t *testing.T) {
+	p := dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x9a", icmp(podIP, extIP))
+	ret := int32(-1)
+	p.Hops = append(p.Hops[:2], trace.Hop{Event: trace.KindFunc, Probe: "fexit:nf_hook_slow", Netns: nodeNS, NetnsName: "node",
+		Func: &trace.Func{Name: "nf_hook_slow", Ret: &ret, Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"}}, p.Hops[2])
+	v := verdictOf(nil, nil, p)
+	if v.Cause != "netfilter rule in the FORWARD hook" || v.Confidence != "high" {
+		t.Errorf("verdict %q (%s)", v.Cause, v.Confidence)
+	}
+	found := false
+	for _, e := range v.Evidence {
+		found = found || (e.What == "netfilter verdict" && e.Value == "FORWARD ipv4: DROP" && e.Source == "fexit:nf_hook_slow")
+	}
+	if !found {
+		t.Errorf("evidence %+v lacks the hook's verdict", v.Evidence)
+	}
+}
+
+// Before 5.17 a tc drop has no reason; the programs attached where it happened name it, as a
+// guess.
+func TestReasonlessTCDrop(t *testing.T) {
+	facts := fakeFacts{progs: []Program{{Name: "cil_from_container", ID: 7, Tag: "ab", Kind: "tc", Direction: "ingress"}}}
+	v := verdictOf(facts, nil, dropped(trace.Request, "veth-pod", "", "__netif_receive_skb_core+0x2f1", icmp(podIP, extIP)))
+	if v.Cause != "tc ingress program cil_from_container on veth-pod" || v.Confidence != "medium" || !strings.Contains(v.Summary, "reports no drop reason") {
+		t.Errorf("verdict %+v", v)
+	}
+	if v := verdictOf(fakeFacts{}, nil, dropped(trace.Request, "veth-pod", "", "__netif_receive_skb_core+0x2f1", icmp(podIP, extIP))); strings.HasPrefix(v.Cause, "tc ") {
+		t.Errorf("no program attached, yet cause %q", v.Cause)
+	}
+}

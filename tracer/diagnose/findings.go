@@ -168,8 +168,20 @@ func (d *Diagnoser) netfilter(f *finding) {
 		}
 	}
 	d.mu.Unlock()
+	// fexit/kretprobe on nf_hook_slow saw which hook returned the drop.
+	hook := ""
+	for _, hop := range f.example.Hops {
+		if fn := hop.Func; fn != nil && fn.Name == "nf_hook_slow" && fn.Verdict == "DROP" {
+			hook = fn.Hook
+			f.evidence = append(f.evidence, trace.Evidence{What: "netfilter verdict", Value: fn.Hook + " " + fn.Family + ": DROP", Source: hop.Probe})
+		}
+	}
 	if hit == nil {
 		f.cause = "netfilter rule"
+		if hook != "" {
+			f.cause = "netfilter rule in the " + hook + " hook"
+			f.sure = true
+		}
 		f.fix = []string{
 			inNetns(f.site.NetnsName, "nft list ruleset"),
 			inNetns(f.site.NetnsName, "iptables-save"),
@@ -238,6 +250,28 @@ func (d *Diagnoser) tcProgram(f *finding) {
 			"check the NetworkPolicies / CiliumNetworkPolicies selecting the pod behind " + dev + " (allow the source, e.g. fromEntities: world or the node CIDR)",
 		}
 	}
+}
+
+// tcProgramGuess explains a reasonless drop in the device layer by the tc programs attached in
+// that direction, when there are any; it says it guessed.
+func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
+	if d.facts == nil {
+		return
+	}
+	dir := "ingress"
+	if egress {
+		dir = "egress"
+	}
+	progs, err := d.facts.TCPrograms(f.netns, f.site.Ifname, dir)
+	if err != nil || len(progs) == 0 {
+		return
+	}
+	reason := f.site.Reason
+	f.site.Reason = "TC_" + strings.ToUpper(dir)
+	d.tcProgram(f)
+	f.site.Reason = reason
+	f.sure = false
+	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and these programs are attached there)"
 }
 
 // checksum explains a bad checksum: the receiving device's offloads, and the VXLAN bug of

@@ -42,3 +42,19 @@ func (n Names) Name(v uint32) string {
 	}
 	return "reason-" + strconv.FormatUint(uint64(v), 10)
 }
+
+// inferable maps the functions that free packets for one reason only to that reason, for
+// kernels that report no reason (before 5.17). Functions that drop for several reasons
+// (ip_error, __udp4_lib_rcv, ip_rcv_core...) are left out: a wrong reason is worse than none.
+var inferable = map[string]string{
+	"nf_hook_slow":          "NETFILTER_DROP",
+	"nft_do_chain":          "NETFILTER_DROP",
+	"sk_stream_kill_queues": "QUEUE_PURGE",
+}
+
+// Infer names the reason for a drop at location ("function+0xoff") where only one is possible.
+func Infer(location string) (string, bool) {
+	fn, _, _ := strings.Cut(location, "+")
+	r, ok := inferable[fn]
+	return r, ok
+}

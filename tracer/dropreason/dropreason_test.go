@@ -135,3 +135,12 @@ func TestFromBTFBuiltEnum(t *testing.T) {
 		t.Errorf("Name(4) = %q", got)
 	}
 }
+
+func TestInfer(t *testing.T) {
+	for loc, want := range map[string]string{"nf_hook_slow+0x9a": "NETFILTER_DROP", "ip_error+0x5a": "", "": ""} {
+		got, ok := Infer(loc)
+		if got != want || ok != (want != "") {
+			t.Errorf("Infer(%q) = %q, %v; want %q", loc, got, ok, want)
+		}
+	}
+}
