@@ -21,6 +21,8 @@ volatile const struct config CFG = {};
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_ICMPV6 58
+#define IPPROTO_IPIP 4
+#define IPPROTO_IPV6 41
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -105,9 +107,24 @@ static __always_inline void count(enum stat_index idx)
 		*v += 1;
 }
 
+#define PARSE_NOT_IP -1     /* skb->protocol is neither IPv4 nor IPv6: another packet entirely */
+#define PARSE_UNREADABLE -2 /* IP, but its headers could not be found or read at this hook */
+#define PARSE_UNWANTED -3   /* its addresses cannot match: the rest was not read */
+
+/* How much of a packet is worth reading. Most packets on a node are not the traced flow: for
+ * them one read of the IP header must do. */
+struct parse_gate {
+	bool on;      /* stop after the IP header when the addresses cannot match */
+	bool learned; /* NAT translations were learned: any address may be a translated one */
+	bool tunnels; /* look inside UDP and IP-in-IP for a carried packet */
+};
+
+static __always_inline bool match_addrs(const __u8 *src, const __u8 *dst);
+
 /* Reads IPv4/IPv6 and transport headers at l3 into p, and where the transport header starts
  * into *l4out (0 when there is none to read). Returns 0 when the IP header was read. */
-static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct packet *p, __u32 *l4out)
+static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct packet *p, __u32 *l4out,
+				    struct parse_gate g)
 {
 	__u32 l4off;
 	__u32 l4len; /* transport header and payload */
@@ -170,6 +187,9 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 
 	p->proto = proto;
 	*l4out = l4off & 0xff;
+	if (g.on && !g.learned && !match_addrs(p->saddr, p->daddr) && !match_addrs(p->daddr, p->saddr) &&
+	    !(g.tunnels && (proto == IPPROTO_UDP || proto == IPPROTO_IPIP || proto == IPPROTO_IPV6)))
+		return PARSE_UNWANTED;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP &&
 	    proto != IPPROTO_ICMPV6)
 		return 0;
@@ -207,8 +227,6 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 
 #define ETH_HLEN 14
 #define UDP_HLEN 8
-#define IPPROTO_IPIP 4
-#define IPPROTO_IPV6 41
 
 /* Finds a packet carried inside p (at l3, transport at l4off): VXLAN and Geneve by the shape
  * of their headers on any UDP port, IP-in-IP by protocol. Returns the encap kind, or 0. */
@@ -221,7 +239,7 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 		return ENCAP_NONE;
 	if (p->family == 4 && (p->proto == IPPROTO_IPIP || p->proto == IPPROTO_IPV6)) {
 		__be16 proto = p->proto == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
-		if (parse_l3(l3 + l4off, proto, inner, &l4))
+		if (parse_l3(l3 + l4off, proto, inner, &l4, (struct parse_gate){}))
 			return ENCAP_NONE;
 		return ENCAP_IPIP;
 	}
@@ -246,18 +264,15 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 	__be16 ethertype;
 	if (bpf_probe_read_kernel(&ethertype, sizeof(ethertype), tun + eth_off + 12))
 		return ENCAP_NONE;
-	if (parse_l3(tun + eth_off + ETH_HLEN, ethertype, inner, &l4))
+	if (parse_l3(tun + eth_off + ETH_HLEN, ethertype, inner, &l4, (struct parse_gate){}))
 		return ENCAP_NONE;
 	return kind;
 }
 
-#define PARSE_NOT_IP -1     /* skb->protocol is neither IPv4 nor IPv6: another packet entirely */
-#define PARSE_UNREADABLE -2 /* IP, but its headers could not be found or read at this hook */
-
 /* Where the IP header is depends on the hook: at receive skb->data points at it (the MAC
  * header has been pulled); elsewhere the stack has set network_header. */
 static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct packet *p,
-				     struct packet *inner, enum encap_kind *encap)
+				     struct packet *inner, enum encap_kind *encap, struct parse_gate g)
 {
 	__be16 protocol = BPF_CORE_READ(skb, protocol);
 	unsigned char *l3;
@@ -275,9 +290,13 @@ static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct p
 		l3 = BPF_CORE_READ(skb, head) + nh;
 	}
 	__u32 l4off;
-	if (parse_l3(l3, protocol, p, &l4off))
+	int err = parse_l3(l3, protocol, p, &l4off, g);
+	if (err == PARSE_UNWANTED)
+		return err;
+	if (err)
 		return PARSE_UNREADABLE;
-	*encap = parse_encap(l3, p, l4off, inner);
+	if (!g.on || g.tunnels)
+		*encap = parse_encap(l3, p, l4off, inner);
 	return 0;
 }
 
@@ -449,108 +468,159 @@ static __always_inline void submit(struct event *e)
 	count(STAT_EVENTS);
 }
 
-/* The common path of every sk_buff hook: report it when it is tracked or matches; start
- * tracking it on a match; learn the flow NAT rewrote it into; forget it when it is freed. */
-static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
-				      __u32 kind, bool at_data, __u64 location, __u32 reason)
+/* What one hook saw of an sk_buff, passed between the steps of track_skb. */
+struct sighting {
+	struct sk_buff *skb;
+	struct net_device *dev;
+	__u64 key;
+	__u64 location;
+	__u32 kind;
+	__u32 reason;
+	int parsed;
+	enum encap_kind encap;
+	bool freed;
+};
+
+/* emit reports the hop; false when the ring buffer had no room (counted as lost). */
+static __always_inline bool emit(struct scratch *sc, struct sighting *s, bool first, bool gap)
 {
-	__u64 key = (__u64)skb;
-	enum encap_kind encap = ENCAP_NONE;
-	bool freed = kind == EV_DROP || kind == EV_CONSUME;
-	struct track *t = bpf_map_lookup_elem(&tracked, &key);
-	bool first = false, gap = false;
-
-	__builtin_memset(&sc->p, 0, sizeof(sc->p));
-	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	int parsed = parse_skb(skb, at_data, &sc->p, &sc->inner, &encap);
-	/* The flow is what the user follows: the carried packet when there is one. */
-	struct packet *flow = encap ? &sc->inner : &sc->p;
-
-	if (t && (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow)))) {
-		bpf_map_delete_elem(&tracked, &key);
-		t = 0;
-	}
-	if (t && (t->flags & TRACK_SKIPPED)) {
-		/* Left out under overload: stays out until it is freed. */
-		if (freed)
-			bpf_map_delete_elem(&tracked, &key);
-		return;
-	}
-	if (!t) {
-		first = true;
-		if (parsed)
-			return;
-		if (!filter_match(flow) && !(encap && filter_match(&sc->p)) && !learned_match(flow, &sc->k))
-			return;
-		sc->nt.first_ts = bpf_ktime_get_ns();
-		sc->nt.flags = 0;
-		flow_of(flow, &sc->nt.flow);
-		identity_of(flow, &sc->nt);
-		/* Under overload lose whole packets, not hops: with the ring three quarters full a new
-		 * packet is not started; it is remembered as left out, so its later hops cost one
-		 * lookup and it is counted once. */
-		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
-		    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 * 3) {
-			count(STAT_SKIPPED);
-			if (!freed) {
-				sc->nt.flags = TRACK_SKIPPED;
-				bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY);
-			}
-			return;
-		}
-	} else {
-		gap = t->flags & TRACK_GAP;
-		if (!parsed) {
-			flow_of(flow, &sc->k);
-			if (!flow_equal(&sc->k, &t->flow)) {
-				t->flow = sc->k;
-				learn(&sc->k);
-			}
-		}
-	}
-
-	struct event *e = new_event(kind);
-	if (!e) {
-		/* The ring is full. A packet not yet started is left out whole; one under way is
-		 * marked, so its next event says hops are missing. */
-		if (!t && !freed) {
-			sc->nt.flags = TRACK_SKIPPED;
-			bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY);
-		} else if (t && !freed) {
-			t->flags |= TRACK_GAP;
-		}
-		if (t && freed)
-			bpf_map_delete_elem(&tracked, &key);
-		return;
-	}
-	if (!t && !freed && bpf_map_update_elem(&tracked, &key, &sc->nt, BPF_ANY))
-		count(STAT_TRACK_FULL);
-	if (t) {
-		if (freed)
-			bpf_map_delete_elem(&tracked, &key);
-		else if (gap)
-			t->flags &= ~TRACK_GAP;
-	}
+	struct event *e = new_event(s->kind);
+	if (!e)
+		return false;
+	/* A local copy: BPF_CORE_READ(s->skb, ...) would relocate against struct sighting, which
+	 * the kernel does not have. */
+	struct sk_buff *skb = s->skb;
+	struct net_device *dev = s->dev;
 	if (!dev)
 		dev = BPF_CORE_READ(skb, dev);
-	e->skb = key;
+	e->skb = s->key;
 	e->first = first;
 	e->gap = gap;
-	e->location = location;
-	e->reason = reason;
+	e->location = s->location;
+	e->reason = s->reason;
 	e->len = BPF_CORE_READ(skb, len);
 	e->netns = netns_of(dev, skb);
 	if (dev) {
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
-	if (!parsed) {
+	if (!s->parsed) {
 		e->pkt = sc->p;
-		e->encap = encap;
-		if (encap)
+		e->encap = s->encap;
+		if (s->encap)
 			e->inner = sc->inner;
 	}
 	submit(e);
+	return true;
+}
+
+static __always_inline bool ring_filling(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 * 3;
+}
+
+/* A packet not tracked yet: report it and track it if it matches. Under overload whole packets
+ * are lost, not hops: with the ring three quarters full (or full) a new packet is not started;
+ * it is remembered as left out, so its later hops cost one lookup and it is counted once. */
+static __always_inline void new_packet(struct scratch *sc, struct sighting *s, struct packet *flow)
+{
+	if (s->parsed)
+		return;
+	if (!filter_match(flow) && !(s->encap && filter_match(&sc->p)) && !learned_match(flow, &sc->k))
+		return;
+	sc->nt.first_ts = bpf_ktime_get_ns();
+	sc->nt.flags = 0;
+	flow_of(flow, &sc->nt.flow);
+	identity_of(flow, &sc->nt);
+	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
+				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+		count(STAT_SKIPPED);
+		if (!s->freed) {
+			sc->nt.flags = TRACK_SKIPPED;
+			bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY);
+		}
+		return;
+	}
+	if (!s->freed && bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY))
+		count(STAT_TRACK_FULL);
+	if (!emit(sc, s, true, false) && !s->freed) {
+		/* Lost its first event after all (another CPU filled the ring): leave it out whole. */
+		sc->nt.flags = TRACK_SKIPPED;
+		bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY);
+	}
+}
+
+/* A tracked packet: report the hop, learn the flow NAT rewrote it into, forget it when freed.
+ * An event the full ring could not take leaves a mark, so the next one says hops are missing. */
+static __always_inline void tracked_packet(struct scratch *sc, struct sighting *s, struct packet *flow,
+					   struct track *t)
+{
+	if (t->flags & TRACK_SKIPPED) {
+		if (s->freed)
+			bpf_map_delete_elem(&tracked, &s->key);
+		return;
+	}
+	bool gap = t->flags & TRACK_GAP;
+	if (!s->parsed) {
+		flow_of(flow, &sc->k);
+		if (!flow_equal(&sc->k, &t->flow)) {
+			t->flow = sc->k;
+			learn(&sc->k);
+		}
+	}
+	if (s->freed) {
+		bpf_map_delete_elem(&tracked, &s->key);
+	} else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
+		   bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+		t->flags |= TRACK_GAP;
+		count(STAT_LOST);
+		return;
+	} else if (gap) {
+		t->flags &= ~TRACK_GAP;
+	}
+	if (!emit(sc, s, false, gap) && !s->freed)
+		t->flags |= TRACK_GAP;
+}
+
+/* The common path of every sk_buff hook. */
+static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
+				      __u32 kind, bool at_data, __u64 location, __u32 reason)
+{
+	struct sighting s = {
+		.skb = skb, .dev = dev, .key = (__u64)skb, .location = location, .kind = kind,
+		.reason = reason, .freed = kind == EV_DROP || kind == EV_CONSUME,
+	};
+	struct track *t = bpf_map_lookup_elem(&tracked, &s.key);
+
+	__builtin_memset(&sc->p, 0, sizeof(sc->p));
+	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+	/* Most packets on a node are not the traced flow: for them one read of the IP header must
+	 * do. A tracked one is read whole, tunnels and all. */
+	struct parse_gate g = {};
+	if (!t) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
+		g.on = true;
+		g.learned = n && *n;
+		/* A tunnel packet is first seen where it enters or leaves a device. */
+		g.tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
+	}
+	s.parsed = parse_skb(skb, at_data, &sc->p, &sc->inner, &s.encap, g);
+	/* The flow is what the user follows: the carried packet when there is one. */
+	struct packet *flow = s.encap ? &sc->inner : &sc->p;
+
+	if (!t) {
+		new_packet(sc, &s, flow);
+		return;
+	}
+	/* A tracked address carrying another packet: the old one was freed where no tracepoint
+	 * sees (TCP's pure ACKs are), and this is a new packet. */
+	if (s.parsed == PARSE_NOT_IP || (!s.parsed && !same_life(t, flow))) {
+		bpf_map_delete_elem(&tracked, &s.key);
+		new_packet(sc, &s, flow);
+		return;
+	}
+	tracked_packet(sc, &s, flow, t);
 }
 
 static __always_inline struct scratch *enter(void)
@@ -698,7 +768,7 @@ static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool 
 	enum encap_kind encap = ENCAP_NONE;
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	int parsed = parse_skb(skb, false, &sc->p, &sc->inner, &encap);
+	int parsed = parse_skb(skb, false, &sc->p, &sc->inner, &encap, (struct parse_gate){});
 	struct packet *flow = encap ? &sc->inner : &sc->p;
 	if (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow))) {
 		bpf_map_delete_elem(&tracked, &key);
