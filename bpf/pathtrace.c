@@ -90,6 +90,21 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
+/* A tracked packet inside nf_hook_slow, per task: the drop happens inside the call (the packet
+ * is freed before the function returns), so kfree_skb takes the hook from here. */
+struct nf_call {
+	__u64 skb;
+	__u8 hook;
+	__u8 pf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct nf_call);
+} nf_calls SEC(".maps");
+
 /* A learned flow older than this no longer matches: NAT mappings of a finished flow are reused. */
 #define LEARNED_TTL_NS (120ULL * 1000000000ULL)
 
@@ -510,6 +525,18 @@ static __always_inline bool emit(struct scratch *sc, struct sighting *s, bool fi
 		if (s->encap)
 			e->inner = sc->inner;
 	}
+	if (s->kind == EV_DROP) {
+		/* Dropped by a netfilter rule: nf_hook_slow's entry left the hook it ran. */
+		__u64 tid = bpf_get_current_pid_tgid();
+		struct nf_call *c = bpf_map_lookup_elem(&nf_calls, &tid);
+		if (c && c->skb == s->key) {
+			e->fn.id = FN_NF_HOOK_SLOW;
+			e->fn.has_ret = 1;
+			e->fn.ret = -1; /* -EPERM: NF_DROP */
+			e->fn.nf_hook = c->hook;
+			e->fn.nf_pf = c->pf;
+		}
+	}
 	submit(e);
 	return true;
 }
@@ -835,12 +862,42 @@ int BPF_PROG(fe_br_forward, void *to, struct sk_buff *skb)
 }
 
 /* nf_hook_slow(skb, state, entries, index) returns 1 to go on, -EPERM when a rule dropped the
- * packet, 0 when it was stolen or queued. */
+ * packet (then it is already freed: kfree_skb reports the drop with the hook stashed here), 0
+ * when it was stolen or queued. */
+static __always_inline void nf_enter(struct sk_buff *skb, struct nf_hook_state *state)
+{
+	__u64 key = (__u64)skb;
+	if (!bpf_map_lookup_elem(&tracked, &key))
+		return;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct nf_call c = {.skb = key, .hook = BPF_CORE_READ(state, hook), .pf = BPF_CORE_READ(state, pf)};
+	bpf_map_update_elem(&nf_calls, &tid, &c, BPF_ANY);
+}
+
+static __always_inline void nf_exit(int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct nf_call *c = bpf_map_lookup_elem(&nf_calls, &tid);
+	if (!c)
+		return;
+	struct nf_call call = *c;
+	bpf_map_delete_elem(&nf_calls, &tid);
+	if (ret == 1) /* accepted: the packet lives on; a drop was reported by kfree_skb */
+		func_hop((struct sk_buff *)call.skb, FN_NF_HOOK_SLOW, true, ret, call.hook, call.pf);
+}
+
+SEC("fentry/nf_hook_slow")
+int BPF_PROG(fe_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	nf_enter(skb, state);
+	return 0;
+}
+
 SEC("fexit/nf_hook_slow")
 int BPF_PROG(fx_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *state, void *entries,
 	     unsigned int index, int ret)
 {
-	func_hop(skb, FN_NF_HOOK_SLOW, true, ret, BPF_CORE_READ(state, hook), BPF_CORE_READ(state, pf));
+	nf_exit(ret);
 	return 0;
 }
 
@@ -873,40 +930,17 @@ int BPF_KPROBE(kp_br_forward, void *to, struct sk_buff *skb)
 	return 0;
 }
 
-struct nf_call {
-	__u64 skb;
-	__u8 hook;
-	__u8 pf;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct nf_call);
-} nf_calls SEC(".maps");
 
 SEC("kprobe/nf_hook_slow")
 int BPF_KPROBE(kp_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *state)
 {
-	__u64 key = (__u64)skb;
-	if (!bpf_map_lookup_elem(&tracked, &key))
-		return 0;
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct nf_call c = {.skb = key, .hook = BPF_CORE_READ(state, hook), .pf = BPF_CORE_READ(state, pf)};
-	bpf_map_update_elem(&nf_calls, &tid, &c, BPF_ANY);
+	nf_enter(skb, state);
 	return 0;
 }
 
 SEC("kretprobe/nf_hook_slow")
 int BPF_KRETPROBE(kr_nf_hook_slow, int ret)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct nf_call *c = bpf_map_lookup_elem(&nf_calls, &tid);
-	if (!c)
-		return 0;
-	struct nf_call call = *c;
-	bpf_map_delete_elem(&nf_calls, &tid);
-	func_hop((struct sk_buff *)call.skb, FN_NF_HOOK_SLOW, true, ret, call.hook, call.pf);
+	nf_exit(ret);
 	return 0;
 }

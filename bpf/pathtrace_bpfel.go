@@ -206,6 +206,7 @@ const (
 	PathtraceProgFeIpForward       = "fe_ip_forward"
 	PathtraceProgFeIpLocalDeliver  = "fe_ip_local_deliver"
 	PathtraceProgFeIpOutput        = "fe_ip_output"
+	PathtraceProgFeNfHookSlow      = "fe_nf_hook_slow"
 	PathtraceProgFxNfHookSlow      = "fx_nf_hook_slow"
 	PathtraceProgKpBrForward       = "kp_br_forward"
 	PathtraceProgKpIp6Forward      = "kp_ip6_forward"
@@ -280,6 +281,7 @@ type PathtraceProgramSpecs struct {
 	FeIpForward       *ebpf.ProgramSpec `ebpf:"fe_ip_forward"`
 	FeIpLocalDeliver  *ebpf.ProgramSpec `ebpf:"fe_ip_local_deliver"`
 	FeIpOutput        *ebpf.ProgramSpec `ebpf:"fe_ip_output"`
+	FeNfHookSlow      *ebpf.ProgramSpec `ebpf:"fe_nf_hook_slow"`
 	FxNfHookSlow      *ebpf.ProgramSpec `ebpf:"fx_nf_hook_slow"`
 	KpBrForward       *ebpf.ProgramSpec `ebpf:"kp_br_forward"`
 	KpIp6Forward      *ebpf.ProgramSpec `ebpf:"kp_ip6_forward"`
@@ -383,6 +385,7 @@ type PathtracePrograms struct {
 	FeIpForward       *ebpf.Program `ebpf:"fe_ip_forward"`
 	FeIpLocalDeliver  *ebpf.Program `ebpf:"fe_ip_local_deliver"`
 	FeIpOutput        *ebpf.Program `ebpf:"fe_ip_output"`
+	FeNfHookSlow      *ebpf.Program `ebpf:"fe_nf_hook_slow"`
 	FxNfHookSlow      *ebpf.Program `ebpf:"fx_nf_hook_slow"`
 	KpBrForward       *ebpf.Program `ebpf:"kp_br_forward"`
 	KpIp6Forward      *ebpf.Program `ebpf:"kp_ip6_forward"`
@@ -416,6 +419,7 @@ func (p *PathtracePrograms) Close() error {
 		p.FeIpForward,
 		p.FeIpLocalDeliver,
 		p.FeIpOutput,
+		p.FeNfHookSlow,
 		p.FxNfHookSlow,
 		p.KpBrForward,
 		p.KpIp6Forward,

@@ -60,7 +60,8 @@ func TestFlood(t *testing.T) {
 	tr := s.stop(syscall.SIGINT)
 	t.Logf("sent %d datagrams; traced %d packets, %d skipped, %d events lost; peak RSS %d kB",
 		sent, len(tr.Packets), tr.Meta.Skipped, tr.Meta.LostEvents, rss)
-	if sent < 10000 {
+	// Under emulation (the kernel matrix runs in TCG) a sender manages a few thousand a second.
+	if sent < 1000 {
 		t.Fatalf("only %d datagrams sent: not a flood", sent)
 	}
 	if tr.Meta.Skipped == 0 && tr.Meta.LostEvents == 0 && uint64(len(tr.Packets)) < uint64(sent) {

@@ -26,20 +26,21 @@ const (
 // funcHook is one kernel function and its programs for each backend.
 type funcHook struct {
 	fn        string
-	fentry    string // fentry or fexit program
+	fentry    string // fentry program
+	fexit     string // for the return value, with fentry
 	kprobe    string
 	kretprobe string // for the return value, with kprobes
 }
 
 var funcHooks = []funcHook{
-	{"ip_forward", bpf.PathtraceProgFeIpForward, bpf.PathtraceProgKpIpForward, ""},
-	{"ip_local_deliver", bpf.PathtraceProgFeIpLocalDeliver, bpf.PathtraceProgKpIpLocalDeliver, ""},
-	{"ip_output", bpf.PathtraceProgFeIpOutput, bpf.PathtraceProgKpIpOutput, ""},
-	{"ip_finish_output2", bpf.PathtraceProgFeIpFinishOutput2, bpf.PathtraceProgKpIpFinishOutput2, ""},
-	{"nf_hook_slow", bpf.PathtraceProgFxNfHookSlow, bpf.PathtraceProgKpNfHookSlow, bpf.PathtraceProgKrNfHookSlow},
-	{"br_forward", bpf.PathtraceProgFeBrForward, bpf.PathtraceProgKpBrForward, ""},
-	{"ip6_forward", bpf.PathtraceProgFeIp6Forward, bpf.PathtraceProgKpIp6Forward, ""},
-	{"ip6_output", bpf.PathtraceProgFeIp6Output, bpf.PathtraceProgKpIp6Output, ""},
+	{"ip_forward", bpf.PathtraceProgFeIpForward, "", bpf.PathtraceProgKpIpForward, ""},
+	{"ip_local_deliver", bpf.PathtraceProgFeIpLocalDeliver, "", bpf.PathtraceProgKpIpLocalDeliver, ""},
+	{"ip_output", bpf.PathtraceProgFeIpOutput, "", bpf.PathtraceProgKpIpOutput, ""},
+	{"ip_finish_output2", bpf.PathtraceProgFeIpFinishOutput2, "", bpf.PathtraceProgKpIpFinishOutput2, ""},
+	{"nf_hook_slow", bpf.PathtraceProgFeNfHookSlow, bpf.PathtraceProgFxNfHookSlow, bpf.PathtraceProgKpNfHookSlow, bpf.PathtraceProgKrNfHookSlow},
+	{"br_forward", bpf.PathtraceProgFeBrForward, "", bpf.PathtraceProgKpBrForward, ""},
+	{"ip6_forward", bpf.PathtraceProgFeIp6Forward, "", bpf.PathtraceProgKpIp6Forward, ""},
+	{"ip6_output", bpf.PathtraceProgFeIp6Output, "", bpf.PathtraceProgKpIp6Output, ""},
 }
 
 // reasonOf says in a few words why the kernel refused a backend.
@@ -135,16 +136,27 @@ func missingFunction(err error) bool {
 func (t *Tracer) attachFunc(spec *ebpf.CollectionSpec, kernel *btf.Spec, backend string, h funcHook) ([]loadedProbe, error) {
 	switch backend {
 	case BackendFentry:
-		prog, err := t.loadProgram(spec, h.fentry, kernel)
-		if err != nil {
+		var out []loadedProbe
+		for _, name := range []string{h.fentry, h.fexit} {
+			if name == "" {
+				continue
+			}
+			prog, err := t.loadProgram(spec, name, kernel)
+			if err == nil {
+				var l link.Link
+				if l, err = link.AttachTracing(link.TracingOptions{Program: prog}); err == nil {
+					out = append(out, loadedProbe{prog: prog, link: l})
+					continue
+				}
+				prog.Close()
+				err = fmt.Errorf("attach %s: %w", name, err)
+			}
+			for _, o := range out {
+				o.Close()
+			}
 			return nil, err
 		}
-		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
-		if err != nil {
-			prog.Close()
-			return nil, fmt.Errorf("attach %s: %w", h.fentry, err)
-		}
-		return []loadedProbe{{prog: prog, link: l}}, nil
+		return out, nil
 	case BackendKprobe:
 		var out []loadedProbe
 		for _, p := range []struct {

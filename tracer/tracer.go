@@ -313,6 +313,10 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 	}
 	switch e.Kind {
 	case bpf.PathtraceEventKindEV_DROP:
+		if e.Fn.Id != 0 {
+			// Dropped inside nf_hook_slow: which hook, from its entry.
+			h.Func, _, _ = t.funcCall(&e.Fn)
+		}
 		h.Location = t.symbolize(e.Location)
 		if t.reasons != nil {
 			h.Reason = t.reasons.Name(e.Reason)

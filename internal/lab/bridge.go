@@ -195,7 +195,17 @@ func (b *Bridged) flood() error {
 		attrs.Index = br.Attrs().Index
 		zero := uint32(0)
 		if err := h.LinkModify(&netlink.Bridge{LinkAttrs: attrs, AgeingTime: &zero}); err != nil {
-			return fmt.Errorf("set ageing time 0: %w", err)
+			// Some kernels (6.1) refuse the change with EBUSY: no learning on any port does
+			// the same, as far as flooding goes.
+			for _, port := range b.PortIfs {
+				l, lerr := h.LinkByName(port)
+				if lerr == nil {
+					lerr = h.LinkSetLearning(l, false)
+				}
+				if lerr != nil {
+					return fmt.Errorf("set ageing time 0: %w; turn learning off on %s: %w", err, port, lerr)
+				}
+			}
 		}
 		if err := flushLearnedFDB(h, br.Attrs().Index); err != nil {
 			return err

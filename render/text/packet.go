@@ -128,6 +128,9 @@ func hopDetail(h trace.Hop) []span {
 		if h.ReasonInferred {
 			d += " (reason inferred from the location: this kernel reports none)"
 		}
+		if f := h.Func; f != nil && f.Hook != "" {
+			d += "  netfilter " + strings.TrimSpace(f.Hook+" "+f.Family) + ": " + f.Verdict
+		}
 		return []span{sp(d)}
 	case trace.KindConsume:
 		if h.Location != "" {

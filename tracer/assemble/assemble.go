@@ -265,7 +265,7 @@ func (a *Assembler) complete(p *packet, end *trace.Hop) []trace.Packet {
 		e := *end
 		p.end = &e
 	}
-	if end != nil && end.Event == trace.KindDrop && end.Reason == noSocket {
+	if overturnable(end) {
 		p.state = stHeld
 		a.held = append(a.held, p)
 		if len(a.held)-a.heldHead > a.maxOpen {

@@ -26,6 +26,20 @@ const copyWindowNS = uint64(500_000_000)
 // noSocket is the drop reason a copy delivered to another socket can overturn.
 const noSocket = "NO_SOCKET"
 
+// overturnable says whether a copy consumed by another socket can turn this drop into a
+// delivery: NO_SOCKET, or on kernels without drop reasons (before 5.17) a reasonless drop where
+// the protocol handlers look for their socket.
+func overturnable(end *trace.Hop) bool {
+	if end == nil || end.Event != trace.KindDrop {
+		return false
+	}
+	if end.Reason == noSocket {
+		return true
+	}
+	fn, _, _ := strings.Cut(end.Location, "+")
+	return end.Reason == "" && (fn == "icmp_rcv" || fn == "ping_rcv" || fn == "__udp4_lib_rcv" || fn == "icmpv6_rcv")
+}
+
 // copyKey is what a copy shares with its original: the netns and the headers. The TTL is left
 // out: the neighbour code clones a forwarded packet after ip_forward decremented it, before
 // the original's next hop shows the new value.
@@ -201,7 +215,7 @@ func capturedBy(location string) bool {
 // another socket had already been given its copy. hops are the packet's own, copies its
 // copies' frees in time order.
 func copyDelivered(f trace.Fate, hops []trace.Hop, end *trace.Hop, copies []trace.Hop) trace.Fate {
-	if f.Outcome != trace.Dropped || end == nil || end.Reason != noSocket {
+	if f.Outcome != trace.Dropped || !overturnable(end) {
 		return f
 	}
 	for _, c := range copies {

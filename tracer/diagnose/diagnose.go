@@ -86,6 +86,11 @@ func (d *Diagnoser) Netfilter(n NetfilterDrop) {
 // benign says whether a drop is part of normal operation, not the flow's fault: a closing
 // socket purging its queue, or a flooded clone reaching a host it was not for.
 func benign(p trace.Packet) bool {
+	// Before QUEUE_PURGE existed (6.2) the purge of a closing socket's queue was reported
+	// without a reason, from the same place.
+	if fn, _, _ := strings.Cut(p.Fate.Location, "+"); fn == "sk_stream_kill_queues" || fn == "inet_csk_destroy_sock" {
+		return true
+	}
 	switch p.Fate.Reason {
 	case "QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE":
 		return true
