@@ -1,0 +1,250 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// summaryRow is one traffic x config over the rounds: medians, and ratios to the baseline
+// run of the same round (the median of those per-round ratios).
+type summaryRow struct {
+	Traffic      string  `json:"traffic"`
+	Config       string  `json:"config"`
+	Runs         int     `json:"runs"`
+	Errors       int     `json:"errors"`
+	ThruPPS      float64 `json:"thru_pps"`
+	SentPPS      float64 `json:"sent_pps"`
+	Mbps         float64 `json:"mbit_per_s"`
+	ThruRatio    float64 `json:"thru_pps_vs_baseline"` // 0: no paired baseline
+	SentRatio    float64 `json:"sent_pps_vs_baseline"`
+	MbpsRatio    float64 `json:"mbit_vs_baseline"`
+	CPUPct       float64 `json:"tracer_cpu_pct"`
+	EventsPerSec float64 `json:"events_per_s"`
+	Lost         float64 `json:"lost_per_run"`    // pathtrace: meta.lost_events; bpftrace: "Lost N events"
+	Skipped      float64 `json:"skipped_per_run"` // pathtrace: meta.skipped
+	PeakRSSKB    uint64  `json:"peak_rss_kb"`     // max over runs of VmHWM
+	AttachMS     float64 `json:"attach_ms"`
+	DetachMS     float64 `json:"detach_ms"`
+	TraceMB      float64 `json:"trace_mb"`
+	Packets      float64 `json:"trace_packets"`
+	Tracer       bool    `json:"-"`
+}
+
+type timingSummary struct {
+	AttachMS         float64 `json:"attach_ms"` // pathtrace, exec to ready file, all its runs
+	AttachN          int     `json:"attach_n"`
+	DetachFilteredMS float64 `json:"detach_filtered_ms"` // SIGINT to exit, filtered-out runs
+	DetachMatchingMS float64 `json:"detach_matching_ms"` // SIGINT to exit, matching runs (trace written)
+	BpftraceAttachMS float64 `json:"bpftrace_attach_ms"`
+	DropToVerdictMS  float64 `json:"drop_to_verdict_ms"`
+}
+
+type targetResult struct {
+	What   string  `json:"what"`
+	Value  float64 `json:"value"`
+	Target float64 `json:"target"`
+	Unit   string  `json:"unit"`
+	Met    bool    `json:"met"`
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func summarize(res *results, trs []traffic, cfgs []config) {
+	base := map[string]map[int]*iperfResult{} // traffic -> round -> baseline
+	for i := range res.Runs {
+		r := &res.Runs[i]
+		if r.Config == "baseline" && r.Iperf != nil {
+			if base[r.Traffic] == nil {
+				base[r.Traffic] = map[int]*iperfResult{}
+			}
+			base[r.Traffic][r.Round] = r.Iperf
+		}
+	}
+	var attach, detachF, detachM, btAttach []float64
+	for _, tr := range trs {
+		for _, c := range cfgs {
+			row := summaryRow{Traffic: tr.Name, Config: c.Name, Tracer: c.Kind == "pathtrace" || c.Kind == "bpftrace"}
+			var thru, sent, mbps, rThru, rSent, rMbps, cpu, evs, lost, skipped, att, det, mb, pk []float64
+			for _, r := range res.Runs {
+				if r.Traffic != tr.Name || r.Config != c.Name {
+					continue
+				}
+				row.Runs++
+				if r.Error != "" || r.Iperf == nil {
+					row.Errors++
+					continue
+				}
+				thru, sent, mbps = append(thru, r.Iperf.ThruPPS), append(sent, r.Iperf.SentPPS), append(mbps, r.Iperf.BitsPerS/1e6)
+				if b := base[tr.Name][r.Round]; b != nil && b.ThruPPS > 0 && b.SentPPS > 0 && b.BitsPerS > 0 {
+					rThru = append(rThru, r.Iperf.ThruPPS/b.ThruPPS)
+					rSent = append(rSent, r.Iperf.SentPPS/b.SentPPS)
+					rMbps = append(rMbps, r.Iperf.BitsPerS/b.BitsPerS)
+				}
+				t := r.Tracer
+				if t == nil {
+					continue
+				}
+				cpu, evs, att, det = append(cpu, t.CPUWindowPct), append(evs, t.EventsPerSec), append(att, t.AttachMS), append(det, t.DetachMS)
+				row.PeakRSSKB = max(row.PeakRSSKB, t.PeakRSSKB)
+				switch c.Kind {
+				case "pathtrace":
+					lost, skipped = append(lost, float64(t.TraceLost)), append(skipped, float64(t.TraceSkipped))
+					mb, pk = append(mb, float64(t.TraceBytes)/1e6), append(pk, float64(t.TracePackets)+float64(t.TraceNotKept))
+					attach = append(attach, t.AttachMS)
+					if strings.HasPrefix(c.Name, "matching") {
+						detachM = append(detachM, t.DetachMS)
+					} else {
+						detachF = append(detachF, t.DetachMS)
+					}
+				case "bpftrace":
+					lost = append(lost, float64(t.Lost))
+					btAttach = append(btAttach, t.AttachMS)
+				}
+			}
+			row.ThruPPS, row.SentPPS, row.Mbps = median(thru), median(sent), median(mbps)
+			row.ThruRatio, row.SentRatio, row.MbpsRatio = median(rThru), median(rSent), median(rMbps)
+			row.CPUPct, row.EventsPerSec = median(cpu), median(evs)
+			row.Lost, row.Skipped = median(lost), median(skipped)
+			row.AttachMS, row.DetachMS = median(att), median(det)
+			row.TraceMB, row.Packets = median(mb), median(pk)
+			res.Summary = append(res.Summary, row)
+		}
+	}
+	res.Timings = timingSummary{AttachMS: median(attach), AttachN: len(attach), DetachFilteredMS: median(detachF),
+		DetachMatchingMS: median(detachM), BpftraceAttachMS: median(btAttach)}
+	if res.Drop != nil {
+		res.Timings.DropToVerdictMS = res.Drop.MedianMS
+	}
+
+	for _, row := range res.Summary {
+		if row.Config != "filtered-out" || row.ThruRatio == 0 {
+			continue
+		}
+		res.Targets = append(res.Targets, targetResult{What: row.Traffic + " filtered-out: packets/s through the node vs baseline",
+			Value: 100 * row.ThruRatio, Target: 98, Unit: "%", Met: row.ThruRatio >= 0.98})
+		if row.Traffic == "tcp" {
+			res.Targets = append(res.Targets, targetResult{What: "tcp filtered-out: throughput vs baseline",
+				Value: 100 * row.MbpsRatio, Target: 98, Unit: "%", Met: row.MbpsRatio >= 0.98})
+		}
+	}
+	for _, m := range res.Micro {
+		if m.Name == "stream" {
+			res.Targets = append(res.Targets, targetResult{What: "userspace assembly (BenchmarkAssemble/stream)",
+				Value: m.EventsPerSec, Target: 1e6, Unit: "events/s", Met: m.EventsPerSec >= 1e6})
+		}
+	}
+}
+
+func human(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func pct(r float64) string {
+	if r == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*r)
+}
+
+func printTable(w io.Writer, res *results) {
+	dirty := ""
+	if res.Dirty {
+		dirty = "+dirty"
+	}
+	fmt.Fprintf(w, "pathtrace bench  %s  kernel %s  %d CPUs  commit %s%s\n", res.Started.Format("2006-01-02 15:04Z"), res.Kernel, res.CPUs, res.Commit, dirty)
+	fmt.Fprintf(w, "%d rounds x %s iperf3 runs per config, interleaved; medians; ratios are per-round vs that round's baseline\n", res.Rounds, res.Duration)
+	busy := make([]string, len(res.BusyBefore))
+	for i, b := range res.BusyBefore {
+		busy[i] = fmt.Sprintf("%.0f%%", b)
+	}
+	fmt.Fprintf(w, "loadavg at start %s, at end %s; CPUs busy with other work before each round: %s\n\n",
+		res.LoadStart, res.LoadEnd, strings.Join(busy, ", "))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "traffic\tconfig\tthru pkt/s\tvs base\tsent pkt/s\tvs base\tMbit/s\tvs base\ttracer CPU\tevents/s\tlost/run\tskipped/run\tpeak RSS\tattach\tdetach\t")
+	for _, r := range res.Summary {
+		cells := []string{r.Traffic, r.Config, human(r.ThruPPS), pct(r.ThruRatio), human(r.SentPPS), pct(r.SentRatio),
+			fmt.Sprintf("%.0f", r.Mbps), pct(r.MbpsRatio)}
+		if r.Tracer {
+			skipped := fmt.Sprintf("%.0f", r.Skipped)
+			if r.Config == "bpftrace" {
+				skipped = "-"
+			}
+			cells = append(cells, fmt.Sprintf("%.1f%%", r.CPUPct), human(r.EventsPerSec), fmt.Sprintf("%.0f", r.Lost), skipped,
+				fmt.Sprintf("%.0f MiB", float64(r.PeakRSSKB)/1024), fmt.Sprintf("%.0f ms", r.AttachMS), fmt.Sprintf("%.0f ms", r.DetachMS))
+		} else {
+			cells = append(cells, "-", "-", "-", "-", "-", "-", "-")
+		}
+		if r.Errors > 0 {
+			cells[1] += fmt.Sprintf(" (%d/%d failed)", r.Errors, r.Runs)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	tw.Flush()
+
+	t := res.Timings
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "attach (exec -> ready file), pathtrace:        median %.0f ms over %d runs\n", t.AttachMS, t.AttachN)
+	fmt.Fprintf(w, "detach (SIGINT -> exit), filtered-out:          median %.0f ms\n", t.DetachFilteredMS)
+	fmt.Fprintf(w, "detach (SIGINT -> exit), matching (trace saved): median %.0f ms\n", t.DetachMatchingMS)
+	if t.BpftraceAttachMS > 0 {
+		fmt.Fprintf(w, "attach, bpftrace (exec -> BEGIN):               median %.0f ms\n", t.BpftraceAttachMS)
+	}
+	if d := res.Drop; d != nil {
+		fmt.Fprintf(w, "drop-to-verdict (ping sent -> DROPPED block):   median %.1f ms, %d of %d pings seen, each %s ms\n",
+			d.MedianMS, d.Seen, d.Pings, joinF(d.PerPing))
+	}
+	if len(res.Micro) > 0 {
+		fmt.Fprintf(w, "\nuserspace, %s:\n", res.MicroCmd)
+		for _, m := range res.Micro {
+			fmt.Fprintf(w, "  %-12s %9s events/s  %6.0f ns/event\n", m.Name, human(m.EventsPerSec), m.NsPerEvent)
+		}
+	}
+	fmt.Fprintln(w, "\ntargets:")
+	for _, tg := range res.Targets {
+		verdict := "MISSED"
+		if tg.Met {
+			verdict = "met"
+		}
+		v := fmt.Sprintf("%.1f%s", tg.Value, tg.Unit)
+		tv := fmt.Sprintf(">= %.0f%s", tg.Target, tg.Unit)
+		if tg.Unit == "events/s" {
+			v, tv = human(tg.Value)+" events/s", ">= "+human(tg.Target)
+		}
+		fmt.Fprintf(w, "  %-60s %-18s %-10s %s\n", tg.What, v, tv, verdict)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+func joinF(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(s, ", ")
+}

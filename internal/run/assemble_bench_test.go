@@ -1,0 +1,179 @@
+package run
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/assemble"
+	"github.com/pathtrace/pathtrace/tracer/diagnose"
+)
+
+// The recordings of testdata/events/recorded and the filter each was traced with (as in
+// replay_test.go).
+var benchRecordings = []struct {
+	file     string
+	src, dst string
+	proto    trace.Proto
+}{
+	{"healthy-ping", "10.11.1.2", "10.11.2.2", trace.ProtoICMP},
+	{"forwarding-disabled", "10.12.1.2", "10.12.2.2", 0},
+	{"forward-chain-drop", "10.13.1.2", "10.13.2.2", trace.ProtoICMP},
+	{"udp-closed-port", "10.14.1.2", "10.14.2.2", trace.ProtoUDP},
+	{"masquerade-reply-dropped", "10.21.1.2", "10.21.2.2", trace.ProtoICMP},
+	{"dnat-service", "10.22.1.2", "10.96.0.10", trace.ProtoICMP},
+	{"tcp-conversation", "10.23.1.2", "10.23.2.2", trace.ProtoTCP},
+	{"vxlan-overlay", "10.31.1.2", "10.31.2.2", trace.ProtoICMP},
+}
+
+type benchRecording struct {
+	name   string
+	filter trace.Filter
+	lines  [][]byte      // the JSON lines as recorded
+	events []trace.Event // decoded once
+	spanNS uint64        // first to last event time, plus a gap longer than the idle timeout
+}
+
+func loadBenchRecordings(b *testing.B) []benchRecording {
+	b.Helper()
+	var out []benchRecording
+	for _, r := range benchRecordings {
+		path := filepath.Join("../../testdata/events/recorded", r.file+".jsonl")
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		evs, err := assemble.ReadEvents(bytes.NewReader(raw))
+		if err != nil {
+			b.Fatalf("%s: %v", path, err)
+		}
+		f, err := trace.NewFilter(netip.PrefixFrom(netip.MustParseAddr(r.src), 32),
+			netip.PrefixFrom(netip.MustParseAddr(r.dst), 32), r.proto, 0, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var lines [][]byte
+		for _, l := range bytes.Split(raw, []byte("\n")) {
+			if l = bytes.TrimSpace(l); len(l) > 0 {
+				lines = append(lines, l)
+			}
+		}
+		var lo, hi uint64 = ^uint64(0), 0
+		for _, ev := range evs {
+			lo, hi = min(lo, ev.Hop.TimeNS), max(hi, ev.Hop.TimeNS)
+		}
+		out = append(out, benchRecording{name: r.file, filter: f, lines: lines, events: evs,
+			spanNS: hi - lo + uint64(3*time.Second)})
+	}
+	return out
+}
+
+// shifted is ev as the i-th repetition of its recording: later by i spans, and for TCP with
+// its sequence numbers moved on, so a repetition is a new conversation rather than a
+// retransmission of the last one. The sk_buff addresses stay: the kernel reuses them too.
+func shifted(ev trace.Event, i int, span uint64) trace.Event {
+	off := uint64(i) * span
+	ev.Hop.TimeNS += off
+	if t := ev.Hop.Tuple; t != nil && t.Proto == trace.ProtoTCP {
+		c := *t
+		c.TCPSeq += uint32(i) * 1_000_003
+		ev.Hop.Tuple = &c
+	}
+	return ev
+}
+
+// BenchmarkAssemble measures userspace event handling on the recorded event streams, in
+// events per second (the events/s metric):
+//
+//   - replay: assemble.Replay per recording (a fresh assembler each time, as `pathtrace show`
+//     of a recording would);
+//   - stream: one long-lived assembler per recording fed repetition after repetition (times
+//     moved on, idle packets expired after each), as a live run feeds it;
+//   - json+stream: the same with each event decoded from its recorded JSON line first (the
+//     fixture format; the live path decodes a binary ring-buffer record instead, in package
+//     tracer, which this does not measure);
+//   - pipeline: stream plus what run.Run does with each completed packet: diagnosis and the
+//     text block written to io.Discard.
+func BenchmarkAssemble(b *testing.B) {
+	recs := loadBenchRecordings(b)
+	total := 0
+	for _, r := range recs {
+		total += len(r.events)
+	}
+	report := func(b *testing.B, events int) {
+		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
+	}
+
+	b.Run("replay", func(b *testing.B) {
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			for _, r := range recs {
+				n += len(assemble.Replay(r.filter, assemble.Options{}, r.events))
+			}
+		}
+		if n == 0 {
+			b.Fatal("no packets")
+		}
+		report(b, b.N*total)
+	})
+
+	stream := func(b *testing.B, decode bool, pipeline bool) {
+		b.ReportAllocs()
+		asms := make([]*assemble.Assembler, len(recs))
+		diags := make([]*diagnose.Diagnoser, len(recs))
+		for i, r := range recs {
+			asms[i] = assemble.New(r.filter, assemble.Options{})
+			diags[i] = diagnose.New(nil)
+		}
+		pr := text.NewPrinter(io.Discard, text.Options{})
+		packets := 0
+		emit := func(i int, ps []trace.Packet) {
+			packets += len(ps)
+			if pipeline {
+				for _, p := range ps {
+					diags[i].Observe(p)
+					pr.Packet(p)
+				}
+			}
+		}
+		rep := 0
+		for b.Loop() {
+			for i, r := range recs {
+				if decode {
+					for _, l := range r.lines {
+						var ev trace.Event
+						if err := json.Unmarshal(l, &ev); err != nil {
+							b.Fatal(err)
+						}
+						emit(i, asms[i].Add(shifted(ev, rep, r.spanNS)))
+					}
+				} else {
+					for _, ev := range r.events {
+						emit(i, asms[i].Add(shifted(ev, rep, r.spanNS)))
+					}
+				}
+				emit(i, asms[i].Expire(uint64(rep+1)*r.spanNS+r.events[0].Hop.TimeNS))
+			}
+			rep++
+		}
+		for i := range asms {
+			emit(i, asms[i].Flush())
+		}
+		if packets == 0 {
+			b.Fatal("no packets")
+		}
+		report(b, b.N*total)
+	}
+	b.Run("stream", func(b *testing.B) { stream(b, false, false) })
+	b.Run("json+stream", func(b *testing.B) { stream(b, true, false) })
+	b.Run("pipeline", func(b *testing.B) { stream(b, false, true) })
+}

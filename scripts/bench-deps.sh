@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what `make bench` needs besides pathtrace's own build deps, from Debian's packages:
+# iperf3 (the traffic) and bpftrace (the comparison tracer). Idempotent: a package already
+# installed is not fetched again.
+set -euo pipefail
+
+pkgs=(
+	iperf3     # traffic: UDP small packets and TCP between the lab's pod and ext
+	bpftrace   # the same tracepoints and filter in a bpftrace script, for comparison
+	iproute2   # ip netns exec, to run iperf3 inside the lab's namespaces
+	iputils-ping # the drop-to-verdict probe (one ping with forwarding off)
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
