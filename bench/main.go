@@ -61,13 +61,19 @@ var allConfigs = []config{
 
 // runRecord is one measured iperf3 run.
 type runRecord struct {
-	Round   int          `json:"round"`
-	Traffic string       `json:"traffic"`
-	Config  string       `json:"config"`
-	Load    string       `json:"loadavg_before"`
-	Iperf   *iperfResult `json:"iperf,omitempty"`
-	Tracer  *tracerRun   `json:"tracer,omitempty"`
-	Error   string       `json:"error,omitempty"`
+	Round   int    `json:"round"`
+	Traffic string `json:"traffic"`
+	Config  string `json:"config"`
+	Load    string `json:"loadavg_before"`
+	// BusyBefore: share of all CPUs in use just before the run, with nothing of it running.
+	BusyBefore float64 `json:"busy_before_pct"`
+	// OtherPct: CPU that processes other than the bench's used during the run, as % of all
+	// CPUs. Above busyLimit the run is marked disturbed and left out of the summary.
+	OtherPct  float64      `json:"other_work_pct"`
+	Disturbed bool         `json:"disturbed"`
+	Iperf     *iperfResult `json:"iperf,omitempty"`
+	Tracer    *tracerRun   `json:"tracer,omitempty"`
+	Error     string       `json:"error,omitempty"`
 }
 
 // tracerRun is what one tracer process cost and delivered.
@@ -103,28 +109,26 @@ type tracerRun struct {
 }
 
 type results struct {
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished"`
-	Kernel    string    `json:"kernel"`
-	CPUs      int       `json:"cpus"`
-	Pathtrace string    `json:"pathtrace_binary"`
-	Commit    string    `json:"commit"`
-	Dirty     bool      `json:"dirty"`
-	Duration  string    `json:"run_duration"`
-	Rounds    int       `json:"rounds"`
-	LoadStart string    `json:"loadavg_start"`
-	// BusyBefore is, before each round, the share of all CPUs in use over 1s with nothing of
-	// the bench running: other work on the machine, which the measurements then include.
-	BusyBefore []float64      `json:"busy_before_round_pct"`
-	LoadEnd    string         `json:"loadavg_end"`
-	Notes      []string       `json:"notes,omitempty"`
-	Runs       []runRecord    `json:"runs"`
-	Drop       *dropResult    `json:"drop_to_verdict,omitempty"`
-	Micro      []microResult  `json:"micro,omitempty"`
-	MicroCmd   string         `json:"micro_command,omitempty"`
-	Summary    []summaryRow   `json:"summary"`
-	Timings    timingSummary  `json:"timings"`
-	Targets    []targetResult `json:"targets"`
+	Started   time.Time      `json:"started"`
+	Finished  time.Time      `json:"finished"`
+	Kernel    string         `json:"kernel"`
+	CPUs      int            `json:"cpus"`
+	Pathtrace string         `json:"pathtrace_binary"`
+	Commit    string         `json:"commit"`
+	Dirty     bool           `json:"dirty"`
+	Duration  string         `json:"run_duration"`
+	Rounds    int            `json:"rounds"`
+	LoadStart string         `json:"loadavg_start"`
+	WaitedS   float64        `json:"waited_for_quiet_s"`
+	LoadEnd   string         `json:"loadavg_end"`
+	Notes     []string       `json:"notes,omitempty"`
+	Runs      []runRecord    `json:"runs"`
+	Drop      *dropResult    `json:"drop_to_verdict,omitempty"`
+	Micro     []microResult  `json:"micro,omitempty"`
+	MicroCmd  string         `json:"micro_command,omitempty"`
+	Summary   []summaryRow   `json:"summary"`
+	Timings   timingSummary  `json:"timings"`
+	Targets   []targetResult `json:"targets"`
 }
 
 type bench struct {
@@ -149,16 +153,17 @@ func main() {
 		drops     = flag.Int("drops", 5, "pings for the drop-to-verdict measurement (0: skip)")
 		micro     = flag.Bool("micro", true, "run the userspace micro-benchmark")
 		force     = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
-		waitQuiet = flag.Duration("wait-quiet", 30*time.Second, "before each round, wait up to this long for other work to leave the CPUs idle")
+		waitQuiet = flag.Duration("wait-quiet", 15*time.Second, "before each run, wait up to this long for other work to leave the CPUs idle")
+		waitTotal = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
 	)
 	flag.Parse()
-	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *waitQuiet); err != nil {
+	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *waitQuiet, *waitTotal); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force bool, waitQuiet time.Duration) error {
+func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force bool, waitQuiet, waitTotal time.Duration) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, BPF)")
 	}
@@ -244,17 +249,8 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	}
 
 	for r := 0; r < rounds && ctx.Err() == nil; r++ {
-		busy := idleCheck(time.Second)
-		for deadline := time.Now().Add(waitQuiet); busy > busyLimit && time.Now().Before(deadline) && ctx.Err() == nil; {
-			fmt.Fprintf(os.Stderr, "bench: %.0f%% of the CPUs busy with other work; waiting for them to be idle\n", busy)
-			busy = idleCheck(time.Second)
-		}
-		res.BusyBefore = append(res.BusyBefore, busy)
 		if progs := otherPathtracePrograms(); len(progs) > 0 {
 			note("round %d: another pathtrace's BPF programs (%d) were loaded before it: they ran on its packets too", r+1, len(progs))
-		}
-		if busy > busyLimit {
-			note("round %d: before it, %.0f%% of the CPUs were busy with other work (limit %d%%): its numbers measure that work too", r+1, busy, busyLimit)
 		}
 		for _, tr := range trs {
 			// Rotate the order each round, so no config always follows the same one.
@@ -263,7 +259,14 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 					break
 				}
 				c := cfgs[(i+r)%len(cfgs)]
+				busy := idleCheck(250 * time.Millisecond)
+				for t0 := time.Now(); busy > busyLimit && time.Since(t0) < waitQuiet && time.Duration(res.WaitedS*float64(time.Second)) < waitTotal && ctx.Err() == nil; {
+					fmt.Fprintf(os.Stderr, "bench: %.0f%% of the CPUs busy with other work; waiting for them to be idle\n", busy)
+					busy = idleCheck(time.Second)
+					res.WaitedS++
+				}
 				rec := b.runOne(r+1, tr, c)
+				rec.BusyBefore = busy
 				res.Runs = append(res.Runs, rec)
 				fmt.Fprintln(os.Stderr, "bench:", rec.brief())
 			}
@@ -336,13 +339,26 @@ func ensureTracefs() (func(), error) {
 // runOne measures one iperf3 run under config c.
 func (b *bench) runOne(round int, tr traffic, c config) runRecord {
 	rec := runRecord{Round: round, Traffic: tr.Name, Config: c.Name, Load: loadavg()}
+	var snap0 map[int]procCPU
+	defer func() {
+		if rec.Iperf == nil || snap0 == nil {
+			return
+		}
+		// The processes' CPU at the end of the window is read here, after the tracer exited:
+		// the window's other work is what other processes used from its start to now.
+		other := otherCPU(snap0, procSnapshot(), os.Getpid())
+		wall := time.Since(rec.Iperf.WallStart).Seconds()
+		rec.OtherPct = 100 * other.Seconds() / (wall * float64(runtime.NumCPU()))
+		rec.Disturbed = rec.OtherPct > busyLimit
+	}()
+	mark := func() { snap0 = procSnapshot() }
 	fail := func(err error) runRecord {
 		rec.Error = err.Error()
 		return rec
 	}
 	switch c.Kind {
 	case "none":
-		r, err := runIperf(b.topo, tr, b.duration, nil, nil)
+		r, err := runIperf(b.topo, tr, b.duration, mark, nil)
 		if err != nil {
 			return fail(err)
 		}
@@ -353,7 +369,7 @@ func (b *bench) runOne(round int, tr traffic, c config) runRecord {
 		if err != nil {
 			return fail(err)
 		}
-		r, err := runIperf(b.topo, tr, b.duration, nil, nil)
+		r, err := runIperf(b.topo, tr, b.duration, mark, nil)
 		e.Close()
 		if err != nil {
 			return fail(err)
@@ -375,6 +391,7 @@ func (b *bench) runOne(round int, tr traffic, c config) runRecord {
 		var st0, st1 kernelStats
 		var ok0, ok1 bool
 		r, ierr := runIperf(b.topo, tr, b.duration, func() {
+			mark()
 			cpu0, _ = cpuTime(p.pid())
 			st0, ok0 = p.counters()
 		}, func() {
@@ -409,6 +426,7 @@ func (b *bench) runOne(round int, tr traffic, c config) runRecord {
 		var cpu0, cpu1 time.Duration
 		var l0, l1 uint64
 		r, ierr := runIperf(b.topo, tr, b.duration, func() {
+			mark()
 			cpu0, _ = cpuTime(p.pid())
 			l0 = p.lineCount()
 		}, func() {
@@ -444,6 +462,9 @@ func (r runRecord) brief() string {
 	s := fmt.Sprintf("round %d %s %-18s", r.Round, r.Traffic, r.Config)
 	if r.Error != "" {
 		return s + " ERROR " + r.Error
+	}
+	if r.Disturbed {
+		s += fmt.Sprintf(" [DISTURBED: other work %.0f%%]", r.OtherPct)
 	}
 	s += fmt.Sprintf(" thru %9.0f pkt/s sent %9.0f pkt/s %8.1f Mbit/s", r.Iperf.ThruPPS, r.Iperf.SentPPS, r.Iperf.BitsPerS/1e6)
 	if t := r.Tracer; t != nil {

@@ -242,3 +242,84 @@ func idleCheck(d time.Duration) float64 {
 	}
 	return 100 * float64(b1-b0) / float64(t1-t0)
 }
+
+// procCPU is one process's CPU so far: its own and its reaped children's (utime, stime,
+// cutime, cstime), and its parent.
+type procCPU struct {
+	ppid int
+	cpu  uint64 // clock ticks
+}
+
+// procSnapshot reads every process's CPU from /proc.
+func procSnapshot() map[int]procCPU {
+	snap := map[int]procCPU{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return snap
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		var cpu uint64
+		for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+			v, _ := strconv.ParseUint(f[k], 10, 64)
+			cpu += v
+		}
+		snap[pid] = procCPU{ppid: ppid, cpu: cpu}
+	}
+	return snap
+}
+
+// otherCPU is the CPU time that processes other than the bench and its descendants used
+// between two snapshots: other people's work that shared the machine with the measurement.
+// Kernel threads are left out (ksoftirqd does the bench's own packets' work too); a process
+// that started and ended between the snapshots is counted only through its parent's cutime.
+func otherCPU(before, after map[int]procCPU, self int) time.Duration {
+	ours := func(pid int) bool {
+		for n := 0; n < 64 && pid > 2; n++ {
+			if pid == self {
+				return true
+			}
+			p, ok := after[pid]
+			if !ok {
+				if p, ok = before[pid]; !ok {
+					return false
+				}
+			}
+			pid = p.ppid
+		}
+		return false
+	}
+	kernel := func(pid int) bool {
+		p, ok := after[pid]
+		return pid == 2 || (ok && p.ppid == 2)
+	}
+	var ticks uint64
+	for pid, a := range after {
+		if pid == self || kernel(pid) || ours(pid) {
+			continue
+		}
+		if b, ok := before[pid]; ok && a.cpu >= b.cpu {
+			ticks += a.cpu - b.cpu
+		} else if !ok {
+			ticks += a.cpu // started since
+		}
+	}
+	return time.Duration(ticks) * time.Second / clkTck
+}

@@ -15,6 +15,9 @@ type summaryRow struct {
 	Config       string  `json:"config"`
 	Runs         int     `json:"runs"`
 	Errors       int     `json:"errors"`
+	Disturbed    int     `json:"disturbed"` // runs other work disturbed (left out when others were not)
+	Used         int     `json:"used"`      // runs the medians are of
+	Paired       int     `json:"paired"`    // rounds whose baseline was used too: the ratios' sample
 	ThruPPS      float64 `json:"thru_pps"`
 	SentPPS      float64 `json:"sent_pps"`
 	Mbps         float64 `json:"mbit_per_s"`
@@ -63,30 +66,53 @@ func median(v []float64) float64 {
 }
 
 func summarize(res *results, trs []traffic, cfgs []config) {
-	base := map[string]map[int]*iperfResult{} // traffic -> round -> baseline
-	for i := range res.Runs {
-		r := &res.Runs[i]
-		if r.Config == "baseline" && r.Iperf != nil {
-			if base[r.Traffic] == nil {
-				base[r.Traffic] = map[int]*iperfResult{}
+	// A row's numbers come from its runs that other work did not disturb, when there are any;
+	// otherwise from all its runs (and the row says so).
+	used := map[[2]string][]*runRecord{}
+	for _, tr := range trs {
+		for _, c := range cfgs {
+			var ok, quiet []*runRecord
+			for i := range res.Runs {
+				r := &res.Runs[i]
+				if r.Traffic != tr.Name || r.Config != c.Name || r.Error != "" || r.Iperf == nil {
+					continue
+				}
+				ok = append(ok, r)
+				if !r.Disturbed {
+					quiet = append(quiet, r)
+				}
 			}
-			base[r.Traffic][r.Round] = r.Iperf
+			if len(quiet) > 0 {
+				ok = quiet
+			}
+			used[[2]string{tr.Name, c.Name}] = ok
+		}
+	}
+	base := map[string]map[int]*iperfResult{} // traffic -> round -> baseline
+	for _, tr := range trs {
+		base[tr.Name] = map[int]*iperfResult{}
+		for _, r := range used[[2]string{tr.Name, "baseline"}] {
+			base[tr.Name][r.Round] = r.Iperf
 		}
 	}
 	var attach, detachF, detachM, btAttach []float64
 	for _, tr := range trs {
 		for _, c := range cfgs {
 			row := summaryRow{Traffic: tr.Name, Config: c.Name, Tracer: c.Kind == "pathtrace" || c.Kind == "bpftrace"}
-			var thru, sent, mbps, rThru, rSent, rMbps, cpu, evs, lost, skipped, att, det, mb, pk []float64
 			for _, r := range res.Runs {
-				if r.Traffic != tr.Name || r.Config != c.Name {
-					continue
+				if r.Traffic == tr.Name && r.Config == c.Name {
+					row.Runs++
+					if r.Error != "" || r.Iperf == nil {
+						row.Errors++
+					}
+					if r.Disturbed {
+						row.Disturbed++
+					}
 				}
-				row.Runs++
-				if r.Error != "" || r.Iperf == nil {
-					row.Errors++
-					continue
-				}
+			}
+			var thru, sent, mbps, rThru, rSent, rMbps, cpu, evs, lost, skipped, att, det, mb, pk []float64
+			for _, r := range used[[2]string{tr.Name, c.Name}] {
+				row.Used++
 				thru, sent, mbps = append(thru, r.Iperf.ThruPPS), append(sent, r.Iperf.SentPPS), append(mbps, r.Iperf.BitsPerS/1e6)
 				if b := base[tr.Name][r.Round]; b != nil && b.ThruPPS > 0 && b.SentPPS > 0 && b.BitsPerS > 0 {
 					rThru = append(rThru, r.Iperf.ThruPPS/b.ThruPPS)
@@ -116,6 +142,7 @@ func summarize(res *results, trs []traffic, cfgs []config) {
 			}
 			row.ThruPPS, row.SentPPS, row.Mbps = median(thru), median(sent), median(mbps)
 			row.ThruRatio, row.SentRatio, row.MbpsRatio = median(rThru), median(rSent), median(rMbps)
+			row.Paired = len(rThru)
 			row.CPUPct, row.EventsPerSec = median(cpu), median(evs)
 			row.Lost, row.Skipped = median(lost), median(skipped)
 			row.AttachMS, row.DetachMS = median(att), median(det)
@@ -176,17 +203,27 @@ func printTable(w io.Writer, res *results) {
 	}
 	fmt.Fprintf(w, "pathtrace bench  %s  kernel %s  %d CPUs  commit %s%s\n", res.Started.Format("2006-01-02 15:04Z"), res.Kernel, res.CPUs, res.Commit, dirty)
 	fmt.Fprintf(w, "%d rounds x %s iperf3 runs per config, interleaved; medians; ratios are per-round vs that round's baseline\n", res.Rounds, res.Duration)
-	busy := make([]string, len(res.BusyBefore))
-	for i, b := range res.BusyBefore {
-		busy[i] = fmt.Sprintf("%.0f%%", b)
+	disturbed, total := 0, 0
+	for _, r := range res.Runs {
+		total++
+		if r.Disturbed {
+			disturbed++
+		}
 	}
-	fmt.Fprintf(w, "loadavg at start %s, at end %s; CPUs busy with other work before each round: %s\n\n",
-		res.LoadStart, res.LoadEnd, strings.Join(busy, ", "))
-
+	fmt.Fprintf(w, "loadavg at start %s, at end %s; runs disturbed by other work on the machine (>%d%% of the CPUs): %d of %d",
+		res.LoadStart, res.LoadEnd, busyLimit, disturbed, total)
+	if disturbed > 0 {
+		fmt.Fprint(w, " (left out of a row's medians where it has undisturbed runs; see 'runs')")
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "traffic\tconfig\tthru pkt/s\tvs base\tsent pkt/s\tvs base\tMbit/s\tvs base\ttracer CPU\tevents/s\tlost/run\tskipped/run\tpeak RSS\tattach\tdetach\t")
+	fmt.Fprintln(tw, "traffic\tconfig\truns\tthru pkt/s\tvs base\tsent pkt/s\tvs base\tMbit/s\tvs base\ttracer CPU\tevents/s\tlost/run\tskipped/run\tpeak RSS\tattach\tdetach\t")
 	for _, r := range res.Summary {
-		cells := []string{r.Traffic, r.Config, human(r.ThruPPS), pct(r.ThruRatio), human(r.SentPPS), pct(r.SentRatio),
+		runs := fmt.Sprintf("%d/%d", r.Used, r.Runs)
+		if r.Used > 0 && r.Used == r.Disturbed {
+			runs += " (all disturbed)"
+		}
+		cells := []string{r.Traffic, r.Config, runs, human(r.ThruPPS), pct(r.ThruRatio), human(r.SentPPS), pct(r.SentRatio),
 			fmt.Sprintf("%.0f", r.Mbps), pct(r.MbpsRatio)}
 		if r.Tracer {
 			skipped := fmt.Sprintf("%.0f", r.Skipped)
@@ -199,7 +236,7 @@ func printTable(w io.Writer, res *results) {
 			cells = append(cells, "-", "-", "-", "-", "-", "-", "-")
 		}
 		if r.Errors > 0 {
-			cells[1] += fmt.Sprintf(" (%d/%d failed)", r.Errors, r.Runs)
+			cells[1] += fmt.Sprintf(" (%d failed)", r.Errors)
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}

@@ -44,7 +44,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	pingErr := make(chan error, 1)
 	t, err := run.Run(ctx, run.Options{

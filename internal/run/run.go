@@ -90,8 +90,6 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		},
 	}
 	t.Meta.Hostname, _ = os.Hostname()
-	pr := text.NewPrinter(o.Out, text.Options{Color: o.Color})
-	pr.Header(t)
 
 	asm := assemble.New(o.Filter, assemble.Options{})
 	diag := diagnose.New(o.Facts)
@@ -103,7 +101,13 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 				nf.Close()
 			}
 		}()
+		// Said before tracing starts: a netfilter drop's rule will not be named there.
+		for _, w := range nf.mgr.Warnings() {
+			t.Meta.Degraded = append(t.Meta.Degraded, "nftables tracing unavailable: "+w)
+		}
 	}
+	pr := text.NewPrinter(o.Out, text.Options{Color: o.Color})
+	pr.Header(t)
 
 	if o.ReadyFile != "" {
 		if err := os.WriteFile(o.ReadyFile, []byte("ready\n"), 0o644); err != nil {

@@ -81,9 +81,9 @@ func (p *Printer) Packet(pk trace.Packet) {
 
 func eventName(h trace.Hop) (string, style) {
 	switch {
-	case h.Func != nil && h.Func.Name == "nf_hook_slow":
+	case h.Event == trace.KindFunc && h.Func != nil && h.Func.Name == "nf_hook_slow":
 		return "netfilter", plain
-	case h.Func != nil:
+	case h.Event == trace.KindFunc && h.Func != nil:
 		return h.Func.Name, plain
 	case h.Copy:
 		// A copy's free says where a socket's clone ended, not where the packet did.

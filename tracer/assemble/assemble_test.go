@@ -373,10 +373,13 @@ func TestAddReturnsWhatItCompleted(t *testing.T) {
 func TestExpire(t *testing.T) {
 	const s = uint64(1e9)
 	a := New(ping, Options{})
+	// Other packets of the flow: their own IP IDs, or they would be taken for clones.
+	reqY := with(req, func(h *trace.Headers) { h.IPID = 2 })
+	reqZ := with(req, func(h *trace.Headers) { h.IPID = 3 })
 	addAll(a, []trace.Event{
 		ev(skbX, 0, 1*s/us, trace.KindReceive, "node/vethpod", req),
-		ev(skbY, 0, 2*s/us, trace.KindReceive, "node/vethpod", req),
-		ev(skbZ, 0, 2*s/us+1, trace.KindQueue, "node/eth0", req),
+		ev(skbY, 0, 2*s/us, trace.KindReceive, "node/vethpod", reqY),
+		ev(skbZ, 0, 2*s/us+1, trace.KindQueue, "node/eth0", reqZ),
 		ev(skbX, 0, 2*s/us+500_000, trace.KindQueue, "node/vethext", req), // X active again
 	})
 	if got := a.Expire(4*s + 400_000_000); len(got) != 2 {

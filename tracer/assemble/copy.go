@@ -21,7 +21,7 @@ import (
 
 // copyWindowNS is how long after a packet was seen a lone free with its headers counts as a
 // copy of it, and so how long a packet dropped with NO_SOCKET is held back.
-const copyWindowNS = uint64(500_000_000)
+const copyWindowNS = uint64(1_000_000_000)
 
 // noSocket is the drop reason a copy delivered to another socket can overturn.
 const noSocket = "NO_SOCKET"

@@ -22,15 +22,15 @@ func TestHeldForCopy(t *testing.T) {
 	if got := a.Add(dropped(skbX, 0, 1005, "ext/eth0", closed, "NO_SOCKET", "__udp4_lib_rcv+0x8c1")); len(got) != 0 {
 		t.Fatalf("NO_SOCKET drop handed out at once: %s", pkt(got[0]))
 	}
-	if got := a.Expire((1005 + 400*ms) * us); len(got) != 0 {
-		t.Fatalf("handed out 400ms after its drop: %s", pkt(got[0]))
+	if got := a.Expire((1005 + 800*ms) * us); len(got) != 0 {
+		t.Fatalf("handed out 800ms after its drop: %s", pkt(got[0]))
 	}
 	// Another packet completes meanwhile: out at once, and numbered first, as it is printed first.
-	a.Add(ev(skbY, 0, 1005+450*ms, trace.KindReceive, "ext/eth0", other))
-	got := a.Add(consumed(skbY, 0, 1005+451*ms, "ext/eth0", other, "udp_queue_rcv_one_skb+0x1a"))
+	a.Add(ev(skbY, 0, 1005+900*ms, trace.KindReceive, "ext/eth0", other))
+	got := a.Add(consumed(skbY, 0, 1005+902*ms, "ext/eth0", other, "udp_queue_rcv_one_skb+0x1a"))
 	check(t, got, []want{{"#1 request delivered udp_queue_rcv_one_skb+0x1a ext/eth0", "received@ext/eth0 consumed@ext/eth0"}})
 
-	got = a.Expire((1005+500*ms)*us + 1)
+	got = a.Expire((1005+1000*ms)*us + 1)
 	check(t, got, []want{{"#2 request dropped NO_SOCKET __udp4_lib_rcv+0x8c1 ext/eth0", "received@ext/eth0 dropped@ext/eth0"}})
 	if got := a.Flush(); len(got) != 0 {
 		t.Errorf("handed out twice: %s", pkt(got[0]))
@@ -40,7 +40,7 @@ func TestHeldForCopy(t *testing.T) {
 	a = New(dns, Options{})
 	a.Add(ev(skbX, 0, 1000, trace.KindReceive, "ext/eth0", closed))
 	a.Add(dropped(skbX, 0, 1005, "ext/eth0", closed, "NO_SOCKET", "__udp4_lib_rcv+0x8c1"))
-	got = a.Add(dropped(skbY, 3, 1005+501*ms, "ext/eth0", other, "NETFILTER_DROP", "nf_hook_slow+0x95"))
+	got = a.Add(dropped(skbY, 3, 1005+1002*ms, "ext/eth0", other, "NETFILTER_DROP", "nf_hook_slow+0x95"))
 	check(t, got, []want{
 		{"#1 request dropped NO_SOCKET __udp4_lib_rcv+0x8c1 ext/eth0", "received@ext/eth0 dropped@ext/eth0"},
 		{"#2 request dropped NETFILTER_DROP nf_hook_slow+0x95 ext/eth0", "dropped@ext/eth0"},
@@ -62,7 +62,7 @@ func TestLateCopy(t *testing.T) {
 	if got := a.Add(dropped(skbX, 0, 1005, "pod/eth0", rep, "NO_SOCKET", "ping_rcv+0xab")); len(got) != 0 {
 		t.Fatalf("NO_SOCKET drop handed out at once: %s", pkt(got[0]))
 	}
-	got := a.Add(consumed(skbY, 0, 1005+501*ms, "pod", rep, "raw_recvmsg+0xac"))
+	got := a.Add(consumed(skbY, 0, 1005+1002*ms, "pod", rep, "raw_recvmsg+0xac"))
 	check(t, got, []want{
 		{"#1 reply dropped NO_SOCKET ping_rcv+0xab pod/eth0", "received@pod/eth0 dropped@pod/eth0"},
 	})
@@ -78,10 +78,10 @@ func TestLateCopy(t *testing.T) {
 	a = New(ping, Options{})
 	a.Add(ev(skbX, 0, 1000, trace.KindReceive, "pod/eth0", rep))
 	a.Add(dropped(skbX, 0, 1005, "pod/eth0", rep, "NO_SOCKET", "ping_rcv+0xab"))
-	if got := a.Add(consumed(skbY, 0, 1005+499*ms, "pod", rep, "raw_recvmsg+0xac")); len(got) != 0 {
+	if got := a.Add(consumed(skbY, 0, 1005+998*ms, "pod", rep, "raw_recvmsg+0xac")); len(got) != 0 {
 		t.Fatalf("copy handed out %s", pkt(got[0]))
 	}
-	check(t, a.Expire((1005+501*ms)*us), []want{
+	check(t, a.Expire((1005+1002*ms)*us), []want{
 		{"#1 reply delivered raw_recvmsg+0xac pod/eth0", "received@pod/eth0 dropped@pod/eth0 consumed@pod"},
 	})
 }
@@ -96,10 +96,10 @@ func TestFixtureRawSocketCopyTiming(t *testing.T) {
 		"queued@pod/eth0 xmit@pod/eth0 received@node/veth-pod route@node:main consumed@node/veth-ext " +
 			"queued@node/veth-ext xmit@node/veth-ext received@ext/eth0 consumed@ext/eth0"}})
 	last := evs[len(evs)-1].Hop.TimeNS
-	if got := a.Expire(last + 400_000_000); len(got) != 0 {
+	if got := a.Expire(last + copyWindowNS - 100_000_000); len(got) != 0 {
 		t.Fatalf("reply out early: %s", pkt(got[0]))
 	}
-	got = a.Expire(last + 600_000_000)
+	got = a.Expire(last + copyWindowNS + 100_000_000)
 	if len(got) != 1 {
 		t.Fatalf("got %d packets, want the reply", len(got))
 	}
@@ -133,8 +133,8 @@ func TestEarlyCopy(t *testing.T) {
 	// has passed.
 	a = New(ping, Options{})
 	a.Add(consumed(skbY, 0, 1000, "pod", req, "__neigh_event_send+0x236"))
-	if got := a.Expire((1000 + 400*ms) * us); len(got) != 0 {
+	if got := a.Expire((1000 + 800*ms) * us); len(got) != 0 {
 		t.Fatalf("handed out inside the window: %s", pkt(got[0]))
 	}
-	check(t, a.Expire((1000+501*ms)*us), []want{{"#1 request delivered __neigh_event_send+0x236 pod/", "consumed@pod"}})
+	check(t, a.Expire((1000+1002*ms)*us), []want{{"#1 request delivered __neigh_event_send+0x236 pod/", "consumed@pod"}})
 }
