@@ -337,8 +337,8 @@ func ensureTracefs() (func(), error) {
 }
 
 // runOne measures one iperf3 run under config c.
-func (b *bench) runOne(round int, tr traffic, c config) runRecord {
-	rec := runRecord{Round: round, Traffic: tr.Name, Config: c.Name, Load: loadavg()}
+func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
+	rec = runRecord{Round: round, Traffic: tr.Name, Config: c.Name, Load: loadavg()}
 	var snap0 map[int]procCPU
 	defer func() {
 		if rec.Iperf == nil || snap0 == nil {

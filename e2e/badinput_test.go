@@ -51,6 +51,7 @@ func TestBadInput(t *testing.T) {
 		{"show without file", []string{"show"}, "accepts 1 arg(s)", false},
 		{"unwritable json", []string{"--dst", "10.9.9.9", "--json", "/proc/pathtrace.json"}, "cannot write /proc/pathtrace.json", true},
 		{"missing json dir", []string{"--dst", "10.9.9.9", "--json", filepath.Join(dir, "no/such/dir.json")}, "no such file or directory", true},
+		{"bad backend", []string{"--backend", "ebpf"}, "--backend: want auto, fentry, kprobe or tracepoint", false},
 		{"missing BTF", []string{"--dst", "10.9.9.9", "--kernel-btf", filepath.Join(dir, "vmlinux")}, "kernel BTF not available", true},
 	}
 	for _, c := range cases {

@@ -83,7 +83,7 @@ func (t *Tracer) attachFuncs(spec *ebpf.CollectionSpec, kernel *btf.Spec, want s
 			return backend, nil
 		}
 		if want == backend {
-			return "", fmt.Errorf("--backend %s: %w", backend, err)
+			return "", fmt.Errorf("--backend %s is unavailable on this kernel: %s", backend, reasonOf(err))
 		}
 		refused = append(refused, backend+": "+reasonOf(err))
 	}
@@ -113,7 +113,7 @@ func (t *Tracer) attachBackend(spec *ebpf.CollectionSpec, kernel *btf.Spec, back
 				for _, p := range probes {
 					p.Close()
 				}
-				return nil, nil, fmt.Errorf("%w: %s: %v", errBackend, h.fn, err)
+				return nil, nil, fmt.Errorf("%w: %s: %w", errBackend, h.fn, err)
 			}
 			pr.Error = err.Error()
 		} else {
