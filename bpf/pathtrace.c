@@ -494,6 +494,7 @@ struct sighting {
 	int parsed;
 	enum encap_kind encap;
 	bool freed;
+	struct func_call fn; /* for function hops */
 };
 
 /* emit reports the hop; false when the ring buffer had no room (counted as lost). */
@@ -525,6 +526,7 @@ static __always_inline bool emit(struct scratch *sc, struct sighting *s, bool fi
 		if (s->encap)
 			e->inner = sc->inner;
 	}
+	e->fn = s->fn;
 	if (s->kind == EV_DROP) {
 		/* Dropped by a netfilter rule: nf_hook_slow's entry left the hook it ran. */
 		__u64 tid = bpf_get_current_pid_tgid();
@@ -801,31 +803,12 @@ static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool 
 		bpf_map_delete_elem(&tracked, &key);
 		goto out;
 	}
-	struct event *e = new_event(EV_FUNC);
-	if (!e) {
+	struct sighting si = {
+		.skb = skb, .key = key, .kind = EV_FUNC, .parsed = parsed, .encap = encap,
+		.fn = {.id = id, .has_ret = has_ret, .ret = ret, .nf_hook = nf_hook, .nf_pf = nf_pf},
+	};
+	if (!emit(sc, &si, false, false))
 		t->flags |= TRACK_GAP;
-		goto out;
-	}
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	e->skb = key;
-	e->len = BPF_CORE_READ(skb, len);
-	e->netns = netns_of(dev, skb);
-	if (dev) {
-		e->ifindex = BPF_CORE_READ(dev, ifindex);
-		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
-	}
-	if (!parsed) {
-		e->pkt = sc->p;
-		e->encap = encap;
-		if (encap)
-			e->inner = sc->inner;
-	}
-	e->fn.id = id;
-	e->fn.has_ret = has_ret;
-	e->fn.ret = ret;
-	e->fn.nf_hook = nf_hook;
-	e->fn.nf_pf = nf_pf;
-	submit(e);
 out:
 	sc->busy = 0;
 }

@@ -67,8 +67,7 @@ func (n *NS) attachTCMirror(dev, toDev string) (*tcAttachment, error) {
 
 // attachTCProg loads the one program progName of spec and attaches it to dev's hook parent
 // (netlink.HANDLE_MIN_INGRESS or HANDLE_MIN_EGRESS) as a direct-action bpf filter named like
-// the program, creating the clsact qdisc if dev has none. It is AttachTCDrop's loading and
-// attaching, for the programs added after it.
+// the program, creating the clsact qdisc if dev has none.
 func (n *NS) attachTCProg(spec *ebpf.CollectionSpec, progName, dev string, parent uint32) (*tcAttachment, error) {
 	pspec, ok := spec.Programs[progName]
 	if !ok {

@@ -85,77 +85,7 @@ func (n *NS) attachTCDrop(dev, direction string, denySrc netip.Addr) (*tcAttachm
 	if err := v.Set(binary.NativeEndian.Uint32(a[:])); err != nil {
 		return nil, fmt.Errorf("set DENY_SRC: %w", err)
 	}
-	pspec, ok := spec.Programs[progName]
-	if !ok {
-		return nil, fmt.Errorf("program %s missing from the object", progName)
-	}
-	// Load only the one program, so the other is never in the kernel.
-	spec.Programs = map[string]*ebpf.ProgramSpec{progName: pspec}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", progName, err)
-	}
-	prog := coll.DetachProgram(progName)
-	coll.Close()
-	info, err := prog.Info()
-	if err != nil {
-		prog.Close()
-		return nil, fmt.Errorf("program info: %w", err)
-	}
-	id, ok := info.ID()
-	if !ok {
-		prog.Close()
-		return nil, errors.New("kernel reports no program id")
-	}
-
-	tcMu.Lock()
-	defer tcMu.Unlock()
-	att := &tcAttachment{ns: n, dev: dev, parent: parent, name: progName, prog: prog, progID: uint32(id)}
-	err = n.netlink(func(h *netlink.Handle) error {
-		link, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("find device: %w", err)
-		}
-		att.ifindex = link.Attrs().Index
-		qdisc := &netlink.GenericQdisc{
-			QdiscAttrs: netlink.QdiscAttrs{
-				LinkIndex: att.ifindex,
-				Handle:    netlink.MakeHandle(0xffff, 0),
-				Parent:    netlink.HANDLE_CLSACT,
-			},
-			QdiscType: "clsact",
-		}
-		created := true
-		if err := h.QdiscAdd(qdisc); errors.Is(err, unix.EEXIST) {
-			created = false
-		} else if err != nil {
-			return fmt.Errorf("add clsact qdisc: %w", err)
-		}
-		// Priority and handle are left to the kernel; the filter is found
-		// again by the id of the program it runs (see filter).
-		f := &netlink.BpfFilter{
-			FilterAttrs: netlink.FilterAttrs{
-				LinkIndex: att.ifindex,
-				Parent:    parent,
-				Protocol:  unix.ETH_P_ALL,
-			},
-			Fd:           prog.FD(),
-			Name:         progName,
-			DirectAction: true,
-		}
-		if err := h.FilterAdd(f); err != nil {
-			if created {
-				_ = h.QdiscDel(qdisc)
-			}
-			return fmt.Errorf("add bpf filter: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		prog.Close()
-		return nil, err
-	}
-	return att, nil
+	return n.attachTCProg(spec, progName, dev, parent)
 }
 
 // tcAttachment is one AttachTCDrop: the program stays loaded (its fd open)
