@@ -24,14 +24,16 @@ func functionHops(tr *trace.Trace) bool {
 	return tr.Meta.Backend == "fentry" || tr.Meta.Backend == "kprobe"
 }
 
-// funcHop finds p's hop through kernel function fn in netns.
+// funcHop finds p's hop through kernel function fn in netns (the last one: nf_hook_slow runs
+// once per hook, and the verdict that matters is the last).
 func funcHop(p trace.Packet, netns, fn string) *trace.Hop {
+	var found *trace.Hop
 	for i := range p.Hops {
 		if h := &p.Hops[i]; h.Func != nil && h.Func.Name == fn && h.NetnsName == netns {
-			return h
+			found = h
 		}
 	}
-	return nil
+	return found
 }
 
 // reasonIs says whether a drop's reason is want, on a kernel that reports reasons; before 5.17
