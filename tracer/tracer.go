@@ -349,7 +349,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 			r.Gateway = netip.AddrFrom16(e.Route.Gw)
 		}
 		h.Route = r
-		h.Tuple = nil
+		h.Tuple, h.Encap, h.Outer = nil, "", nil
 		h.Ifindex = 0
 	}
 	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: h}, true
