@@ -80,7 +80,7 @@ func start(t *testing.T, args ...string) *session {
 			<-s.done
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(ready); err == nil {
 			return s
@@ -91,7 +91,7 @@ func start(t *testing.T, args ...string) *session {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pathtrace not ready after 20s\nstderr:\n%s", &s.stderr)
+			t.Fatalf("pathtrace not ready after 60s\nstderr:\n%s", &s.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -190,15 +190,15 @@ func run(c config) int {
 	wg.Wait()
 
 	var summary bytes.Buffer
-	var excluded []string
+	info := []string{fmt.Sprintf("QEMU %s, TCG, -cpu %s -smp %d -m %d", q.Version, c.cpu, c.smp, c.mem)}
 	for _, t := range manifest.Tests {
 		for _, a := range t.Args {
 			if p, ok := strings.CutPrefix(a, "-test.skip="); ok {
-				excluded = append(excluded, t.Name+": "+p)
+				info = append(info, "not run in the VM (-test.skip): "+t.Name+": "+p)
 			}
 		}
 	}
-	ok := writeSummary(&summary, results, excluded, time.Since(start))
+	ok := writeSummary(&summary, results, info, time.Since(start))
 	fmt.Print(summary.String())
 	os.WriteFile(filepath.Join(c.results, "summary.txt"), summary.Bytes(), 0o644)
 	if !ok {

@@ -138,7 +138,7 @@ func dur(d time.Duration) string {
 }
 
 // writeSummary prints the per-kernel table and every failure; it returns whether all passed.
-func writeSummary(w io.Writer, results []*VMResult, excluded []string, total time.Duration) bool {
+func writeSummary(w io.Writer, results []*VMResult, info []string, total time.Duration) bool {
 	ok := true
 	fmt.Fprintln(w, "\n== vmtest results")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -172,8 +172,8 @@ func writeSummary(w io.Writer, results []*VMResult, excluded []string, total tim
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "(passed/failed/skipped count tests and subtests; wall time %s)\n", total.Round(time.Second))
-	for _, e := range excluded {
-		fmt.Fprintf(w, "not run in the VM (-test.skip): %s\n", e)
+	for _, l := range info {
+		fmt.Fprintln(w, l)
 	}
 
 	for _, r := range results {
