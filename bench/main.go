@@ -109,26 +109,27 @@ type tracerRun struct {
 }
 
 type results struct {
-	Started   time.Time      `json:"started"`
-	Finished  time.Time      `json:"finished"`
-	Kernel    string         `json:"kernel"`
-	CPUs      int            `json:"cpus"`
-	Pathtrace string         `json:"pathtrace_binary"`
-	Commit    string         `json:"commit"`
-	Dirty     bool           `json:"dirty"`
-	Duration  string         `json:"run_duration"`
-	Rounds    int            `json:"rounds"`
-	LoadStart string         `json:"loadavg_start"`
-	WaitedS   float64        `json:"waited_for_quiet_s"`
-	LoadEnd   string         `json:"loadavg_end"`
-	Notes     []string       `json:"notes,omitempty"`
-	Runs      []runRecord    `json:"runs"`
-	Drop      *dropResult    `json:"drop_to_verdict,omitempty"`
-	Micro     []microResult  `json:"micro,omitempty"`
-	MicroCmd  string         `json:"micro_command,omitempty"`
-	Summary   []summaryRow   `json:"summary"`
-	Timings   timingSummary  `json:"timings"`
-	Targets   []targetResult `json:"targets"`
+	Started       time.Time      `json:"started"`
+	Finished      time.Time      `json:"finished"`
+	Kernel        string         `json:"kernel"`
+	CPUs          int            `json:"cpus"`
+	Pathtrace     string         `json:"pathtrace_binary"`
+	Commit        string         `json:"commit"`
+	Dirty         bool           `json:"dirty"`
+	Duration      string         `json:"run_duration"`
+	Rounds        int            `json:"rounds"`
+	LoadStart     string         `json:"loadavg_start"`
+	WaitedS       float64        `json:"waited_for_quiet_s"`
+	LoadEnd       string         `json:"loadavg_end"`
+	Notes         []string       `json:"notes,omitempty"`
+	Runs          []runRecord    `json:"runs"`
+	Drop          *dropResult    `json:"drop_to_verdict,omitempty"`
+	Micro         []microResult  `json:"micro,omitempty"`
+	MicroCmd      string         `json:"micro_command,omitempty"`
+	MicroOtherPct float64        `json:"micro_other_work_pct"`
+	Summary       []summaryRow   `json:"summary"`
+	Timings       timingSummary  `json:"timings"`
+	Targets       []targetResult `json:"targets"`
 }
 
 type bench struct {
@@ -149,7 +150,8 @@ func main() {
 		trafficL  = flag.String("traffic", "udp,tcp", "traffic kinds, of: udp (64-byte datagrams, unlimited rate), tcp")
 		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-nonft,matching,matching-nonft,bpftrace", "configs to run")
 		goBin     = flag.String("go", "go", "go command, for the micro-benchmark")
-		benchtime = flag.String("benchtime", "1s", "go test -benchtime for the micro-benchmark")
+		benchtime = flag.String("benchtime", "500ms", "go test -benchtime for the micro-benchmark")
+		count     = flag.Int("count", 3, "go test -count for the micro-benchmark (the median is reported)")
 		drops     = flag.Int("drops", 5, "pings for the drop-to-verdict measurement (0: skip)")
 		micro     = flag.Bool("micro", true, "run the userspace micro-benchmark")
 		force     = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
@@ -157,13 +159,13 @@ func main() {
 		waitTotal = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
 	)
 	flag.Parse()
-	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *waitQuiet, *waitTotal); err != nil {
+	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *waitQuiet, *waitTotal, *count); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force bool, waitQuiet, waitTotal time.Duration) error {
+func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force bool, waitQuiet, waitTotal time.Duration, count int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, BPF)")
 	}
@@ -284,7 +286,18 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 		res.Drop = d
 	}
 	if micro {
-		m, cmdline, err := runMicro(goBin, benchtime)
+		// Compile first, so the idle check and the measurement see no compiler.
+		exec.Command(goBin, "test", "-run", "^$", "-count", "1", "./internal/run/").Run()
+		busy := idleCheck(500 * time.Millisecond)
+		snap := procSnapshot()
+		t0 := time.Now()
+		m, cmdline, err := runMicro(goBin, benchtime, count)
+		// The go command and the test binary are the bench's children: other work is the rest.
+		res.MicroOtherPct = 100 * otherCPU(snap, procSnapshot(), os.Getpid(), time.Since(t0)).Seconds() /
+			(time.Since(t0).Seconds() * float64(runtime.NumCPU()))
+		if busy > busyLimit || res.MicroOtherPct > busyLimit {
+			note("micro-benchmark: other work used %.0f%% of the CPUs before it and %.0f%% during it: its figures are low by that", busy, res.MicroOtherPct)
+		}
 		res.MicroCmd = cmdline
 		if err != nil {
 			note("micro-benchmark: %v", err)
@@ -346,9 +359,9 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 		}
 		// The processes' CPU at the end of the window is read here, after the tracer exited:
 		// the window's other work is what other processes used from its start to now.
-		other := otherCPU(snap0, procSnapshot(), os.Getpid())
-		wall := time.Since(rec.Iperf.WallStart).Seconds()
-		rec.OtherPct = 100 * other.Seconds() / (wall * float64(runtime.NumCPU()))
+		wall := time.Since(rec.Iperf.WallStart)
+		other := otherCPU(snap0, procSnapshot(), os.Getpid(), wall)
+		rec.OtherPct = 100 * other.Seconds() / (wall.Seconds() * float64(runtime.NumCPU()))
 		rec.Disturbed = rec.OtherPct > busyLimit
 	}()
 	mark := func() { snap0 = procSnapshot() }

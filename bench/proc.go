@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,7 +291,10 @@ func procSnapshot() map[int]procCPU {
 // between two snapshots: other people's work that shared the machine with the measurement.
 // Kernel threads are left out (ksoftirqd does the bench's own packets' work too); a process
 // that started and ended between the snapshots is counted only through its parent's cutime.
-func otherCPU(before, after map[int]procCPU, self int) time.Duration {
+func otherCPU(before, after map[int]procCPU, self int, window time.Duration) time.Duration {
+	// A process new since the first snapshot contributes all its CPU, but never more than the
+	// window could hold: one whose first read failed, or a reused pid, must not count its past.
+	maxTicks := uint64(window.Seconds()*clkTck) * uint64(runtime.NumCPU())
 	ours := func(pid int) bool {
 		for n := 0; n < 64 && pid > 2; n++ {
 			if pid == self {
@@ -316,9 +320,9 @@ func otherCPU(before, after map[int]procCPU, self int) time.Duration {
 			continue
 		}
 		if b, ok := before[pid]; ok && a.cpu >= b.cpu {
-			ticks += a.cpu - b.cpu
+			ticks += min(a.cpu-b.cpu, maxTicks)
 		} else if !ok {
-			ticks += a.cpu // started since
+			ticks += min(a.cpu, maxTicks) // started since
 		}
 	}
 	return time.Duration(ticks) * time.Second / clkTck

@@ -257,7 +257,8 @@ func printTable(w io.Writer, res *results) {
 	if len(res.Micro) > 0 {
 		fmt.Fprintf(w, "\nuserspace, %s:\n", res.MicroCmd)
 		for _, m := range res.Micro {
-			fmt.Fprintf(w, "  %-12s %9s events/s  %6.0f ns/event\n", m.Name, human(m.EventsPerSec), m.NsPerEvent)
+			fmt.Fprintf(w, "  %-12s %9s events/s  %6.0f ns/event  %5.0f allocs/op  (median of %d: %s)\n", m.Name, human(m.EventsPerSec), m.NsPerEvent,
+				m.AllocsPerOp, len(m.Samples), humans(m.Samples))
 		}
 	}
 	fmt.Fprintln(w, "\ntargets:")
@@ -282,6 +283,14 @@ func joinF(v []float64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
 		s[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(s, ", ")
+}
+
+func humans(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = human(x)
 	}
 	return strings.Join(s, ", ")
 }

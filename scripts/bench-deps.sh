@@ -8,7 +8,6 @@ pkgs=(
 	iperf3     # traffic: UDP small packets and TCP between the lab's pod and ext
 	bpftrace   # the same tracepoints and filter in a bpftrace script, for comparison
 	iproute2   # ip netns exec, to run iperf3 inside the lab's namespaces
-	iputils-ping # the drop-to-verdict probe (one ping with forwarding off)
 )
 
 . "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
