@@ -17,6 +17,7 @@ var floorHooks = []string{"netif_receive_skb", "net_dev_queue", "net_dev_start_x
 // having any BPF program there at all, the floor under the filtered-out config. Close detaches.
 type emptyPrograms struct {
 	progs []*ebpf.Program
+	hooks []string // the tracepoint of each of progs
 	links []link.Link
 }
 
@@ -39,7 +40,7 @@ func (e *emptyPrograms) attach(tp string, insns asm.Instructions) error {
 	if err == nil {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 		if err == nil {
-			e.progs, e.links = append(e.progs, prog), append(e.links, l)
+			e.progs, e.hooks, e.links = append(e.progs, prog), append(e.hooks, tp), append(e.links, l)
 			return nil
 		}
 		prog.Close()
@@ -56,7 +57,7 @@ func (e *emptyPrograms) attach(tp string, insns asm.Instructions) error {
 		prog.Close()
 		return fmt.Errorf("empty program on %s: %w", tp, errors.Join(append(errs, fmt.Errorf("raw_tp: %w", err))...))
 	}
-	e.progs, e.links = append(e.progs, prog), append(e.links, l)
+	e.progs, e.hooks, e.links = append(e.progs, prog), append(e.hooks, tp), append(e.links, l)
 	return nil
 }
 

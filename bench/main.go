@@ -37,6 +37,8 @@ type config struct {
 	Name string
 	Kind string // "none", "empty" (programs that do nothing, on pathtrace's hooks), "pathtrace", "bpftrace"
 	Args func(t *lab.Topology) []string
+	// Setup prepares the lab before the tracer starts; the function it returns undoes it.
+	Setup func(t *lab.Topology) (func(), error)
 }
 
 var allConfigs = []config{
@@ -46,6 +48,11 @@ var allConfigs = []config{
 		// An address nothing in the lab uses: every hook runs, parses and rejects.
 		return []string{"--src", "10.200.200.200"}
 	}},
+	{Name: "filtered-out-rulesets", Kind: "pathtrace", Args: func(*lab.Topology) []string {
+		// As filtered-out, but each namespace has an (empty) nftables table, so pathtrace's
+		// marking table is in each: its cost where namespaces have rulesets.
+		return []string{"--src", "10.200.200.200"}
+	}, Setup: emptyRulesets},
 	{Name: "filtered-out-nonft", Kind: "pathtrace", Args: func(*lab.Topology) []string {
 		// The same without the nftables tracing table: the BPF programs' cost alone.
 		return []string{"--src", "10.200.200.200", "--no-nftrace"}
@@ -73,7 +80,9 @@ type runRecord struct {
 	Disturbed bool         `json:"disturbed"`
 	Iperf     *iperfResult `json:"iperf,omitempty"`
 	Tracer    *tracerRun   `json:"tracer,omitempty"`
-	Error     string       `json:"error,omitempty"`
+	// Programs: with -bpf-stats, what the programs on pathtrace's hooks cost over the window.
+	Programs []progCost `json:"bpf_programs,omitempty"`
+	Error    string     `json:"error,omitempty"`
 }
 
 // tracerRun is what one tracer process cost and delivered.
@@ -118,6 +127,7 @@ type results struct {
 	Dirty         bool           `json:"dirty"`
 	Duration      string         `json:"run_duration"`
 	Rounds        int            `json:"rounds"`
+	BPFStats      bool           `json:"bpf_stats"` // per-program run time accounting was on (-bpf-stats)
 	LoadStart     string         `json:"loadavg_start"`
 	WaitedS       float64        `json:"waited_for_quiet_s"`
 	LoadEnd       string         `json:"loadavg_end"`
@@ -137,6 +147,7 @@ type bench struct {
 	bin      string
 	script   string
 	duration time.Duration
+	bpfStats bool
 	res      *results
 }
 
@@ -148,7 +159,7 @@ func main() {
 		script    = flag.String("bpftrace-script", "bench/flow.bt", "bpftrace comparison script")
 		outDir    = flag.String("out", "bench/results", "where the JSON results go")
 		trafficL  = flag.String("traffic", "udp,tcp", "traffic kinds, of: udp (64-byte datagrams, unlimited rate), tcp")
-		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-nonft,matching,matching-nonft,bpftrace", "configs to run")
+		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-rulesets,filtered-out-nonft,matching,matching-nonft,bpftrace", "configs to run")
 		goBin     = flag.String("go", "go", "go command, for the micro-benchmark")
 		benchtime = flag.String("benchtime", "500ms", "go test -benchtime for the micro-benchmark")
 		count     = flag.Int("count", 3, "go test -count for the micro-benchmark (the median is reported)")
@@ -157,15 +168,16 @@ func main() {
 		force     = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
 		waitQuiet = flag.Duration("wait-quiet", 15*time.Second, "before each run, wait up to this long for other work to leave the CPUs idle")
 		waitTotal = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
+		bpfStats  = flag.Bool("bpf-stats", false, "measure each hook program's run time and calls (kernel bpf_stats; adds two clock reads per program call to every config with programs)")
 	)
 	flag.Parse()
-	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *waitQuiet, *waitTotal, *count); err != nil {
+	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *bpfStats, *waitQuiet, *waitTotal, *count); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force bool, waitQuiet, waitTotal time.Duration, count int) error {
+func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force, bpfStats bool, waitQuiet, waitTotal time.Duration, count int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, BPF)")
 	}
@@ -200,7 +212,7 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	}
 
 	res := &results{Started: time.Now().UTC(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), Pathtrace: bin,
-		Duration: duration.String(), Rounds: rounds, LoadStart: loadavg()}
+		Duration: duration.String(), Rounds: rounds, BPFStats: bpfStats, LoadStart: loadavg()}
 	res.Commit, res.Dirty = gitState()
 	note := func(format string, a ...any) {
 		s := fmt.Sprintf(format, a...)
@@ -233,7 +245,16 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 		}
 	}
 
-	b := &bench{bin: bin, script: script, duration: duration, res: res}
+	if bpfStats {
+		stats, err := enableBPFStats()
+		if err != nil {
+			return err
+		}
+		defer stats.Close()
+		note("bpf_stats on: every program call also reads the clock twice, so configs with programs are slower than without -bpf-stats")
+	}
+
+	b := &bench{bin: bin, script: script, duration: duration, bpfStats: bpfStats, res: res}
 	topo, err := lab.Standard("ptbench", 60)
 	if err != nil {
 		return err
@@ -382,8 +403,21 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 		if err != nil {
 			return fail(err)
 		}
-		r, err := runIperf(b.topo, tr, b.duration, mark, nil)
+		var p0, p1 map[string]progCounter
+		r, err := runIperf(b.topo, tr, b.duration, func() {
+			mark()
+			if b.bpfStats {
+				p0 = e.counters()
+			}
+		}, func() {
+			if b.bpfStats {
+				p1 = e.counters()
+			}
+		})
 		e.Close()
+		if b.bpfStats {
+			rec.Programs = progCosts(p0, p1)
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -395,6 +429,13 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 			return fail(err)
 		}
 		defer devnull.Close()
+		if c.Setup != nil {
+			undo, err := c.Setup(b.topo)
+			if err != nil {
+				return fail(err)
+			}
+			defer undo()
+		}
 		p, err := startPathtrace(b.bin, c.Args(b.topo), devnull)
 		if err != nil {
 			return fail(err)
@@ -403,13 +444,20 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 		var cpu0, cpu1 time.Duration
 		var st0, st1 kernelStats
 		var ok0, ok1 bool
+		var p0, p1 map[string]progCounter
 		r, ierr := runIperf(b.topo, tr, b.duration, func() {
 			mark()
 			cpu0, _ = cpuTime(p.pid())
 			st0, ok0 = p.counters()
+			if b.bpfStats {
+				p0 = pathtraceCounters()
+			}
 		}, func() {
 			cpu1, _ = cpuTime(p.pid())
 			st1, ok1 = p.counters()
+			if b.bpfStats {
+				p1 = pathtraceCounters()
+			}
 		})
 		stop, tf, serr := p.stop()
 		if ierr != nil {
@@ -419,6 +467,9 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 			return fail(serr)
 		}
 		rec.Iperf = &r
+		if b.bpfStats {
+			rec.Programs = progCosts(p0, p1)
+		}
 		t.fill(r, cpu0, cpu1, stop)
 		if ok0 && ok1 {
 			k := st1.sub(st0)

@@ -8,8 +8,7 @@ import (
 	"strings"
 )
 
-// microResult is one sub-benchmark of BenchmarkAssemble (internal/run/assemble_bench_test.go):
-// the median of its -count runs.
+// microResult is one userspace benchmark (see microBenches): the median of its -count runs.
 type microResult struct {
 	Name         string    `json:"name"`
 	Samples      []float64 `json:"events_per_s_samples"`
@@ -19,48 +18,69 @@ type microResult struct {
 	AllocsPerOp  float64   `json:"allocs_per_op,omitempty"`
 }
 
-// runMicro runs the userspace benchmark with go test and parses its custom metrics.
+// microBenches are the userspace benchmarks: BenchmarkAssemble's sub-benchmarks on recorded
+// events (internal/run/assemble_bench_test.go), and BenchmarkDecodeAssemble, the same events as
+// ring-buffer records decoded and assembled (tracer/decode_bench_test.go), reported as
+// "decode+stream".
+var microBenches = []struct{ pkg, bench, prefix, name string }{
+	{"./internal/run/", "^BenchmarkAssemble$", "BenchmarkAssemble/", ""},
+	{"./tracer/", "^BenchmarkDecodeAssemble$", "BenchmarkDecodeAssemble", "decode+stream"},
+}
+
+// runMicro runs the userspace benchmarks with go test and parses their custom metrics.
 func runMicro(goBin, benchtime string, count int) ([]microResult, string, error) {
-	args := []string{"test", "-run", "^$", "-bench", "^BenchmarkAssemble$", "-benchtime", benchtime, "-count", strconv.Itoa(count), "./internal/run/"}
-	cmd := exec.Command(goBin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmdline := goBin + " " + strings.Join(args, " ")
-	if err := cmd.Run(); err != nil {
-		return nil, cmdline, fmt.Errorf("%s: %v\n%s", cmdline, err, out.String())
-	}
 	var res []microResult
+	var cmdlines []string
 	samples := map[string][]microResult{}
-	for _, line := range strings.Split(out.String(), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasPrefix(f[0], "BenchmarkAssemble/") {
-			continue
+	for _, mb := range microBenches {
+		args := []string{"test", "-run", "^$", "-bench", mb.bench, "-benchtime", benchtime, "-count", strconv.Itoa(count), mb.pkg}
+		cmd := exec.Command(goBin, args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmdline := goBin + " " + strings.Join(args, " ")
+		cmdlines = append(cmdlines, cmdline)
+		if err := cmd.Run(); err != nil {
+			return nil, strings.Join(cmdlines, "; "), fmt.Errorf("%s: %v\n%s", cmdline, err, out.String())
 		}
-		name := strings.TrimPrefix(f[0], "BenchmarkAssemble/")
-		if i := strings.LastIndexByte(name, '-'); i > 0 {
-			name = name[:i] // GOMAXPROCS suffix
-		}
-		r := microResult{Name: name}
-		for i := 1; i+1 < len(f); i++ {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
+		found := false
+		for _, line := range strings.Split(out.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 4 || !strings.HasPrefix(f[0], mb.prefix) {
 				continue
 			}
-			switch f[i+1] {
-			case "events/s":
-				r.EventsPerSec = v
-			case "ns/event":
-				r.NsPerEvent = v
-			case "B/op":
-				r.BytesPerOp = v
-			case "allocs/op":
-				r.AllocsPerOp = v
+			name := strings.TrimPrefix(f[0], mb.prefix)
+			if i := strings.LastIndexByte(name, '-'); i >= 0 {
+				name = name[:i] // GOMAXPROCS suffix
 			}
+			if mb.name != "" {
+				name = mb.name
+			}
+			r := microResult{Name: name}
+			for i := 1; i+1 < len(f); i++ {
+				v, err := strconv.ParseFloat(f[i], 64)
+				if err != nil {
+					continue
+				}
+				switch f[i+1] {
+				case "events/s":
+					r.EventsPerSec = v
+				case "ns/event":
+					r.NsPerEvent = v
+				case "B/op":
+					r.BytesPerOp = v
+				case "allocs/op":
+					r.AllocsPerOp = v
+				}
+			}
+			if _, seen := samples[name]; !seen {
+				res = append(res, microResult{Name: name})
+			}
+			samples[name] = append(samples[name], r)
+			found = true
 		}
-		if _, seen := samples[name]; !seen {
-			res = append(res, microResult{Name: name})
+		if !found {
+			return nil, strings.Join(cmdlines, "; "), fmt.Errorf("%s: no %s results in:\n%s", cmdline, mb.bench, out.String())
 		}
-		samples[name] = append(samples[name], r)
 	}
 	for i := range res {
 		ss := samples[res[i].Name]
@@ -71,8 +91,5 @@ func runMicro(goBin, benchtime string, count int) ([]microResult, string, error)
 		res[i].Samples = eps
 		res[i].EventsPerSec, res[i].NsPerEvent, res[i].BytesPerOp, res[i].AllocsPerOp = median(eps), median(ns), median(bo), median(ao)
 	}
-	if len(res) == 0 {
-		return nil, cmdline, fmt.Errorf("%s: no BenchmarkAssemble results in:\n%s", cmdline, out.String())
-	}
-	return res, cmdline, nil
+	return res, strings.Join(cmdlines, "; "), nil
 }

@@ -33,7 +33,9 @@ type summaryRow struct {
 	DetachMS     float64 `json:"detach_ms"`
 	TraceMB      float64 `json:"trace_mb"`
 	Packets      float64 `json:"trace_packets"`
-	Tracer       bool    `json:"-"`
+	// Programs: with -bpf-stats, the hook programs' cost, per hook and for all hooks.
+	Programs []progSummary `json:"bpf_programs,omitempty"`
+	Tracer   bool          `json:"-"`
 }
 
 type timingSummary struct {
@@ -147,6 +149,7 @@ func summarize(res *results, trs []traffic, cfgs []config) {
 			row.Lost, row.Skipped = median(lost), median(skipped)
 			row.AttachMS, row.DetachMS = median(att), median(det)
 			row.TraceMB, row.Packets = median(mb), median(pk)
+			row.Programs = summarizeProgs(used[[2]string{tr.Name, c.Name}])
 			res.Summary = append(res.Summary, row)
 		}
 	}
@@ -168,8 +171,12 @@ func summarize(res *results, trs []traffic, cfgs []config) {
 		}
 	}
 	for _, m := range res.Micro {
-		if m.Name == "stream" {
+		switch m.Name {
+		case "stream":
 			res.Targets = append(res.Targets, targetResult{What: "userspace assembly (BenchmarkAssemble/stream)",
+				Value: m.EventsPerSec, Target: 1e6, Unit: "events/s", Met: m.EventsPerSec >= 1e6})
+		case "decode+stream":
+			res.Targets = append(res.Targets, targetResult{What: "userspace decode+assembly (BenchmarkDecodeAssemble)",
 				Value: m.EventsPerSec, Target: 1e6, Unit: "events/s", Met: m.EventsPerSec >= 1e6})
 		}
 	}
@@ -241,6 +248,7 @@ func printTable(w io.Writer, res *results) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	tw.Flush()
+	printProgTable(w, res)
 
 	t := res.Timings
 	fmt.Fprintln(w)

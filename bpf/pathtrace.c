@@ -26,6 +26,23 @@ volatile const struct config CFG = {};
 #define AF_INET 2
 #define AF_INET6 10
 
+/* How a build of a hook reads kernel memory. Code shared by the builds takes it as a constant,
+ * so each build keeps only its own way. */
+enum read_mode {
+	/* raw_tp: the arguments are bare numbers; everything goes through bpf_probe_read_kernel. */
+	RD_PROBE,
+	/* tp_btf: the arguments are BTF-typed, so kernel structs are read with plain loads; packet
+	 * bytes (behind skb->head, an unsigned char *) still through bpf_probe_read_kernel. */
+	RD_BTF,
+	/* tp_btf where bpf_rdonly_cast exists (6.2+): packet bytes too with plain loads, through a
+	 * read-only BTF pointer (a load that faults reads zero). No helper call on the way. */
+	RD_CAST,
+};
+
+#define KREAD(rd, ptr, field) ((rd) != RD_PROBE ? (ptr)->field : BPF_CORE_READ(ptr, field))
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
@@ -64,13 +81,38 @@ struct {
 	__type(value, __u64);
 } learned SEC(".maps");
 
-/* How many flows were ever learned: while none was, a packet costs no learned-map lookup. */
+/* What lets a packet of another flow be turned away after one read of its IP header. */
+struct gates {
+	/* How many flows were ever learned: while none was, a packet's addresses decide. */
+	__u64 learned;
+	/* sk_buffs tracked, or more: raised before a packet is tracked, lowered when a tracked
+	 * one is forgotten. Entries the LRU evicts are never lowered for, so it can only be too
+	 * high, which costs a lookup; while it is 0 no sk_buff is tracked and none is looked up. */
+	__s64 tracked;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} learned_count SEC(".maps");
+	__type(value, struct gates);
+} gates SEC(".maps");
+
+static __always_inline struct gates *gates_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&gates, &zero);
+}
+
+/* Forgets a tracked sk_buff. */
+static __always_inline void untrack(__u64 key)
+{
+	if (bpf_map_delete_elem(&tracked, &key))
+		return;
+	struct gates *g = gates_get();
+	if (g)
+		__sync_fetch_and_add(&g->tracked, -1);
+}
 
 /* Working space for one hook run: two packets and flow keys do not fit the 512-byte BPF stack.
  * A hook that interrupts another on the same CPU (a softirq on the way out of an interrupt)
@@ -286,24 +328,28 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 
 /* Where the IP header is depends on the hook: at receive skb->data points at it (the MAC
  * header has been pulled); elsewhere the stack has set network_header. */
-static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, struct packet *p,
+/* Where the IP header starts, or 0 when the stack has not set it. */
+static __always_inline unsigned char *l3_of(struct sk_buff *skb, bool at_data, int rd)
+{
+	if (at_data)
+		return KREAD(rd, skb, data);
+	__u16 nh = KREAD(rd, skb, network_header);
+	/* 0 and ~0 both mean "never set" depending on how the skb was built. */
+	if (nh == 0 || nh == 0xffff)
+		return 0;
+	return KREAD(rd, skb, head) + nh;
+}
+
+static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, int rd, struct packet *p,
 				     struct packet *inner, enum encap_kind *encap, struct parse_gate g)
 {
-	__be16 protocol = BPF_CORE_READ(skb, protocol);
-	unsigned char *l3;
+	__be16 protocol = KREAD(rd, skb, protocol);
 
 	if (protocol != bpf_htons(ETH_P_IP) && protocol != bpf_htons(ETH_P_IPV6))
 		return PARSE_NOT_IP;
-
-	if (at_data) {
-		l3 = BPF_CORE_READ(skb, data);
-	} else {
-		__u16 nh = BPF_CORE_READ(skb, network_header);
-		/* 0 and ~0 both mean "never set" depending on how the skb was built. */
-		if (nh == 0 || nh == 0xffff)
-			return PARSE_UNREADABLE;
-		l3 = BPF_CORE_READ(skb, head) + nh;
-	}
+	unsigned char *l3 = l3_of(skb, at_data, rd);
+	if (!l3)
+		return PARSE_UNREADABLE;
 	__u32 l4off;
 	int err = parse_l3(l3, protocol, p, &l4off, g);
 	if (err == PARSE_UNWANTED)
@@ -369,6 +415,159 @@ static __always_inline bool filter_match(const struct packet *p)
 	       match_oneway(p, p->daddr, p->saddr, p->dport, p->sport);
 }
 
+/* The filter's addresses as 32-bit words, for packets read as words. */
+#define FILTER_WORD(field, i) (((const volatile __u32 *)CFG.filter.field)[i])
+
+static __always_inline bool match4(__be32 src, __be32 dst)
+{
+	return (src & FILTER_WORD(src_mask, 0)) == FILTER_WORD(src, 0) &&
+	       (dst & FILTER_WORD(dst_mask, 0)) == FILTER_WORD(dst, 0);
+}
+
+static __always_inline bool match6(const __u32 *src, const __u32 *dst)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if ((src[i] & FILTER_WORD(src_mask, i)) != FILTER_WORD(src, i) ||
+		    (dst[i] & FILTER_WORD(dst_mask, i)) != FILTER_WORD(dst, i))
+			return false;
+	return true;
+}
+
+/* Whether a transport protocol rules a packet out whatever its addresses. */
+static __always_inline bool proto_rejects(__u8 proto)
+{
+	const volatile struct filter *f = &CFG.filter;
+	if (f->proto && f->proto != proto)
+		return true;
+	/* A port names a TCP or UDP flow (match_oneway). */
+	return (f->sport || f->dport) && proto != IPPROTO_TCP && proto != IPPROTO_UDP;
+}
+
+/* Whether the 8 bytes after a UDP header look like VXLAN or Geneve (as parse_encap reads them). */
+static __always_inline bool tunnel_header(const __u8 *h)
+{
+	return (h[0] == 0x08 && !h[1] && !h[2] && !h[3] && !h[7]) ||
+	       ((h[0] >> 6) == 0 && h[2] == 0x65 && h[3] == 0x58);
+}
+
+/* Aligned: the addresses are compared as 32-bit words, and the verifier wants stack loads
+ * aligned. */
+struct quick4 {
+	struct iphdr ip;
+	__u8 udp[8];
+	__u8 tun[8];
+} __attribute__((aligned(8)));
+
+struct quick6 {
+	struct ipv6hdr ip;
+	__u8 udp[8];
+	__u8 tun[8];
+} __attribute__((aligned(8)));
+
+/* Reads what quick_reject looks at of an IPv4 packet at l3 into h (the tunnel bytes only
+ * where tunnels are looked for). Non-zero when it could not. */
+static __always_inline long quick_read4(unsigned char *l3, struct quick4 *h, bool tunnels, int rd)
+{
+	if (rd != RD_CAST)
+		return bpf_probe_read_kernel(h, tunnels ? sizeof(*h) : sizeof(h->ip), l3);
+	/* Plain loads through a read-only BTF pointer, which the verifier checks against the type
+	 * it is cast to: struct ipv6hdr, 40 bytes of plain fields, is a window over the IPv4, UDP
+	 * and tunnel headers (36 bytes). Byte loads, or 32-bit ones inside one address field, stay
+	 * within a member, as every kernel's verifier wants. */
+	const __u8 *w = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
+	__u8 *frag = (__u8 *)&h->ip.frag_off;
+	h->ip.ihl_version = w[0];
+	frag[0] = w[6];
+	frag[1] = w[7];
+	h->ip.protocol = w[9];
+	h->ip.saddr = *(const __u32 *)(w + 12);
+	h->ip.daddr = *(const __u32 *)(w + 16);
+	if (tunnels) {
+		/* Inside daddr: two words, not eight bytes (each load is range-checked). */
+		__u32 *tun = (__u32 *)h->tun;
+		tun[0] = *(const __u32 *)(w + 28);
+		tun[1] = *(const __u32 *)(w + 32);
+	}
+	return 0;
+}
+
+/* The same for IPv6: 56 bytes, through two 40-byte windows. */
+static __always_inline long quick_read6(unsigned char *l3, struct quick6 *h, bool tunnels, int rd)
+{
+	if (rd != RD_CAST)
+		return bpf_probe_read_kernel(h, tunnels ? sizeof(*h) : sizeof(h->ip), l3);
+	const __u8 *w = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
+	__u32 *addrs = (__u32 *)&h->ip.saddr;
+	h->ip.priority_version = w[0];
+	h->ip.nexthdr = w[6];
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		addrs[i] = *(const __u32 *)(w + 8 + 4 * i);
+	if (tunnels) {
+		const __u8 *next = bpf_rdonly_cast(l3 + sizeof(struct ipv6hdr),
+						   bpf_core_type_id_kernel(struct ipv6hdr));
+		__u32 *tun = (__u32 *)h->tun;
+		tun[0] = *(const __u32 *)(next + 8);
+		tun[1] = *(const __u32 *)(next + 12);
+	}
+	return 0;
+}
+
+/* The cheap answer for an sk_buff not tracked: true when it surely is not a packet to start
+ * (what new_packet would decide after the whole parse), from skb->protocol and one read of the
+ * IP header (quick_read4/6), plus the 16 bytes after it where tunnels are looked for (tunnels:
+ * does UDP carry VXLAN or Geneve?). false means "parse it all": it may match, carry a packet that does, or be
+ * something this shortcut does not read (IP options, IPv6 extension headers). learned: NAT
+ * translations were learned, so any address may be a translated one. */
+static __always_inline bool quick_reject(struct sk_buff *skb, bool at_data, int rd, bool tunnels,
+					 bool learned)
+{
+	const volatile struct filter *f = &CFG.filter;
+	__be16 protocol = KREAD(rd, skb, protocol);
+
+	if (protocol != bpf_htons(ETH_P_IP) && protocol != bpf_htons(ETH_P_IPV6))
+		return true;
+	if (learned)
+		return false;
+	unsigned char *l3 = l3_of(skb, at_data, rd);
+	if (!l3)
+		return true;
+	if (protocol == bpf_htons(ETH_P_IP)) {
+		struct quick4 h;
+		if (quick_read4(l3, &h, tunnels, rd))
+			return true;
+		if ((h.ip.ihl_version >> 4) != 4)
+			return true;
+		__u8 proto = h.ip.protocol;
+		if (tunnels) {
+			if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6)
+				return false;
+			if (proto == IPPROTO_UDP && !(h.ip.frag_off & bpf_htons(0x1fff)) &&
+			    ((h.ip.ihl_version & 0x0f) != 5 || tunnel_header(h.tun)))
+				return false;
+		}
+		/* Carrying no other packet: the filter sees this one. */
+		if (f->family == 6 || proto_rejects(proto))
+			return true;
+		return !match4(h.ip.saddr, h.ip.daddr) && !match4(h.ip.daddr, h.ip.saddr);
+	}
+	struct quick6 h;
+	if (quick_read6(l3, &h, tunnels, rd))
+		return true;
+	if ((h.ip.priority_version >> 4) != 6)
+		return true;
+	__u8 proto = h.ip.nexthdr;
+	if (proto == 0 || proto == 43 || proto == 60 || proto == 44)
+		return false;
+	if (tunnels && proto == IPPROTO_UDP && tunnel_header(h.tun))
+		return false;
+	if (f->family == 4 || proto_rejects(proto))
+		return true;
+	const __u32 *src = (const __u32 *)&h.ip.saddr, *dst = (const __u32 *)&h.ip.daddr;
+	return !match6(src, dst) && !match6(dst, src);
+}
+
 static __always_inline void flow_of(const struct packet *p, struct flow_key *k)
 {
 	__builtin_memcpy(k->saddr, p->saddr, 16);
@@ -420,9 +619,8 @@ static __always_inline bool learned_fresh(struct flow_key *k, __u64 now)
  * working space. */
 static __always_inline bool learned_match(const struct packet *p, struct flow_key *k)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
-	if (!n || !*n || !p->family)
+	struct gates *g = gates_get();
+	if (!g || !g->learned || !p->family)
 		return false;
 	__u64 now = bpf_ktime_get_ns();
 	flow_of(p, k);
@@ -446,10 +644,9 @@ static __always_inline void learn(struct flow_key *k)
 	k->dport = 0;
 	k->proto = 0;
 	bpf_map_update_elem(&learned, k, &now, BPF_ANY);
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	struct gates *g = gates_get();
+	if (g)
+		__sync_fetch_and_add(&g->learned, 1);
 	count(STAT_LEARNED);
 }
 
@@ -561,6 +758,12 @@ static __always_inline void new_packet(struct scratch *sc, struct sighting *s, s
 	sc->nt.flags = 0;
 	flow_of(flow, &sc->nt.flow);
 	identity_of(flow, &sc->nt);
+	if (!s->freed) {
+		/* Raised before the entry exists: a CPU that sees the entry sees the count. */
+		struct gates *g = gates_get();
+		if (g)
+			__sync_fetch_and_add(&g->tracked, 1);
+	}
 	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
 				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
 		count(STAT_SKIPPED);
@@ -575,7 +778,8 @@ static __always_inline void new_packet(struct scratch *sc, struct sighting *s, s
 	if (!emit(sc, s, true, false) && !s->freed) {
 		/* Lost its first event after all (another CPU filled the ring): leave it out whole. */
 		sc->nt.flags = TRACK_SKIPPED;
-		bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY);
+		/* Only if still there: one freed meanwhile must not come back uncounted (gates). */
+		bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_EXIST);
 	}
 }
 
@@ -586,7 +790,7 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 {
 	if (t->flags & TRACK_SKIPPED) {
 		if (s->freed)
-			bpf_map_delete_elem(&tracked, &s->key);
+			untrack(s->key);
 		return;
 	}
 	bool gap = t->flags & TRACK_GAP;
@@ -598,7 +802,7 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 		}
 	}
 	if (s->freed) {
-		bpf_map_delete_elem(&tracked, &s->key);
+		untrack(s->key);
 	} else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
 		   bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
 		t->flags |= TRACK_GAP;
@@ -611,30 +815,27 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 		t->flags |= TRACK_GAP;
 }
 
-/* The common path of every sk_buff hook. */
+/* The whole path of an sk_buff hook, for a tracked packet (t) or one quick_reject let through. */
 static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
-				      __u32 kind, bool at_data, __u64 location, __u32 reason)
+				      __u32 kind, bool at_data, int rd, __u64 location, __u32 reason,
+				      struct track *t, bool learned)
 {
 	struct sighting s = {
 		.skb = skb, .dev = dev, .key = (__u64)skb, .location = location, .kind = kind,
 		.reason = reason, .freed = kind == EV_DROP || kind == EV_CONSUME,
 	};
-	struct track *t = bpf_map_lookup_elem(&tracked, &s.key);
 
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	/* Most packets on a node are not the traced flow: for them one read of the IP header must
-	 * do. A tracked one is read whole, tunnels and all. */
+	/* A packet not tracked is read no further than it can match; a tracked one is read whole,
+	 * tunnels and all. */
 	struct parse_gate g = {};
 	if (!t) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&learned_count, &zero);
 		g.on = true;
-		g.learned = n && *n;
-		/* A tunnel packet is first seen where it enters or leaves a device. */
+		g.learned = learned;
 		g.tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
 	}
-	s.parsed = parse_skb(skb, at_data, &sc->p, &sc->inner, &s.encap, g);
+	s.parsed = parse_skb(skb, at_data, rd, &sc->p, &sc->inner, &s.encap, g);
 	/* The flow is what the user follows: the carried packet when there is one. */
 	struct packet *flow = s.encap ? &sc->inner : &sc->p;
 
@@ -645,7 +846,7 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 	/* A tracked address carrying another packet: the old one was freed where no tracepoint
 	 * sees (TCP's pure ACKs are), and this is a new packet. */
 	if (s.parsed == PARSE_NOT_IP || (!s.parsed && !same_life(t, flow))) {
-		bpf_map_delete_elem(&tracked, &s.key);
+		untrack(s.key);
 		new_packet(sc, &s, flow);
 		return;
 	}
@@ -666,72 +867,94 @@ static __always_inline struct scratch *enter(void)
 	return sc;
 }
 
+/* Every sk_buff hook. Most sk_buffs on a node are not the traced flow, and while nothing is
+ * tracked they are turned away before any map but gates is touched. */
 static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, __u32 kind,
-				   bool at_data, __u64 location, __u32 reason)
+				   bool at_data, int rd, __u64 location, __u32 reason)
 {
+	struct gates *g = gates_get();
+	if (!g)
+		return;
+	__u64 key = (__u64)skb;
+	struct track *t = 0;
+	if (g->tracked)
+		t = bpf_map_lookup_elem(&tracked, &key);
+	bool learned = g->learned != 0;
+	/* A tunnel packet is first seen where it enters or leaves a device. */
+	if (!t && quick_reject(skb, at_data, rd, kind == EV_RECEIVE || kind == EV_QUEUE, learned))
+		return;
 	struct scratch *sc = enter();
 	if (!sc)
 		return;
-	track_skb(sc, skb, dev, kind, at_data, location, reason);
+	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, learned);
 	sc->busy = 0;
 }
 
-/* Each hook is built twice: tp_btf (typed, cheapest) and raw_tp (older kernels or kernels
- * that refuse BTF-typed attachment). The loader keeps whichever the kernel accepts. */
-#define HOOK(name, tp, ...)                                 \
-	SEC("tp_btf/" #tp) int BPF_PROG(name##_btf, __VA_ARGS__) \
-	HOOK_BODY_##name                                      \
-	SEC("raw_tp/" #tp) int BPF_PROG(name##_raw, __VA_ARGS__) \
-	HOOK_BODY_##name
+/* Each hook is built three times: tp_btf reading packets through bpf_rdonly_cast (6.2+,
+ * cheapest), tp_btf reading them through probe reads, and raw_tp (kernels that refuse
+ * BTF-typed attachment). The loader keeps the first the kernel accepts. The body is told which
+ * build it is in (enum read_mode). */
+#define HOOK(name, tp, ...)                                   \
+	SEC("tp_btf/" #tp) int BPF_PROG(name##_cast, __VA_ARGS__) \
+	HOOK_BODY_##name(RD_CAST)                               \
+	SEC("tp_btf/" #tp) int BPF_PROG(name##_btf, __VA_ARGS__)  \
+	HOOK_BODY_##name(RD_BTF)                                \
+	SEC("raw_tp/" #tp) int BPF_PROG(name##_raw, __VA_ARGS__)  \
+	HOOK_BODY_##name(RD_PROBE)
 
-#define HOOK_BODY_on_receive { on_skb(skb, 0, EV_RECEIVE, true, 0, 0); return 0; }
+#define HOOK_BODY_on_receive(rd) { on_skb(skb, 0, EV_RECEIVE, true, rd, 0, 0); return 0; }
 HOOK(on_receive, netif_receive_skb, struct sk_buff *skb)
 
-#define HOOK_BODY_on_queue { on_skb(skb, 0, EV_QUEUE, false, 0, 0); return 0; }
+#define HOOK_BODY_on_queue(rd) { on_skb(skb, 0, EV_QUEUE, false, rd, 0, 0); return 0; }
 HOOK(on_queue, net_dev_queue, struct sk_buff *skb)
 
-#define HOOK_BODY_on_xmit { on_skb(skb, dev, EV_XMIT, false, 0, 0); return 0; }
+#define HOOK_BODY_on_xmit(rd) { on_skb(skb, dev, EV_XMIT, false, rd, 0, 0); return 0; }
 HOOK(on_xmit, net_dev_start_xmit, struct sk_buff *skb, struct net_device *dev)
 
-#define HOOK_BODY_on_kfree                                                              \
+#define HOOK_BODY_on_kfree(rd)                                                         \
 	{                                                                               \
 		__u32 reason = 0;                                                       \
 		/* The reason argument exists since 5.17; read it only where it does. */ \
 		if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, reason))    \
 			reason = (__u32)ctx[2];                                          \
-		on_skb(skb, 0, EV_DROP, false, (__u64)location, reason);               \
+		on_skb(skb, 0, EV_DROP, false, rd, (__u64)location, reason);          \
 		return 0;                                                               \
 	}
 HOOK(on_kfree, kfree_skb, struct sk_buff *skb, void *location)
 
-#define HOOK_BODY_on_consume                                                          \
+#define HOOK_BODY_on_consume(rd)                                                     \
 	{                                                                             \
 		__u64 location = 0;                                                   \
 		if (bpf_core_field_exists(struct trace_event_raw_consume_skb, location)) \
 			location = ctx[1];                                            \
-		on_skb(skb, 0, EV_CONSUME, false, location, 0);                      \
+		on_skb(skb, 0, EV_CONSUME, false, rd, location, 0);                 \
 		return 0;                                                             \
 	}
 HOOK(on_consume, consume_skb, struct sk_buff *skb)
 
 /* A FIB lookup does not see the sk_buff, only the flow: match it on addresses (and protocol
  * when the caller filled it in). Userspace ties it to the packet on the same CPU. */
-static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err)
+static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err,
+				   int rd)
 {
 	const volatile struct filter *f = &CFG.filter;
-	struct packet p = {};
-	__be32 s = BPF_CORE_READ(flp, saddr), d = BPF_CORE_READ(flp, daddr);
 
 	if (f->family == 6)
 		return;
+	__u8 proto = KREAD(rd, flp, __fl_common.flowic_proto);
+	if (f->proto && proto && f->proto != proto)
+		return;
+	__be32 s = KREAD(rd, flp, saddr), d = KREAD(rd, flp, daddr);
+	struct packet p = {};
 	p.family = 4;
-	p.proto = BPF_CORE_READ(flp, __fl_common.flowic_proto);
+	p.proto = proto;
 	__builtin_memcpy(p.saddr, &s, 4);
 	__builtin_memcpy(p.daddr, &d, 4);
-	if (f->proto && p.proto && f->proto != p.proto)
-		return;
 	/* Ports are not reliably filled in for input lookups: match addresses only. */
-	if (!match_addrs(p.saddr, p.daddr) && !match_addrs(p.daddr, p.saddr)) {
+	if (!match4(s, d) && !match4(d, s)) {
+		struct gates *g = gates_get();
+		if (!g || !g->learned)
+			return;
 		struct scratch *sc = enter();
 		if (!sc)
 			return;
@@ -778,7 +1001,7 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	submit(e);
 }
 
-#define HOOK_BODY_on_fib { on_fib(table, flp, nhc, err); return 0; }
+#define HOOK_BODY_on_fib(rd) { on_fib(table, flp, nhc, err, rd); return 0; }
 HOOK(on_fib, fib_table_lookup, __u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err)
 
 /* Function-level hops: only for packets already tracked (the tracepoints start them), so an
@@ -787,6 +1010,9 @@ HOOK(on_fib, fib_table_lookup, __u32 table, struct flowi4 *flp, struct fib_nh_co
 static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool has_ret, __s32 ret,
 				     __u8 nf_hook, __u8 nf_pf)
 {
+	struct gates *g = gates_get();
+	if (!g || !g->tracked)
+		return;
 	__u64 key = (__u64)skb;
 	struct track *t = bpf_map_lookup_elem(&tracked, &key);
 	if (!t || (t->flags & TRACK_SKIPPED))
@@ -797,10 +1023,10 @@ static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool 
 	enum encap_kind encap = ENCAP_NONE;
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	int parsed = parse_skb(skb, false, &sc->p, &sc->inner, &encap, (struct parse_gate){});
+	int parsed = parse_skb(skb, false, RD_PROBE, &sc->p, &sc->inner, &encap, (struct parse_gate){});
 	struct packet *flow = encap ? &sc->inner : &sc->p;
 	if (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow))) {
-		bpf_map_delete_elem(&tracked, &key);
+		untrack(key);
 		goto out;
 	}
 	struct sighting si = {
@@ -849,6 +1075,9 @@ int BPF_PROG(fe_br_forward, void *to, struct sk_buff *skb)
  * when it was stolen or queued. */
 static __always_inline void nf_enter(struct sk_buff *skb, struct nf_hook_state *state)
 {
+	struct gates *g = gates_get();
+	if (!g || !g->tracked)
+		return;
 	__u64 key = (__u64)skb;
 	if (!bpf_map_lookup_elem(&tracked, &key))
 		return;

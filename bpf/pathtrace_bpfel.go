@@ -119,6 +119,12 @@ const (
 	PathtraceFuncIdFN_IP6OUTPUT         PathtraceFuncId = 8
 )
 
+type PathtraceGates struct {
+	_       structs.HostLayout
+	Learned uint64
+	Tracked int64
+}
+
 type PathtraceNfCall struct {
 	_    structs.HostLayout
 	Skb  uint64
@@ -193,8 +199,8 @@ type PathtraceTrack struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	PathtraceMapEvents             = "events"
+	PathtraceMapGates              = "gates"
 	PathtraceMapLearned            = "learned"
-	PathtraceMapLearnedCount       = "learned_count"
 	PathtraceMapNfCalls            = "nf_calls"
 	PathtraceMapScratch            = "scratch"
 	PathtraceMapStats              = "stats"
@@ -218,16 +224,22 @@ const (
 	PathtraceProgKpNfHookSlow      = "kp_nf_hook_slow"
 	PathtraceProgKrNfHookSlow      = "kr_nf_hook_slow"
 	PathtraceProgOnConsumeBtf      = "on_consume_btf"
+	PathtraceProgOnConsumeCast     = "on_consume_cast"
 	PathtraceProgOnConsumeRaw      = "on_consume_raw"
 	PathtraceProgOnFibBtf          = "on_fib_btf"
+	PathtraceProgOnFibCast         = "on_fib_cast"
 	PathtraceProgOnFibRaw          = "on_fib_raw"
 	PathtraceProgOnKfreeBtf        = "on_kfree_btf"
+	PathtraceProgOnKfreeCast       = "on_kfree_cast"
 	PathtraceProgOnKfreeRaw        = "on_kfree_raw"
 	PathtraceProgOnQueueBtf        = "on_queue_btf"
+	PathtraceProgOnQueueCast       = "on_queue_cast"
 	PathtraceProgOnQueueRaw        = "on_queue_raw"
 	PathtraceProgOnReceiveBtf      = "on_receive_btf"
+	PathtraceProgOnReceiveCast     = "on_receive_cast"
 	PathtraceProgOnReceiveRaw      = "on_receive_raw"
 	PathtraceProgOnXmitBtf         = "on_xmit_btf"
+	PathtraceProgOnXmitCast        = "on_xmit_cast"
 	PathtraceProgOnXmitRaw         = "on_xmit_raw"
 	PathtraceVarCFG                = "CFG"
 )
@@ -293,16 +305,22 @@ type PathtraceProgramSpecs struct {
 	KpNfHookSlow      *ebpf.ProgramSpec `ebpf:"kp_nf_hook_slow"`
 	KrNfHookSlow      *ebpf.ProgramSpec `ebpf:"kr_nf_hook_slow"`
 	OnConsumeBtf      *ebpf.ProgramSpec `ebpf:"on_consume_btf"`
+	OnConsumeCast     *ebpf.ProgramSpec `ebpf:"on_consume_cast"`
 	OnConsumeRaw      *ebpf.ProgramSpec `ebpf:"on_consume_raw"`
 	OnFibBtf          *ebpf.ProgramSpec `ebpf:"on_fib_btf"`
+	OnFibCast         *ebpf.ProgramSpec `ebpf:"on_fib_cast"`
 	OnFibRaw          *ebpf.ProgramSpec `ebpf:"on_fib_raw"`
 	OnKfreeBtf        *ebpf.ProgramSpec `ebpf:"on_kfree_btf"`
+	OnKfreeCast       *ebpf.ProgramSpec `ebpf:"on_kfree_cast"`
 	OnKfreeRaw        *ebpf.ProgramSpec `ebpf:"on_kfree_raw"`
 	OnQueueBtf        *ebpf.ProgramSpec `ebpf:"on_queue_btf"`
+	OnQueueCast       *ebpf.ProgramSpec `ebpf:"on_queue_cast"`
 	OnQueueRaw        *ebpf.ProgramSpec `ebpf:"on_queue_raw"`
 	OnReceiveBtf      *ebpf.ProgramSpec `ebpf:"on_receive_btf"`
+	OnReceiveCast     *ebpf.ProgramSpec `ebpf:"on_receive_cast"`
 	OnReceiveRaw      *ebpf.ProgramSpec `ebpf:"on_receive_raw"`
 	OnXmitBtf         *ebpf.ProgramSpec `ebpf:"on_xmit_btf"`
+	OnXmitCast        *ebpf.ProgramSpec `ebpf:"on_xmit_cast"`
 	OnXmitRaw         *ebpf.ProgramSpec `ebpf:"on_xmit_raw"`
 }
 
@@ -310,13 +328,13 @@ type PathtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceMapSpecs struct {
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Learned      *ebpf.MapSpec `ebpf:"learned"`
-	LearnedCount *ebpf.MapSpec `ebpf:"learned_count"`
-	NfCalls      *ebpf.MapSpec `ebpf:"nf_calls"`
-	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
+	Events  *ebpf.MapSpec `ebpf:"events"`
+	Gates   *ebpf.MapSpec `ebpf:"gates"`
+	Learned *ebpf.MapSpec `ebpf:"learned"`
+	NfCalls *ebpf.MapSpec `ebpf:"nf_calls"`
+	Scratch *ebpf.MapSpec `ebpf:"scratch"`
+	Stats   *ebpf.MapSpec `ebpf:"stats"`
+	Tracked *ebpf.MapSpec `ebpf:"tracked"`
 }
 
 // PathtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -346,20 +364,20 @@ func (o *PathtraceObjects) Close() error {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtraceMaps struct {
-	Events       *ebpf.Map `ebpf:"events"`
-	Learned      *ebpf.Map `ebpf:"learned"`
-	LearnedCount *ebpf.Map `ebpf:"learned_count"`
-	NfCalls      *ebpf.Map `ebpf:"nf_calls"`
-	Scratch      *ebpf.Map `ebpf:"scratch"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Tracked      *ebpf.Map `ebpf:"tracked"`
+	Events  *ebpf.Map `ebpf:"events"`
+	Gates   *ebpf.Map `ebpf:"gates"`
+	Learned *ebpf.Map `ebpf:"learned"`
+	NfCalls *ebpf.Map `ebpf:"nf_calls"`
+	Scratch *ebpf.Map `ebpf:"scratch"`
+	Stats   *ebpf.Map `ebpf:"stats"`
+	Tracked *ebpf.Map `ebpf:"tracked"`
 }
 
 func (m *PathtraceMaps) Close() error {
 	return _PathtraceClose(
 		m.Events,
+		m.Gates,
 		m.Learned,
-		m.LearnedCount,
 		m.NfCalls,
 		m.Scratch,
 		m.Stats,
@@ -397,16 +415,22 @@ type PathtracePrograms struct {
 	KpNfHookSlow      *ebpf.Program `ebpf:"kp_nf_hook_slow"`
 	KrNfHookSlow      *ebpf.Program `ebpf:"kr_nf_hook_slow"`
 	OnConsumeBtf      *ebpf.Program `ebpf:"on_consume_btf"`
+	OnConsumeCast     *ebpf.Program `ebpf:"on_consume_cast"`
 	OnConsumeRaw      *ebpf.Program `ebpf:"on_consume_raw"`
 	OnFibBtf          *ebpf.Program `ebpf:"on_fib_btf"`
+	OnFibCast         *ebpf.Program `ebpf:"on_fib_cast"`
 	OnFibRaw          *ebpf.Program `ebpf:"on_fib_raw"`
 	OnKfreeBtf        *ebpf.Program `ebpf:"on_kfree_btf"`
+	OnKfreeCast       *ebpf.Program `ebpf:"on_kfree_cast"`
 	OnKfreeRaw        *ebpf.Program `ebpf:"on_kfree_raw"`
 	OnQueueBtf        *ebpf.Program `ebpf:"on_queue_btf"`
+	OnQueueCast       *ebpf.Program `ebpf:"on_queue_cast"`
 	OnQueueRaw        *ebpf.Program `ebpf:"on_queue_raw"`
 	OnReceiveBtf      *ebpf.Program `ebpf:"on_receive_btf"`
+	OnReceiveCast     *ebpf.Program `ebpf:"on_receive_cast"`
 	OnReceiveRaw      *ebpf.Program `ebpf:"on_receive_raw"`
 	OnXmitBtf         *ebpf.Program `ebpf:"on_xmit_btf"`
+	OnXmitCast        *ebpf.Program `ebpf:"on_xmit_cast"`
 	OnXmitRaw         *ebpf.Program `ebpf:"on_xmit_raw"`
 }
 
@@ -431,16 +455,22 @@ func (p *PathtracePrograms) Close() error {
 		p.KpNfHookSlow,
 		p.KrNfHookSlow,
 		p.OnConsumeBtf,
+		p.OnConsumeCast,
 		p.OnConsumeRaw,
 		p.OnFibBtf,
+		p.OnFibCast,
 		p.OnFibRaw,
 		p.OnKfreeBtf,
+		p.OnKfreeCast,
 		p.OnKfreeRaw,
 		p.OnQueueBtf,
+		p.OnQueueCast,
 		p.OnQueueRaw,
 		p.OnReceiveBtf,
+		p.OnReceiveCast,
 		p.OnReceiveRaw,
 		p.OnXmitBtf,
+		p.OnXmitCast,
 		p.OnXmitRaw,
 	)
 }

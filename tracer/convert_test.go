@@ -3,7 +3,6 @@ package tracer
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"unsafe"
@@ -304,6 +303,13 @@ ffffffff81c00000 T __udp4_lib_rcv
 ffffffff81d00000 T consume_skb
 `
 
+// readySymbols is a table already read.
+func readySymbols(t *ksym.Table) *symbols {
+	s := &symbols{done: make(chan struct{}), table: t}
+	close(s.done)
+	return s
+}
+
 // testTracer is a Tracer with just what convert needs: no kernel, no BPF.
 func testTracer(t testing.TB, reasons dropreason.Names) *Tracer {
 	t.Helper()
@@ -315,13 +321,10 @@ func testTracer(t testing.TB, reasons dropreason.Names) *Tracer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &Tracer{reasons: reasons, netns: r, startNS: 1_000_000, kallsyms: "/nonexistent/kallsyms"}
-	// Mark the lazy load done with our table so /proc/kallsyms is never read.
-	tr.ksymsMu.Do(func() { tr.ksyms = syms })
-	return tr
+	return &Tracer{reasons: reasons, netns: r, startNS: 1_000_000, syms: readySymbols(syms)}
 }
 
-func hostIno(t *testing.T) uint32 {
+func hostIno(t testing.TB) uint32 {
 	t.Helper()
 	ino, err := netnsname.Inode("/proc/self/ns/net")
 	if err != nil {
@@ -614,27 +617,35 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-func TestSymbolizeLoadsLazily(t *testing.T) {
-	// Without a pre-filled table, the first drop reads Config.Kallsyms.
-	path := t.TempDir() + "/kallsyms"
-	if err := os.WriteFile(path, []byte(testKallsyms), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r, err := netnsname.New([]string{"/proc/self/ns/net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &Tracer{netns: r, kallsyms: path}
+func TestLocations(t *testing.T) {
+	tr := testTracer(t, nil)
 	e := bpf.PathtraceEvent{Kind: bpf.PathtraceEventKindEV_DROP, Location: 0xffffffff81a00020}
 	ev, _ := tr.convert(&e)
 	if ev.Hop.Location != "kfree_skb_reason+0x20" {
 		t.Errorf("Location = %q", ev.Hop.Location)
 	}
+	// The same location again, and the same device, are the same strings, not new ones per
+	// event.
+	ev2, _ := tr.convert(&e)
+	if unsafe.StringData(ev2.Hop.Location) != unsafe.StringData(ev.Hop.Location) {
+		t.Error("a repeated location was symbolized again")
+	}
+	e.Ifname = cName("veth-pod")
+	ev, _ = tr.convert(&e)
+	ev2, _ = tr.convert(&e)
+	if ev.Hop.Ifname != "veth-pod" || unsafe.StringData(ev2.Hop.Ifname) != unsafe.StringData(ev.Hop.Ifname) {
+		t.Errorf("device %q made anew for each event", ev.Hop.Ifname)
+	}
 
-	// An unreadable kallsyms leaves addresses in hex.
-	tr = &Tracer{netns: r, kallsyms: t.TempDir() + "/missing"}
+	// Without the kernel's symbols (kallsyms unreadable), addresses stay in hex, and Symbols
+	// says why.
+	tr.syms = loadSymbols(t.TempDir() + "/missing")
+	tr.names = nameCache{}
 	ev, _ = tr.convert(&e)
 	if ev.Hop.Location != "0xffffffff81a00020" {
 		t.Errorf("Location without symbols = %q", ev.Hop.Location)
+	}
+	if err := tr.Symbols(); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("Symbols() = %v, want the missing file's error", err)
 	}
 }

@@ -17,22 +17,23 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// hook is one tracepoint and the two builds of its program.
+// hook is one tracepoint and the builds of its program (see hookBuilds).
 type hook struct {
 	tracepoint string // "skb:kfree_skb"
 	name       string // tracepoint name without its system
+	castProg   string
 	btfProg    string
 	rawProg    string
 	required   bool // without it pathtrace cannot say what happened to a packet
 }
 
 var hooks = []hook{
-	{"net:netif_receive_skb", "netif_receive_skb", bpf.PathtraceProgOnReceiveBtf, bpf.PathtraceProgOnReceiveRaw, true},
-	{"net:net_dev_queue", "net_dev_queue", bpf.PathtraceProgOnQueueBtf, bpf.PathtraceProgOnQueueRaw, false},
-	{"net:net_dev_start_xmit", "net_dev_start_xmit", bpf.PathtraceProgOnXmitBtf, bpf.PathtraceProgOnXmitRaw, false},
-	{"fib:fib_table_lookup", "fib_table_lookup", bpf.PathtraceProgOnFibBtf, bpf.PathtraceProgOnFibRaw, false},
-	{"skb:kfree_skb", "kfree_skb", bpf.PathtraceProgOnKfreeBtf, bpf.PathtraceProgOnKfreeRaw, true},
-	{"skb:consume_skb", "consume_skb", bpf.PathtraceProgOnConsumeBtf, bpf.PathtraceProgOnConsumeRaw, false},
+	{"net:netif_receive_skb", "netif_receive_skb", bpf.PathtraceProgOnReceiveCast, bpf.PathtraceProgOnReceiveBtf, bpf.PathtraceProgOnReceiveRaw, true},
+	{"net:net_dev_queue", "net_dev_queue", bpf.PathtraceProgOnQueueCast, bpf.PathtraceProgOnQueueBtf, bpf.PathtraceProgOnQueueRaw, false},
+	{"net:net_dev_start_xmit", "net_dev_start_xmit", bpf.PathtraceProgOnXmitCast, bpf.PathtraceProgOnXmitBtf, bpf.PathtraceProgOnXmitRaw, false},
+	{"fib:fib_table_lookup", "fib_table_lookup", bpf.PathtraceProgOnFibCast, bpf.PathtraceProgOnFibBtf, bpf.PathtraceProgOnFibRaw, false},
+	{"skb:kfree_skb", "kfree_skb", bpf.PathtraceProgOnKfreeCast, bpf.PathtraceProgOnKfreeBtf, bpf.PathtraceProgOnKfreeRaw, true},
+	{"skb:consume_skb", "consume_skb", bpf.PathtraceProgOnConsumeCast, bpf.PathtraceProgOnConsumeBtf, bpf.PathtraceProgOnConsumeRaw, false},
 }
 
 // ErrNoBTF means the kernel's BTF could not be read: pathtrace's programs are CO-RE and need it.
@@ -110,18 +111,35 @@ func (p loadedProbe) Close() error {
 	return err
 }
 
-// loadHook loads and attaches one hook, tp_btf first and raw_tp when the kernel refuses it.
+// hookBuild is one build of the hooks' programs. They differ in how they read kernel memory
+// (see enum read_mode in bpf/pathtrace.c), which decides what a packet of another flow costs.
+type hookBuild struct {
+	name string // in errors
+	kind string // trace.Probe.Program: tp_btf or raw_tp
+	prog func(hook) string
+}
+
+// hookBuilds are tried in this order; the first the kernel accepts is kept. Tests narrow it to
+// run each build on a kernel that would take the first.
+var hookBuilds = []hookBuild{
+	// Packet bytes through bpf_rdonly_cast (6.2+): no helper call for a packet of another flow.
+	{"tp_btf+bpf_rdonly_cast", "tp_btf", func(h hook) string { return h.castProg }},
+	{"tp_btf", "tp_btf", func(h hook) string { return h.btfProg }},
+	{"raw_tp", "raw_tp", func(h hook) string { return h.rawProg }},
+}
+
+// loadHook loads and attaches one hook, its cheapest build the kernel accepts.
 func loadHook(spec *ebpf.CollectionSpec, h hook, maps map[string]*ebpf.Map, kernel *btf.Spec) (loadedProbe, trace.Probe, error) {
 	pr := trace.Probe{Name: h.tracepoint}
 	var errs []error
-	for _, variant := range []struct{ kind, prog string }{{"tp_btf", h.btfProg}, {"raw_tp", h.rawProg}} {
-		lp, err := loadVariant(spec, variant.prog, maps, kernel, h.name)
+	for _, b := range hookBuilds {
+		lp, err := loadVariant(spec, b.prog(h), maps, kernel, h.name)
 		if err == nil {
-			pr.Program = variant.kind
+			pr.Program = b.kind
 			pr.Attached = true
 			return lp, pr, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", variant.kind, err))
+		errs = append(errs, fmt.Errorf("%s: %w", b.name, err))
 	}
 	err := errors.Join(errs...)
 	pr.Error = err.Error()

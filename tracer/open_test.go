@@ -219,6 +219,13 @@ func TestOpenClose(t *testing.T) {
 	if tr.Backend() != "tracepoint" {
 		t.Errorf("Backend() = %q", tr.Backend())
 	}
+	// Open starts reading the kernel's symbols; Symbols waits for them.
+	if err := tr.Symbols(); err != nil {
+		t.Errorf("Symbols: %v", err)
+	}
+	if tab, _ := tr.syms.wait(); tab.Len() < 1000 {
+		t.Errorf("%d kernel symbols read, want the kernel's (thousands)", tab.Len())
+	}
 	if a, b := tr.NowNS(), tr.NowNS(); b < a || a > uint64(time.Minute) {
 		t.Errorf("NowNS went %d then %d", a, b)
 	}
@@ -420,6 +427,10 @@ func TestRunSeesDrop(t *testing.T) {
 	}
 	if st.Events == 0 || st.Lost != 0 {
 		t.Errorf("stats %+v: want events and none lost", st)
+	}
+	// Run drained the ring buffer: it received every event the kernel wrote.
+	if tr.Received() != st.Events {
+		t.Errorf("received %d events, the kernel wrote %d", tr.Received(), st.Events)
 	}
 	if err := tr.Close(); err != nil {
 		t.Errorf("Close after Run: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -19,7 +20,6 @@ import (
 	"github.com/pathtrace/pathtrace/bpf"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
-	"github.com/pathtrace/pathtrace/tracer/ksym"
 	"github.com/pathtrace/pathtrace/tracer/netnsname"
 )
 
@@ -47,14 +47,14 @@ type Tracer struct {
 	degraded []string
 	reader   *ringbuf.Reader
 	startNS  uint64
+	started  time.Time // the wall clock at startNS
 	backend  string
 
 	reasons  dropreason.Names
 	netns    *netnsname.Resolver
-	ksymsMu  sync.Once
-	ksyms    *ksym.Table
-	ksymErr  error
-	kallsyms string
+	syms     *symbols // being read from the end of Open on
+	names    nameCache
+	received uint64 // records read from the ring buffer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -77,7 +77,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if cfg.NetnsDirs == nil {
 		cfg.NetnsDirs = []string{"/run/netns", "/var/run/netns"}
 	}
-	t := &Tracer{kallsyms: cfg.Kallsyms}
+	t := &Tracer{}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -108,7 +108,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	t.maps = map[string]*ebpf.Map{}
 	// Every program shares these; each is loaded on its own (see loadHook).
 	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats,
-		bpf.PathtraceMapLearned, bpf.PathtraceMapLearnedCount, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls} {
+		bpf.PathtraceMapLearned, bpf.PathtraceMapGates, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", name, err)
@@ -116,8 +116,10 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		t.maps[name] = m
 	}
 
-	// Take the clock before attaching so no event predates it.
+	// Take the clock before attaching so no event predates it. The wall clock is read with it,
+	// so a hop's wall time is StartedAt + TimeNS (merging traces of several nodes relies on it).
 	t.startNS = monotonicNow()
+	t.started = time.Now()
 	var missing []string
 	for _, h := range hooks {
 		lp, info, err := loadHook(spec, h, t.maps, kernel)
@@ -138,9 +140,16 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		return nil, err
 	}
 
+	// Loading the programs left some 30 MB of garbage (the object's parsed ELF and BTF, the
+	// kernel's BTF): hand it back to the system before the ring buffer's mapping (twice its
+	// size, resident at once) adds to what this process holds.
+	debug.FreeOSMemory()
 	if t.reader, err = ringbuf.NewReader(t.maps[bpf.PathtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	// The kernel's symbols are read now, not while the programs load, whose garbage would add
+	// to the peak of memory; see Symbols.
+	t.syms = loadSymbols(cfg.Kallsyms)
 	return t, nil
 }
 
@@ -158,6 +167,9 @@ func (t *Tracer) Degraded() []string { return t.degraded }
 
 // Backend names how hops are captured.
 func (t *Tracer) Backend() string { return t.backend }
+
+// StartedAt is the wall-clock time at which Hop.TimeNS is 0.
+func (t *Tracer) StartedAt() time.Time { return t.started }
 
 // NowNS is the current time on the trace's clock (Hop.TimeNS).
 func (t *Tracer) NowNS() uint64 { return monotonicNow() - t.startNS }
@@ -200,33 +212,47 @@ func (t *Tracer) Stats() (Stats, error) {
 // already written, so the last packets of a run are not cut off. tick is called about every
 // 100ms with the current trace time, for expiring idle packets.
 func (t *Tracer) Run(ctx context.Context, onEvent func(trace.Event), tick func(nowNS uint64)) error {
+	// An ended ctx wakes a read waiting for events at once, not at its deadline: the end of a
+	// run (Ctrl-C) is not delayed by up to a tick.
+	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
+	defer stop()
 	var rec ringbuf.Record
 	draining := false
-	var drainUntil time.Time
+	nextTick := time.Now().Add(tickEvery)
+	t.reader.SetDeadline(nextTick)
+	doTick := func() {
+		if tick != nil {
+			tick(t.NowNS())
+		}
+		nextTick = time.Now().Add(tickEvery)
+		t.reader.SetDeadline(nextTick)
+	}
 	for {
 		if !draining && ctx.Err() != nil {
 			draining = true
 			t.detach()
-			drainUntil = time.Now().Add(100 * time.Millisecond)
-		}
-		if draining {
-			t.reader.SetDeadline(drainUntil)
-		} else {
-			t.reader.SetDeadline(time.Now().Add(100 * time.Millisecond))
+			// Programs that were running as they were detached finish within microseconds.
+			t.reader.SetDeadline(time.Now().Add(drainGrace))
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
+			t.received++
 			if ev, ok := t.decode(rec.RawSample); ok {
 				onEvent(ev)
+			}
+			// Under a steady stream of events the deadline never passes: tick by the clock,
+			// looked at every few hundred events.
+			if !draining && t.received%256 == 0 && time.Now().After(nextTick) {
+				doTick()
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if draining {
 				return nil
 			}
-			if tick != nil {
-				tick(t.NowNS())
-			}
+			doTick()
+		case errors.Is(err, ringbuf.ErrFlushed):
+			// ctx ended: the next turn detaches and drains.
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		default:
@@ -234,6 +260,26 @@ func (t *Tracer) Run(ctx context.Context, onEvent func(trace.Event), tick func(n
 		}
 	}
 }
+
+const (
+	tickEvery = 100 * time.Millisecond
+	// drainGrace is how long past detaching Run still waits for events: what is in the ring
+	// buffer is read however long that takes, and programs that were running as they were
+	// detached finish within microseconds.
+	drainGrace = 20 * time.Millisecond
+)
+
+// Symbols waits until the kernel's symbols, which Open started reading, are read, and says
+// why they could not be (drop locations are then shown as addresses). Called before tracing
+// starts, it makes sure that no drop waits for them; it takes less time than the rest of a
+// run's setup.
+func (t *Tracer) Symbols() error {
+	_, err := t.syms.wait()
+	return err
+}
+
+// Received is how many events were read from the kernel's ring buffer so far.
+func (t *Tracer) Received() uint64 { return t.received }
 
 func (t *Tracer) detach() {
 	for i := range t.probes {
@@ -271,10 +317,7 @@ var probeNames = map[bpf.PathtraceEventKind]struct {
 	bpf.PathtraceEventKindEV_FUNC:    {trace.KindFunc, ""},
 }
 
-func (t *Tracer) symbolize(addr uint64) string {
-	t.ksymsMu.Do(func() { t.ksyms, t.ksymErr = ksym.Load(t.kallsyms) })
-	return t.ksyms.Symbolize(addr)
-}
+func (t *Tracer) symbolize(addr uint64) string { return t.names.location(addr, t.syms) }
 
 // decode turns one ring-buffer record into an Event. The record is the C struct event, laid
 // out exactly as bpf2go's PathtraceEvent.
@@ -297,14 +340,15 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		Netns:     e.Netns,
 		NetnsName: t.netns.Name(e.Netns),
 		Ifindex:   e.Ifindex,
-		Ifname:    unix.ByteSliceToString(int8sToBytes(e.Ifname[:])),
+		Ifname:    t.names.ifname(&e.Ifname),
 		Len:       e.Len,
 	}
 	if e.Ts > t.startNS {
 		h.TimeNS = e.Ts - t.startNS
 	}
-	if hdr, ok := headers(&e.Pkt); ok {
-		h.Tuple = &hdr
+	hdr, hasHeaders := headers(&e.Pkt)
+	if hasHeaders && e.Kind != bpf.PathtraceEventKindEV_ROUTE {
+		h.Tuple = t.names.headers(e.Cpu, &hdr)
 		if name, ok := encapNames[e.Encap]; ok {
 			if in, ok := headers(&e.Inner); ok {
 				h.Encap, h.Outer, h.Tuple = name, h.Tuple, &in
@@ -331,16 +375,21 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 			return trace.Event{}, false
 		}
 	case bpf.PathtraceEventKindEV_ROUTE:
-		r := &trace.Route{
+		r := trace.Route{
 			Table:     e.Route.Table,
 			TableName: tableName(e.Route.Table),
 			Err:       e.Route.Err,
 			OutIndex:  e.Route.OutIfindex,
-			OutIfname: unix.ByteSliceToString(int8sToBytes(e.Route.OutIfname[:])),
+			OutIfname: t.names.ifname(&e.Route.OutIfname),
 			Iif:       e.Route.Iif,
 		}
-		if h.Tuple != nil {
-			r.Lookup = h.Tuple.Tuple
+		if hasHeaders {
+			r.Lookup = hdr.Tuple
+			if _, ok := encapNames[e.Encap]; ok {
+				if in, ok := headers(&e.Inner); ok {
+					r.Lookup = in.Tuple // as for other hops, the carried packet's
+				}
+			}
 		}
 		switch e.Route.GwFamily {
 		case 4:
@@ -348,7 +397,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		case 6:
 			r.Gateway = netip.AddrFrom16(e.Route.Gw)
 		}
-		h.Route = r
+		h.Route = t.names.route(e.Cpu, &r)
 		h.Tuple, h.Encap, h.Outer = nil, "", nil
 		h.Ifindex = 0
 	}

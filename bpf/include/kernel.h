@@ -24,7 +24,7 @@ enum {
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
-enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
+enum { BPF_ANY = 0, BPF_NOEXIST = 1, BPF_EXIST = 2 };
 #define BPF_RB_NO_WAKEUP 1
 /* bpf_ringbuf_query flags */
 #define BPF_RB_AVAIL_DATA 0

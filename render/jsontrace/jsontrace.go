@@ -2,6 +2,7 @@
 package jsontrace
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -14,23 +15,176 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// Write encodes t as indented JSON. The schema is always trace.Schema, whatever t.Schema says,
-// because this code is what decides the document's shape; t itself is left untouched.
+// The document is indented JSON, except that each packet is one line for its headers and
+// fate and one line per hop: a long trace is half the bytes of a fully indented one and still
+// reads, and greps, a hop per line.
+//
+//	{
+//	  "schema": "pathtrace/v1",
+//	  "meta": {
+//	    ...
+//	  },
+//	  "filter": {...},
+//	  "packets": [
+//	    {"id":1,"flow":"request","tuple":{...},"fate":{...},"hops":[
+//	      {"time_ns":0,"event":"queued",...},
+//	      {"time_ns":2100,"event":"xmit",...}
+//	    ]},
+//	    ...
+//	  ],
+//	  "flows": [...],
+//	  "verdict": {...}
+//	}
+
+// Write encodes t. The schema is always trace.Schema, whatever t.Schema says, because this
+// code is what decides the document's shape; t itself is left untouched. Packets are encoded
+// one at a time, straight to w: the document is never whole in memory.
 func Write(w io.Writer, t *trace.Trace) error {
 	if t == nil {
 		return errors.New("write trace: no trace")
 	}
-	doc := *t
-	doc.Schema = trace.Schema
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	// Filters and verdicts contain "<->" and "->"; keep them readable in the file.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&doc); err != nil {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	pw := NewPacketWriter(bw)
+	err := writeDocument(bw, t, len(t.Packets), func(bw *bufio.Writer) error {
+		for i := range t.Packets {
+			if err := pw.Write(&t.Packets[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
 	return nil
 }
+
+// WriteStreamed writes t's document with the packets a PacketWriter wrote, read from packets,
+// in place of t.Packets: a live run writes its packets out as they complete and the document
+// around them at the end. n is how many packets there are.
+func WriteStreamed(w io.Writer, t *trace.Trace, packets io.Reader, n int) error {
+	if t == nil {
+		return errors.New("write trace: no trace")
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	err := writeDocument(bw, t, n, func(bw *bufio.Writer) error {
+		// Flushed first, a file's packets are copied from file to file by the kernel.
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		_, err := bw.ReadFrom(packets)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write trace: %w", err)
+	}
+	return nil
+}
+
+// packetsSlot is the packets field of the indented document with no packets; a document with
+// packets has them in its place. Only top-level fields are indented by exactly two spaces, and
+// a JSON string holds no raw newline, so it appears once.
+var packetsSlot = []byte("\n  \"packets\": null")
+
+// writeDocument writes t, without t.Packets, with n packets that packets writes in between.
+func writeDocument(bw *bufio.Writer, t *trace.Trace, n int, packets func(*bufio.Writer) error) error {
+	doc := *t
+	doc.Schema = trace.Schema
+	doc.Packets = nil
+	var head bytes.Buffer
+	enc := json.NewEncoder(&head)
+	enc.SetIndent("", "  ")
+	// Filters and verdicts contain "<->" and "->"; keep them readable in the file.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&doc); err != nil {
+		return err
+	}
+	b := head.Bytes()
+	i := bytes.Index(b, packetsSlot)
+	if i < 0 {
+		return errors.New("no packets field in the encoded trace")
+	}
+	if n == 0 {
+		bw.Write(b)
+		return bw.Flush()
+	}
+	bw.Write(b[:i])
+	bw.WriteString("\n  \"packets\": [\n")
+	if err := packets(bw); err != nil {
+		return err
+	}
+	bw.WriteString("\n  ]")
+	bw.Write(b[i+len(packetsSlot):])
+	return bw.Flush()
+}
+
+// PacketWriter encodes packets, one after another, as the elements of a document's packets
+// array (see WriteStreamed).
+type PacketWriter struct {
+	w   io.Writer
+	n   int
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// NewPacketWriter writes to w; buffer it.
+func NewPacketWriter(w io.Writer) *PacketWriter {
+	pw := &PacketWriter{w: w}
+	pw.enc = json.NewEncoder(&pw.buf)
+	pw.enc.SetEscapeHTML(false)
+	return pw
+}
+
+// packetHead is a packet without its hops: the shallower Hops hides Packet's, and omitzero
+// leaves it out.
+type packetHead struct {
+	*trace.Packet
+	Hops struct{} `json:"hops,omitzero"`
+}
+
+// Write encodes p as the next element.
+func (pw *PacketWriter) Write(p *trace.Packet) error {
+	pw.buf.Reset()
+	if pw.n > 0 {
+		pw.buf.WriteString(",\n")
+	}
+	pw.buf.WriteString("    ")
+	if err := pw.enc.Encode(packetHead{Packet: p}); err != nil {
+		return fmt.Errorf("packet %d: %w", p.ID, err)
+	}
+	// {...fields...}\n  ->  {...fields...,"hops":[
+	pw.buf.Truncate(pw.buf.Len() - 2)
+	if pw.buf.Bytes()[pw.buf.Len()-1] != '{' {
+		pw.buf.WriteByte(',')
+	}
+	switch {
+	case p.Hops == nil:
+		pw.buf.WriteString(`"hops":null}`)
+	case len(p.Hops) == 0:
+		pw.buf.WriteString(`"hops":[]}`)
+	default:
+		pw.buf.WriteString(`"hops":[`)
+		for i := range p.Hops {
+			if i > 0 {
+				pw.buf.WriteByte(',')
+			}
+			pw.buf.WriteString("\n      ")
+			if err := pw.enc.Encode(&p.Hops[i]); err != nil {
+				return fmt.Errorf("packet %d hop %d: %w", p.ID, i, err)
+			}
+			pw.buf.Truncate(pw.buf.Len() - 1) // Encode's newline
+		}
+		pw.buf.WriteString("\n    ]}")
+	}
+	if _, err := pw.w.Write(pw.buf.Bytes()); err != nil {
+		return err
+	}
+	pw.n++
+	return nil
+}
+
+// Count is how many packets were written.
+func (pw *PacketWriter) Count() int { return pw.n }
 
 // ReadFile reads a saved trace. Its errors are one line and name the file.
 func ReadFile(path string) (*trace.Trace, error) {

@@ -5,7 +5,6 @@ package assemble
 
 import (
 	"cmp"
-	"container/list"
 	"slices"
 	"time"
 
@@ -29,6 +28,11 @@ const (
 	defaultIdle    = 2 * time.Second
 	defaultMaxOpen = 65536
 	defaultMaxHops = 256
+	// maxHeld bounds the packets held back for a copy (see copy.go); past it the oldest is
+	// handed out before its time is up. A flood of drops (UDP to a closed port) would otherwise
+	// hold a second of them, tens of MB; at its rate the bound is still tens of milliseconds,
+	// more than a socket takes to read its copy.
+	maxHeld = 2048
 )
 
 // Stats counts what the assembler had to leave out, so a run can say how complete it is.
@@ -54,7 +58,7 @@ type Assembler struct {
 	maxHops int
 
 	open  map[uint64]*packet // by sk_buff address
-	lru   list.List          // of *packet, least recently active first
+	lru   lruList            // the open packets, least recently active first
 	cpus  map[uint32]*cpuState
 	freed freedSet
 	// copies finds the packet a lone free is a copy of; held are the packets closed with a
@@ -82,7 +86,7 @@ func New(f trace.Filter, opts Options) *Assembler {
 		open:     make(map[uint64]*packet),
 		cpus:     make(map[uint32]*cpuState),
 		freed:    freedSet{at: make(map[uint64]uint64)},
-		copies:   newCopyIndex(),
+		copies:   newCopyIndex(copyIndexMax),
 		nat:      natMemory{},
 		segments: segmentIndex{},
 	}
@@ -105,14 +109,15 @@ func (a *Assembler) Stats() Stats { return a.stats }
 // freed, a packet evicted to make room for a new one, and packets held for a copy whose time is
 // up. A packet dropped with NO_SOCKET is held for copyWindowNS of event time (see copy.go).
 func (a *Assembler) Add(ev trace.Event) []trace.Packet {
-	h := ev.Hop
+	h := &ev.Hop
 	a.nowNS = max(a.nowNS, h.TimeNS)
 	c := a.cpu(ev.CPU)
 	c.nowNS = max(c.nowNS, h.TimeNS)
-	out := a.release(a.nowNS)
+	var out []trace.Packet
+	a.release(a.nowNS, &out)
 	if ev.SKB == 0 {
 		if h.Event == trace.KindRoute {
-			a.addRoute(ev)
+			a.addRoute(&ev)
 		} else {
 			a.stats.Orphans++
 		}
@@ -127,7 +132,7 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 		// The kernel started a new life at this address: the packet it carried was freed
 		// where no tracepoint sees, and this event is another packet's.
 		p.reused = true
-		out = append(out, a.complete(p, nil)...)
+		a.complete(p, nil, &out)
 		p = nil
 	}
 	if p == nil {
@@ -137,30 +142,29 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 			a.stats.Stragglers++
 			return out
 		}
-		if orig := a.copyOf(&h); orig != nil {
-			if orig.pushCopy(h, a.maxHops) {
+		if orig := a.copyOf(h); orig != nil {
+			if orig.pushCopy(*h, a.maxHops) {
 				a.stats.HopsCut++
 			}
 			a.stats.Copies++
 			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
 			return out
 		}
-		if a.keepEarly(ev) {
+		if a.keepEarly(&ev) {
 			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
 			return out
 		}
 		if len(a.open) >= a.maxOpen {
-			oldest := a.lru.Front().Value.(*packet)
-			out = append(out, a.complete(oldest, nil)...)
+			a.complete(a.lru.front, nil, &out)
 			a.stats.Evicted++
 		}
 		p = a.start(ev.SKB)
-		a.relate(p, &h)
+		a.relate(p, h)
 	}
 	p.incomplete = p.incomplete || ev.Gap
-	a.addHop(p, ev)
+	a.addHop(p, &ev)
 	if free {
-		out = append(out, a.complete(p, &h)...)
+		a.complete(p, h, &out)
 		a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
 	}
 	return out
@@ -169,14 +173,14 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 // Expire completes packets whose latest hop is older than nowNS-Idle, after the packets held
 // for a copy until before nowNS.
 func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
-	out := a.release(nowNS)
+	var out []trace.Packet
+	a.release(nowNS, &out)
 	if nowNS < a.idleNS {
 		return out
 	}
 	cutoff := nowNS - a.idleNS
 	var idle []*packet
-	for e := a.lru.Front(); e != nil; e = e.Next() {
-		p := e.Value.(*packet)
+	for p := a.lru.front; p != nil; p = p.next {
 		if p.lastNS < cutoff {
 			idle = append(idle, p)
 		} else if p.lastNS >= cutoff+reorderSlackNS {
@@ -185,24 +189,27 @@ func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
 			break
 		}
 	}
-	return append(out, a.completeAll(idle)...)
+	a.completeAll(idle, &out)
+	return out
 }
 
 // Flush hands out the packets held for a copy, completes every open packet and forgets route
 // events still waiting: the run is over.
 func (a *Assembler) Flush() []trace.Packet {
-	out := a.release(^uint64(0))
+	var out []trace.Packet
+	a.release(^uint64(0), &out)
 	all := make([]*packet, 0, len(a.open))
-	for e := a.lru.Front(); e != nil; e = e.Next() {
-		all = append(all, e.Value.(*packet))
+	for p := a.lru.front; p != nil; p = p.next {
+		all = append(all, p)
 	}
 	for _, c := range a.cpus {
 		a.stats.RoutesUnmatched += len(c.pending)
 	}
 	a.cpus = make(map[uint32]*cpuState)
 	a.freed = freedSet{at: make(map[uint64]uint64)}
-	a.copies = newCopyIndex()
-	return append(out, a.completeAll(all)...)
+	a.copies = newCopyIndex(copyIndexMax)
+	a.completeAll(all, &out)
+	return out
 }
 
 // Replay assembles a whole recorded stream: every event, then a flush.
@@ -218,49 +225,54 @@ func Replay(f trace.Filter, opts Options, events []trace.Event) []trace.Packet {
 func (a *Assembler) start(skb uint64) *packet {
 	a.nextSeq++
 	p := &packet{skb: skb, seq: a.nextSeq}
-	p.elem = a.lru.PushBack(p)
+	a.lru.pushBack(p)
 	a.open[skb] = p
 	return p
 }
 
 // addHop records ev on p and lets route events waiting on that CPU find their packet.
-func (a *Assembler) addHop(p *packet, ev trace.Event) {
-	a.push(p, ev)
-	if ev.Hop.Tuple != nil {
+func (a *Assembler) addHop(p *packet, ev *trace.Event) {
+	a.push(p, ev.CPU, &ev.Hop)
+	if h := &ev.Hop; h.Tuple != nil {
 		a.claimPending(p, ev)
-		a.copies.note(p, &ev.Hop, 4*a.maxOpen)
-		a.claimEarly(p, &ev.Hop)
+		// Hops in a row with the same headers in the same namespace are one key of the copy
+		// index: noted again only to move its time on, which a tenth of a second either way
+		// does not change.
+		n := &p.noted
+		if n.tuple == nil || h.Netns != n.netns || h.TimeNS > n.ns+reorderSlackNS || *h.Tuple != *n.tuple {
+			a.copies.note(p, h)
+			n.tuple, n.netns, n.ns = h.Tuple, h.Netns, h.TimeNS
+		}
+		a.claimEarly(p, h)
 	}
 }
 
-func (a *Assembler) push(p *packet, ev trace.Event) {
-	if p.push(ev.Hop, a.maxHops) {
+func (a *Assembler) push(p *packet, cpu uint32, h *trace.Hop) {
+	if p.push(h, a.maxHops) {
 		a.stats.HopsCut++
 	}
-	a.lru.MoveToBack(p.elem)
-	a.cpu(ev.CPU).touch(p, &ev.Hop)
+	a.lru.moveToBack(p)
+	a.cpu(cpu).touch(p, h)
 }
 
 // completeAll completes packets in the order they started, so IDs within one batch read in
 // time order whatever order the map or list held them in. None of them ended with a free, so
 // none is held.
-func (a *Assembler) completeAll(ps []*packet) []trace.Packet {
+func (a *Assembler) completeAll(ps []*packet, out *[]trace.Packet) {
 	slices.SortFunc(ps, func(x, y *packet) int {
 		return cmp.Or(cmp.Compare(x.firstNS, y.firstNS), cmp.Compare(x.seq, y.seq))
 	})
-	out := make([]trace.Packet, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, a.complete(p, nil)...)
+		a.complete(p, nil, out)
 	}
-	return out
 }
 
 // complete closes p and numbers it; end is the hop that freed it, nil when it ended without a
-// free. It returns p, or nothing when p was dropped with NO_SOCKET: then p is held until a
-// later call releases it, for a copy of it a socket consumed may yet turn up.
-func (a *Assembler) complete(p *packet, end *trace.Hop) []trace.Packet {
+// free. It appends p to out, or nothing when p was dropped with NO_SOCKET: then p is held until
+// a later call releases it, for a copy of it a socket consumed may yet turn up.
+func (a *Assembler) complete(p *packet, end *trace.Hop, out *[]trace.Packet) {
 	delete(a.open, p.skb)
-	a.lru.Remove(p.elem)
+	a.lru.remove(p)
 	if end != nil {
 		e := *end
 		p.end = &e
@@ -268,27 +280,26 @@ func (a *Assembler) complete(p *packet, end *trace.Hop) []trace.Packet {
 	if overturnable(end) {
 		p.state = stHeld
 		a.held = append(a.held, p)
-		if len(a.held)-a.heldHead > a.maxOpen {
-			return []trace.Packet{a.emit(a.popHeld())}
+		if len(a.held)-a.heldHead > min(a.maxOpen, maxHeld) {
+			*out = append(*out, a.emit(a.popHeld()))
 		}
-		return nil
+		return
 	}
-	return []trace.Packet{a.emit(p)}
+	*out = append(*out, a.emit(p))
 }
 
 // release hands out, in the order they closed, the held packets whose drop is more than
 // copyWindowNS before nowNS. Drops arrive at most reorderSlackNS out of time order, so one
 // waits at most that much longer behind another closed before it.
-func (a *Assembler) release(nowNS uint64) []trace.Packet {
-	out := a.releaseEarly(nowNS)
+func (a *Assembler) release(nowNS uint64, out *[]trace.Packet) {
+	a.releaseEarly(nowNS, out)
 	for a.heldHead < len(a.held) {
 		p := a.held[a.heldHead]
 		if nowNS != ^uint64(0) && p.end.TimeNS+copyWindowNS >= nowNS {
 			break
 		}
-		out = append(out, a.emit(a.popHeld()))
+		*out = append(*out, a.emit(a.popHeld()))
 	}
-	return out
 }
 
 func (a *Assembler) popHeld() *packet {
@@ -319,9 +330,8 @@ func (a *Assembler) idOf(p *packet) int {
 func (a *Assembler) emit(p *packet) trace.Packet {
 	a.stats.Completed++
 	own := p.hops()
-	copies := slices.Clone(p.copies)
-	sortHops(copies)
 	pkt := trace.Packet{ID: a.idOf(p), Hops: p.withCopies(own), Incomplete: p.incomplete}
+	copies := p.copies // sorted by withCopies
 	if p.copyOf != nil {
 		pkt.CopyOf = a.idOf(p.copyOf)
 	}

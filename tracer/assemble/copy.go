@@ -1,6 +1,8 @@
 package assemble
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"strings"
 
 	"github.com/pathtrace/pathtrace/trace"
@@ -42,24 +44,66 @@ func overturnable(end *trace.Hop) bool {
 
 // copyKey is what a copy shares with its original: the netns and the headers. The TTL is left
 // out: the neighbour code clones a forwarded packet after ip_forward decremented it, before
-// the original's next hop shows the new value.
+// the original's next hop shows the new value. It is a compact form of the netns and
+// trace.Headers (addresses as 16 bytes), as one is hashed and stored for each packet noted.
 type copyKey struct {
-	netns uint32
-	h     trace.Headers
+	netns                                        uint32
+	src, dst                                     [16]byte
+	tcpSeq                                       uint32
+	sport, dport, ipID, icmpID, icmpSeq, payload uint16
+	family, proto, tcpFlags, icmpType, icmpCode  uint8
+}
+
+// hash is k's hash with seed. (maphash.Comparable would do, but makes its argument escape: an
+// allocation per event.)
+func (k *copyKey) hash(seed maphash.Seed) uint64 {
+	var b [60]byte
+	copy(b[0:16], k.src[:])
+	copy(b[16:32], k.dst[:])
+	le := binary.LittleEndian
+	le.PutUint32(b[32:], k.netns)
+	le.PutUint32(b[36:], k.tcpSeq)
+	le.PutUint16(b[40:], k.sport)
+	le.PutUint16(b[42:], k.dport)
+	le.PutUint16(b[44:], k.ipID)
+	le.PutUint16(b[46:], k.icmpID)
+	le.PutUint16(b[48:], k.icmpSeq)
+	le.PutUint16(b[50:], k.payload)
+	b[52], b[53], b[54], b[55], b[56] = k.family, k.proto, k.tcpFlags, k.icmpType, k.icmpCode
+	return maphash.Bytes(seed, b[:57])
 }
 
 func copyKeyOf(h *trace.Hop) copyKey {
-	k := copyKey{netns: h.Netns, h: *h.Tuple}
-	k.h.TTL = 0
+	t := h.Tuple
+	k := copyKey{
+		netns: h.Netns, src: t.Src.As16(), dst: t.Dst.As16(), tcpSeq: t.TCPSeq,
+		sport: t.Sport, dport: t.Dport, ipID: t.IPID, icmpID: t.ICMPID, icmpSeq: t.ICMPSeq, payload: t.Payload,
+		family: 6, proto: uint8(t.Proto), tcpFlags: uint8(t.TCPFlags), icmpType: t.ICMPType, icmpCode: t.ICMPCode,
+	}
+	if t.Src.Is4() {
+		k.family = 4
+	}
 	return k
 }
 
 // copyIndex finds, by netns and headers, the packets open or held that were seen with them
-// lately.
+// lately. Its entries, one per key, are kept in a ring in the order they are due to be looked
+// at again (to forget packets seen too long ago), and found through a map from the key's hash:
+// under a flood it holds thousands, and this costs a third of a map by the whole key.
 type copyIndex struct {
-	refs map[copyKey][]copyRef
-	fifo []copyRec // every note in arrival order, to forget them
-	head int
+	seed  maphash.Seed
+	slot  map[uint64]int32 // the ring index of a key's entry, by the key's hash
+	ring  []copyEntry      // circular: n entries from head on
+	head  int
+	n     int
+	limit int
+}
+
+type copyEntry struct {
+	key  copyKey
+	hash uint64
+	refs []copyRef // the packets seen with the key
+	ns   uint64    // when the entry is due: none of its packets need keeping past ns+window
 }
 
 type copyRef struct {
@@ -67,39 +111,66 @@ type copyRef struct {
 	ns uint64 // the latest time p was seen with the key
 }
 
-type copyRec struct {
-	k  copyKey
-	ns uint64
+// copyIndexMax bounds the keys remembered. A forwarded packet is noted under a key in each
+// namespace it passes, so this is some 3000 packets: at a thousand packets a second the
+// index covers copyWindowNS, under a flood only the last tens of milliseconds, and a copy freed
+// later than that is taken for a packet of its own.
+const copyIndexMax = 8192
+
+func newCopyIndex(limit int) copyIndex {
+	return copyIndex{seed: maphash.MakeSeed(), slot: make(map[uint64]int32), limit: max(limit, 1)}
 }
 
-func newCopyIndex() copyIndex { return copyIndex{refs: make(map[copyKey][]copyRef)} }
+// entry is the entry of k (with hash h), nil if there is none.
+func (x *copyIndex) entry(k copyKey, h uint64) *copyEntry {
+	i, ok := x.slot[h]
+	if !ok || x.ring[i].key != k {
+		return nil
+	}
+	return &x.ring[i]
+}
 
-// note records that p was seen with h's netns and headers.
-func (x *copyIndex) note(p *packet, h *trace.Hop, limit int) {
+// note records that p was seen with h's netns and headers; past the limit of keys, the oldest
+// is forgotten.
+func (x *copyIndex) note(p *packet, h *trace.Hop) {
 	k := copyKeyOf(h)
-	refs := x.refs[k]
-	i := 0
-	for i < len(refs) && refs[i].p != p {
-		i++
+	hash := k.hash(x.seed)
+	e := x.entry(k, hash)
+	if e == nil {
+		if i, ok := x.slot[hash]; ok {
+			// Another key with the same 64-bit hash (as good as never): it makes way.
+			clear(x.ring[i].refs)
+			x.ring[i].refs = x.ring[i].refs[:0]
+			x.ring[i].key = k
+			e = &x.ring[i]
+		} else {
+			if x.n >= x.limit {
+				x.dropFirst()
+			}
+			e = x.push(copyEntry{key: k, hash: hash, ns: h.TimeNS})
+		}
 	}
-	if i == len(refs) {
-		x.refs[k] = append(refs, copyRef{p, h.TimeNS})
-	} else {
-		refs[i].ns = max(refs[i].ns, h.TimeNS)
+	for i := range e.refs {
+		if e.refs[i].p == p {
+			e.refs[i].ns = max(e.refs[i].ns, h.TimeNS)
+			return
+		}
 	}
-	x.fifo = append(x.fifo, copyRec{k, h.TimeNS})
-	for len(x.fifo)-x.head > limit {
-		x.pop()
-	}
+	e.refs = append(e.refs, copyRef{p, h.TimeNS})
 }
 
 // find returns the packet, open or held (or handed out too, with done), last seen with h's
 // netns and headers, if that was within copyWindowNS before h (or a little after: events of
 // other CPUs arrive out of order).
 func (x *copyIndex) find(h *trace.Hop, done bool) *packet {
+	k := copyKeyOf(h)
+	e := x.entry(k, k.hash(x.seed))
+	if e == nil {
+		return nil
+	}
 	var best *packet
 	var bestNS uint64
-	for _, r := range x.refs[copyKeyOf(h)] {
+	for _, r := range e.refs {
 		if (r.p.state == stDone && !done) || r.ns+copyWindowNS < h.TimeNS || r.ns > h.TimeNS+reorderSlackNS {
 			continue
 		}
@@ -115,35 +186,62 @@ func (x *copyIndex) find(h *trace.Hop, done bool) *packet {
 	return best
 }
 
+// prune forgets the packets last seen with a key too long before nowNS to be copied still, and
+// those handed out; a key with packets seen since is due again later.
 func (x *copyIndex) prune(nowNS uint64) {
-	for x.head < len(x.fifo) && x.fifo[x.head].ns+copyWindowNS+reorderSlackNS < nowNS {
-		x.pop()
+	for x.n > 0 && x.ring[x.head].ns+copyWindowNS+reorderSlackNS < nowNS {
+		e := &x.ring[x.head]
+		kept := e.refs[:0]
+		var latest uint64
+		for _, ref := range e.refs {
+			if ref.ns > e.ns && ref.p.state != stDone {
+				kept = append(kept, ref)
+				latest = max(latest, ref.ns)
+			}
+		}
+		clear(e.refs[len(kept):])
+		if len(kept) == 0 {
+			x.dropFirst()
+			continue
+		}
+		again := *e
+		again.refs, again.ns = kept, latest
+		e.refs = nil // now again's
+		x.head = (x.head + 1) % len(x.ring)
+		x.n--
+		x.push(again)
 	}
 }
 
-// pop forgets the oldest note, and with it the packets under its key not seen since or
-// handed out.
-func (x *copyIndex) pop() {
-	r := x.fifo[x.head]
-	x.fifo[x.head] = copyRec{}
-	x.head++
-	if x.head > len(x.fifo)/2 {
-		x.fifo = append(x.fifo[:0], x.fifo[x.head:]...)
-		x.head = 0
-	}
-	refs := x.refs[r.k]
-	kept := refs[:0]
-	for _, ref := range refs {
-		if ref.ns > r.ns && ref.p.state != stDone {
-			kept = append(kept, ref)
+// dropFirst forgets the first entry and the packets under it. Its slot keeps the (emptied)
+// array of packets for the entry that will be pushed there.
+func (x *copyIndex) dropFirst() {
+	e := &x.ring[x.head]
+	delete(x.slot, e.hash)
+	clear(e.refs)
+	e.refs = e.refs[:0]
+	x.head = (x.head + 1) % len(x.ring)
+	x.n--
+}
+
+// push adds e as the last entry, growing the ring up to the limit.
+func (x *copyIndex) push(e copyEntry) *copyEntry {
+	if x.n == len(x.ring) {
+		grown := make([]copyEntry, min(max(2*len(x.ring), 64), x.limit))
+		for i := range x.n {
+			grown[i] = x.ring[(x.head+i)%len(x.ring)]
+			x.slot[grown[i].hash] = int32(i)
 		}
+		x.ring, x.head = grown, 0
 	}
-	clear(refs[len(kept):])
-	if len(kept) == 0 {
-		delete(x.refs, r.k)
-	} else {
-		x.refs[r.k] = kept
+	i := (x.head + x.n) % len(x.ring)
+	if e.refs == nil {
+		e.refs = x.ring[i].refs[:0] // the array of the entry that was here
 	}
+	x.ring[i] = e
+	x.n++
+	x.slot[e.hash] = int32(i)
+	return &x.ring[i]
 }
 
 // copyOf returns the packet a lone free is a copy of, nil if it is none's.
@@ -248,12 +346,12 @@ type earlyCopy struct {
 }
 
 // keepEarly parks a lone consume that may be a copy of a packet not seen yet.
-func (a *Assembler) keepEarly(ev trace.Event) bool {
+func (a *Assembler) keepEarly(ev *trace.Event) bool {
 	h := &ev.Hop
 	if h.Event != trace.KindConsume || h.Tuple == nil || len(a.early) >= a.maxOpen {
 		return false
 	}
-	a.early = append(a.early, earlyCopy{ev: ev, key: copyKeyOf(h)})
+	a.early = append(a.early, earlyCopy{ev: *ev, key: copyKeyOf(h)})
 	return true
 }
 
@@ -281,8 +379,10 @@ func (a *Assembler) claimEarly(p *packet, h *trace.Hop) {
 
 // releaseEarly turns early copies whose wait is over (all of them when nowNS is max) into
 // packets of their own.
-func (a *Assembler) releaseEarly(nowNS uint64) []trace.Packet {
-	var out []trace.Packet
+func (a *Assembler) releaseEarly(nowNS uint64, out *[]trace.Packet) {
+	if len(a.early) == 0 {
+		return
+	}
 	kept := a.early[:0]
 	var due []trace.Event
 	for _, c := range a.early {
@@ -294,11 +394,10 @@ func (a *Assembler) releaseEarly(nowNS uint64) []trace.Packet {
 	}
 	clear(a.early[len(kept):])
 	a.early = kept
-	for _, ev := range due {
+	for i := range due {
+		ev := &due[i]
 		p := a.start(ev.SKB)
-		a.push(p, ev)
-		h := ev.Hop
-		out = append(out, a.complete(p, &h)...)
+		a.push(p, ev.CPU, &ev.Hop)
+		a.complete(p, &ev.Hop, out)
 	}
-	return out
 }

@@ -1,7 +1,6 @@
 package assemble
 
 import (
-	"container/list"
 	"slices"
 
 	"github.com/pathtrace/pathtrace/trace"
@@ -9,9 +8,11 @@ import (
 
 // packet is one sk_buff life being assembled.
 type packet struct {
-	skb  uint64
-	seq  uint64 // start order, to break ties between packets that started at the same time
-	elem *list.Element
+	skb uint64
+	seq uint64 // start order, to break ties between packets that started at the same time
+	// prev and next link the open packets in the Assembler's lruList.
+	prev, next *packet
+	listed     bool
 
 	// Past MaxHops the packet is usually looping; its start says where it came from and its
 	// latest hops say where it died, so both are kept and the middle is cut.
@@ -24,6 +25,12 @@ type packet struct {
 	// when NAT rewrote the packet on the way.
 	cur   *trace.Headers
 	curNS uint64
+	// noted is what p was last noted in the copy index with.
+	noted struct {
+		tuple *trace.Headers
+		netns uint32
+		ns    uint64
+	}
 
 	// copies are the frees of other sk_buffs that were copies of this one (see copy.go).
 	copies []trace.Hop
@@ -58,7 +65,8 @@ const (
 func (p *packet) closed() bool { return p.state != stOpen }
 
 // push records h and reports whether a hop had to be cut to keep within maxHops.
-func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
+func (p *packet) push(hop *trace.Hop, maxHops int) (cut bool) {
+	h := *hop
 	if len(p.head) == 0 && len(p.tail) == 0 {
 		p.firstNS, p.lastNS = h.TimeNS, h.TimeNS
 	}
@@ -73,6 +81,11 @@ func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
 	if h.Ifindex != 0 && h.TimeNS >= p.lastNS {
 		p.lastKind, p.lastIfindex, p.lastNetns = h.Event, h.Ifindex, h.Netns
 	}
+	if h.Tuple != nil && p.cur != nil && *h.Tuple == *p.cur {
+		// Most hops of a packet carry the headers of the one before: one copy serves them all
+		// while the packet is open, often in thousands behind a busy socket.
+		h.Tuple = p.cur
+	}
 	if h.Tuple != nil && (p.cur == nil || h.TimeNS >= p.curNS) {
 		p.cur, p.curNS = h.Tuple, h.TimeNS
 	}
@@ -81,6 +94,10 @@ func (p *packet) push(h trace.Hop, maxHops int) (cut bool) {
 	tailCap := maxHops / 2
 	switch {
 	case len(p.head) < headCap:
+		if p.head == nil {
+			// Most packets have a handful of hops: one allocation, not one per doubling.
+			p.head = make([]trace.Hop, 0, min(headCap, initialHops))
+		}
 		p.head = append(p.head, h)
 	case len(p.tail) < tailCap:
 		p.tail = append(p.tail, h)
@@ -103,8 +120,16 @@ func (p *packet) pushCopy(h trace.Hop, maxHops int) (cut bool) {
 	return false
 }
 
-// hops is what was kept of p's own hops, in time order; arrival order breaks ties.
+// initialHops is the room a packet's hops start with.
+const initialHops = 8
+
+// hops is what was kept of p's own hops, in time order; arrival order breaks ties. It hands
+// p's own slice over when nothing was cut: p is being emitted and keeps no hops after.
 func (p *packet) hops() []trace.Hop {
+	if len(p.tail) == 0 {
+		sortHops(p.head)
+		return p.head
+	}
 	hs := make([]trace.Hop, 0, len(p.head)+len(p.tail))
 	hs = append(hs, p.head...)
 	hs = append(hs, p.tail[p.tailNext:]...)
@@ -113,17 +138,36 @@ func (p *packet) hops() []trace.Hop {
 	return hs
 }
 
-// withCopies is own (from hops) with the frees of p's copies merged in, in time order.
+// withCopies is own (from hops) with the frees of p's copies merged in, in time order; own
+// first among hops of the same time. It sorts p.copies.
 func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
 	if len(p.copies) == 0 {
 		return own
 	}
-	hs := append(slices.Clip(own), p.copies...)
-	sortHops(hs)
+	sortHops(p.copies)
+	hs := make([]trace.Hop, 0, len(own)+len(p.copies))
+	i, j := 0, 0
+	for i < len(own) || j < len(p.copies) {
+		if j == len(p.copies) || (i < len(own) && own[i].TimeNS <= p.copies[j].TimeNS) {
+			hs = append(hs, own[i])
+			i++
+		} else {
+			hs = append(hs, p.copies[j])
+			j++
+		}
+	}
 	return hs
 }
 
 func sortHops(hs []trace.Hop) {
+	// Hops mostly arrive in time order; a hop is a large struct to compare by value.
+	sorted := true
+	for i := 1; i < len(hs) && sorted; i++ {
+		sorted = hs[i-1].TimeNS <= hs[i].TimeNS
+	}
+	if sorted {
+		return
+	}
 	slices.SortStableFunc(hs, func(x, y trace.Hop) int {
 		switch {
 		case x.TimeNS < y.TimeNS:
@@ -133,6 +177,45 @@ func sortHops(hs []trace.Hop) {
 		}
 		return 0
 	})
+}
+
+// lruList holds the open packets, least recently active first, linked through the packets
+// themselves so that starting one allocates nothing more.
+type lruList struct{ front, back *packet }
+
+func (l *lruList) pushBack(p *packet) {
+	p.prev, p.next, p.listed = l.back, nil, true
+	if l.back != nil {
+		l.back.next = p
+	} else {
+		l.front = p
+	}
+	l.back = p
+}
+
+func (l *lruList) remove(p *packet) {
+	if !p.listed {
+		return
+	}
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		l.front = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		l.back = p.prev
+	}
+	p.prev, p.next, p.listed = nil, nil, false
+}
+
+// moveToBack marks p the most recently active, if it is still open.
+func (l *lruList) moveToBack(p *packet) {
+	if p.listed && l.back != p {
+		l.remove(p)
+		l.pushBack(p)
+	}
 }
 
 // reorderSlackNS bounds how far out of time order the ring buffer delivers events from

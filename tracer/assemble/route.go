@@ -53,8 +53,8 @@ func (c *cpuState) touch(p *packet, h *trace.Hop) {
 // addRoute attaches a route event to the packet this CPU handled most recently that was
 // looked up, or keeps it for a packet about to start: on local output the lookup comes before
 // the sk_buff exists.
-func (a *Assembler) addRoute(ev trace.Event) {
-	h := ev.Hop
+func (a *Assembler) addRoute(ev *trace.Event) {
+	h := &ev.Hop
 	if h.Route == nil {
 		a.stats.RoutesUnmatched++
 		return
@@ -81,7 +81,7 @@ func (a *Assembler) addRoute(ev trace.Event) {
 		best = received
 	}
 	if best != nil {
-		a.push(best.p, ev)
+		a.push(best.p, ev.CPU, h)
 		return
 	}
 	a.prunePending(c)
@@ -89,25 +89,26 @@ func (a *Assembler) addRoute(ev trace.Event) {
 		c.pending = c.pending[1:]
 		a.stats.RoutesUnmatched++
 	}
-	c.pending = append(c.pending, h)
+	c.pending = append(c.pending, *h)
 }
 
 // claimPending gives p the route events waiting on ev's CPU that looked up ev's headers. It
 // runs on every hop with headers, not only a packet's first: a route looked up after DNAT
 // matches the packet only once a hop shows the translated headers.
-func (a *Assembler) claimPending(p *packet, ev trace.Event) {
+func (a *Assembler) claimPending(p *packet, ev *trace.Event) {
 	c := a.cpus[ev.CPU]
 	if c == nil || len(c.pending) == 0 {
 		return
 	}
 	a.prunePending(c)
 	kept := c.pending[:0]
-	for _, r := range c.pending {
+	for i := range c.pending {
+		r := &c.pending[i]
 		if near(r.TimeNS, ev.Hop.TimeNS) && looksUp(r.Route.Lookup, ev.Hop.Tuple) {
-			a.push(p, trace.Event{CPU: ev.CPU, Hop: r})
+			a.push(p, ev.CPU, r)
 			continue
 		}
-		kept = append(kept, r)
+		kept = append(kept, *r)
 	}
 	clear(c.pending[len(kept):])
 	c.pending = kept

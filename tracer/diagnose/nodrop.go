@@ -6,28 +6,43 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
+// tally is what a verdict without a drop rests on: every packet observed is counted, so that
+// a run which does not hold its packets (past --max-packets, or streamed to its trace file as
+// they complete) is concluded on all of them.
+type tally struct {
+	packets, req, rep, delivered, unknown, ended int
+	// left is the request that left the host last (a reply, if no request did).
+	left    trace.Packet
+	hasLeft bool
+}
+
+func (c *tally) add(p trace.Packet) {
+	c.packets++
+	if p.Flow == trace.Reply {
+		c.rep++
+	} else {
+		c.req++
+	}
+	switch p.Fate.Outcome {
+	case trace.LeftHost:
+		if !c.hasLeft || p.Flow == trace.Request {
+			c.left, c.hasLeft = p, true
+		}
+	case trace.Delivered:
+		c.delivered++
+	case trace.Dropped:
+		c.ended++ // benign: a closing socket's queue, a flooded clone
+	default:
+		c.unknown++
+	}
+}
+
 // noDropVerdict concludes a trace where nothing died on this host.
-func noDropVerdict(t *trace.Trace) trace.Verdict {
-	var req, rep, delivered, unknown, ended int
+func noDropVerdict(t *trace.Trace, c tally) trace.Verdict {
+	req, rep, delivered, unknown, ended := c.req, c.rep, c.delivered, c.unknown, c.ended
 	var left *trace.Packet
-	for i, p := range t.Packets {
-		if p.Flow == trace.Reply {
-			rep++
-		} else {
-			req++
-		}
-		switch p.Fate.Outcome {
-		case trace.LeftHost:
-			if left == nil || p.Flow == trace.Request {
-				left = &t.Packets[i]
-			}
-		case trace.Delivered:
-			delivered++
-		case trace.Dropped:
-			ended++ // benign: a closing socket's queue, a flooded clone
-		default:
-			unknown++
-		}
+	if c.hasLeft {
+		left = &c.left
 	}
 	switch {
 	case left != nil && rep == 0:

@@ -20,6 +20,9 @@ type Resolver struct {
 	mu       sync.Mutex
 	names    map[uint32]string
 	lastScan time.Time
+	// unnamed are the "netns:<inode>" names made so far: one string per namespace, not one
+	// per event.
+	unnamed map[uint32]string
 }
 
 // HostCandidates are where the host namespace is looked for, best first. PID 1's is the host's
@@ -106,7 +109,15 @@ func (r *Resolver) Name(ino uint32) string {
 	if ok {
 		return n
 	}
-	return fmt.Sprintf("netns:%d", ino)
+	if n, ok := r.unnamed[ino]; ok {
+		return n
+	}
+	if r.unnamed == nil || len(r.unnamed) >= 4096 {
+		r.unnamed = map[uint32]string{}
+	}
+	n = fmt.Sprintf("netns:%d", ino)
+	r.unnamed[ino] = n
+	return n
 }
 
 // Host is the host namespace's inode.

@@ -125,7 +125,7 @@ func TestFormatRule(t *testing.T) {
 		},
 		{
 			name:  "the marking rule itself",
-			table: inet,
+			table: ip,
 			exprs: markExprs(netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")),
 			want:  "ip saddr 10.0.0.0/8 ip daddr 192.168.1.1 meta nftrace set 1",
 		},

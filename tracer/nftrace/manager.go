@@ -12,12 +12,17 @@ import (
 // namespace and never fatal: they end up in Warnings, and a namespace whose
 // session could not be opened (no nf_tables, gone already) just yields
 // nothing.
+//
+// A namespace with no nf_tables table has no rule to name: it gets no
+// marking table (which would cost each of its packets a chain) until a table
+// appears there; then its session opens.
 type Manager struct {
 	a, b netip.Prefix
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[uint32]*Session // nil value: opening, or failed to open
+	sessions map[uint32]*Session // nil value: opening, waiting for a table, or failed to open
+	waiting  map[uint32]*rulesetWatch
 	warnings []string
 
 	drops chan Drop
@@ -32,6 +37,7 @@ func NewManager(a, b netip.Prefix) *Manager {
 		a:        a,
 		b:        b,
 		sessions: map[uint32]*Session{},
+		waiting:  map[uint32]*rulesetWatch{},
 		drops:    make(chan Drop, drainBuffer),
 		done:     make(chan struct{}),
 	}
@@ -39,7 +45,10 @@ func NewManager(a, b netip.Prefix) *Manager {
 
 // Watch opens a session in the namespace with inode netnsInode, reachable at
 // nsPath, unless one was already opened (or tried) for that inode. It returns
-// once the session is tracing, so packets sent afterwards are covered.
+// once the session is tracing, so packets sent afterwards are covered; in a
+// namespace without nf_tables tables, once it watches for one to appear (the
+// session then opens within milliseconds of it: a packet dropped by a rule in
+// between is not named).
 func (m *Manager) Watch(netnsInode uint32, nsPath string) {
 	m.mu.Lock()
 	if _, seen := m.sessions[netnsInode]; seen || m.closed {
@@ -49,6 +58,46 @@ func (m *Manager) Watch(netnsInode uint32, nsPath string) {
 	m.sessions[netnsInode] = nil
 	m.mu.Unlock()
 
+	// An error here (no nf_tables, say) is left to open to report.
+	w, has, err := watchRuleset(nsPath)
+	if err == nil && !has {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			_ = w.Close()
+			return
+		}
+		m.waiting[netnsInode] = w
+		m.wg.Add(1)
+		m.mu.Unlock()
+		go m.await(w, netnsInode, nsPath)
+		return
+	}
+	m.open(netnsInode, nsPath)
+}
+
+// await opens the session of a namespace once a table appears there.
+func (m *Manager) await(w *rulesetWatch, netnsInode uint32, nsPath string) {
+	defer m.wg.Done()
+	select {
+	case <-w.Appeared():
+	case <-w.done: // Unwatch or Close
+		return
+	case <-m.done:
+		return
+	}
+	m.mu.Lock()
+	still := m.waiting[netnsInode] == w
+	delete(m.waiting, netnsInode)
+	m.mu.Unlock()
+	_ = w.Close()
+	if still {
+		m.open(netnsInode, nsPath)
+	}
+}
+
+// open opens the session of a namespace Watch claimed.
+func (m *Manager) open(netnsInode uint32, nsPath string) {
 	// Drops carry the inode the caller knows the namespace by.
 	s, err := openAs(nsPath, m.a, m.b, netnsInode)
 
@@ -85,6 +134,11 @@ func (m *Manager) Unwatch(netnsInode uint32) error {
 	s, ok := m.sessions[netnsInode]
 	if ok && s != nil {
 		delete(m.sessions, netnsInode)
+	}
+	if w := m.waiting[netnsInode]; w != nil {
+		delete(m.waiting, netnsInode)
+		delete(m.sessions, netnsInode)
+		_ = w.Close()
 	}
 	m.mu.Unlock()
 	if s == nil {
@@ -125,6 +179,10 @@ func (m *Manager) Close() error {
 	var sessions []*Session
 	for _, s := range m.sessions {
 		sessions = append(sessions, s)
+	}
+	for ino, w := range m.waiting {
+		_ = w.Close()
+		delete(m.waiting, ino)
 	}
 	m.mu.Unlock()
 

@@ -2,7 +2,7 @@
 // the kernel's own nftables tracing.
 //
 // A Session, in one network namespace, creates a temporary table
-// (inet pathtrace_trace_<pid>) owned by its netlink socket, with base chains
+// (ip pathtrace_trace_<pid>, ip6 for an IPv6 flow) owned by its netlink socket, with base chains
 // hooked at the earliest priority on prerouting and output whose rules set
 // `meta nftrace set 1` on packets of the traced flow. Every nf_tables rule
 // set the marked packets then cross (nft rule sets and iptables-nft alike,
@@ -278,8 +278,12 @@ func (s *Session) closeOwner() error {
 // Netns returns the inode of the traced namespace.
 func (s *Session) Netns() uint32 { return s.netns }
 
-// Table returns the name of the owned table (family inet).
+// Table returns the name of the owned table.
 func (s *Session) Table() string { return s.table }
+
+// Family returns the owned table's family as nft names it: "ip", or "ip6" for
+// an IPv6 flow.
+func (s *Session) Family() string { return familyName(markFamily(s.a)) }
 
 // Priority returns the priority the kernel accepted for the marking chains.
 func (s *Session) Priority() int32 { return s.priority }
@@ -417,5 +421,9 @@ const (
 )
 
 func isOurTable(family byte, name string) bool {
-	return family == unix.NFPROTO_INET && strings.HasPrefix(name, TablePrefix)
+	switch family {
+	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET: // inet: tables of earlier versions
+		return strings.HasPrefix(name, TablePrefix)
+	}
+	return false
 }

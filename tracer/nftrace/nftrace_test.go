@@ -139,8 +139,9 @@ func TestNftDropForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openSession(t, topo.Node, host(topo.PodIP), host(topo.ExtIP))
-	if tb := traceTables(t, topo.Node); len(tb) != 1 || tb[0].Family != nftables.TableFamilyINet {
-		t.Fatalf("trace tables = %+v, want one inet table", tb)
+	// An ip table: an IPv4 flow's marking chains see no IPv6 packet.
+	if tb := traceTables(t, topo.Node); len(tb) != 1 || tb[0].Family != nftables.TableFamilyIPv4 || s.Family() != "ip" {
+		t.Fatalf("trace tables = %+v (Family %q), want one ip table", tb, s.Family())
 	}
 	pingNoReply(t, topo.Pod, topo.ExtIP)
 	d := waitDrop(t, s.Drops())
@@ -333,15 +334,15 @@ func TestCleanup(t *testing.T) {
 	if flags := tb[0].Flags; flags&tableFlagOwner == 0 && bits.ReverseBytes32(flags)&tableFlagOwner == 0 {
 		t.Errorf("table %s flags %#x, want owner flag", tb[0].Name, tb[0].Flags)
 	}
-	if out, err := exec.Command("ip", "netns", "exec", topo.Node.Name(), "nft", "list", "table", "inet", s.Table()).CombinedOutput(); err == nil {
-		t.Logf("nft list table inet %s:\n%s", s.Table(), out)
+	if out, err := exec.Command("ip", "netns", "exec", topo.Node.Name(), "nft", "list", "table", s.Family(), s.Table()).CombinedOutput(); err == nil {
+		t.Logf("nft list table %s %s:\n%s", s.Family(), s.Table(), out)
 	}
 	// Only the owner may change an owned table.
 	nftErr := func() error {
 		fd, _ := unix.Open(topo.Node.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		defer unix.Close(fd)
 		c, _ := nftables.New(nftables.WithNetNSFd(fd))
-		c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: s.Table()})
+		c.DelTable(&nftables.Table{Family: tb[0].Family, Name: s.Table()})
 		return c.Flush()
 	}()
 	if nftErr == nil {
@@ -470,9 +471,11 @@ func TestManager(t *testing.T) {
 	}
 	m.Watch(12345, "/nonexistent/netns")
 	m.Watch(12345, "/nonexistent/netns")
-	for _, ns := range []*lab.NS{topo.Pod, topo.Node, topo.Ext} {
-		if tb := traceTables(t, ns); len(tb) != 1 {
-			t.Errorf("%s: trace tables %+v, want exactly one", ns.Name(), tb)
+	// Only node has a table of its own (the drop rule's): there is nothing to name in pod and
+	// ext, and no marking table to cost their packets a chain.
+	for ns, want := range map[*lab.NS]int{topo.Pod: 0, topo.Node: 1, topo.Ext: 0} {
+		if tb := traceTables(t, ns); len(tb) != want {
+			t.Errorf("%s: trace tables %+v, want %d", ns.Name(), tb, want)
 		}
 	}
 	if w := m.Warnings(); len(w) != 1 || !strings.Contains(w[0], "netns 12345") {
@@ -482,6 +485,66 @@ func TestManager(t *testing.T) {
 	d := waitDrop(t, m.Drops())
 	if d.Netns != topo.Node.Inode() || d.Table != lab.NftFilterTable || d.Chain != "forward" || d.Handle == 0 {
 		t.Errorf("drop %s in netns %d, want the lab forward rule in node (%d)", d, d.Netns, topo.Node.Inode())
+	}
+}
+
+// A namespace with no nf_tables table gets its marking table once one appears there, and then
+// a drop by the new rule is named; the other namespaces stay without.
+func TestManagerWaitsForATable(t *testing.T) {
+	topo := standard(t, "ptnftlate", 245)
+	m := NewManager(host(topo.PodIP), host(topo.ExtIP))
+	defer func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("Manager Close: %v", err)
+		}
+		for _, ns := range []*lab.NS{topo.Pod, topo.Node, topo.Ext} {
+			if tb := traceTables(t, ns); len(tb) != 0 {
+				t.Errorf("after Manager Close: trace tables %+v remain in %s", tb, ns.Name())
+			}
+		}
+		for range m.Drops() {
+		}
+	}()
+	for _, ns := range []*lab.NS{topo.Pod, topo.Node, topo.Ext} {
+		m.Watch(ns.Inode(), ns.Path())
+	}
+	for _, ns := range []*lab.NS{topo.Pod, topo.Node, topo.Ext} {
+		if tb := traceTables(t, ns); len(tb) != 0 {
+			t.Fatalf("%s has no table, but trace tables %+v", ns.Name(), tb)
+		}
+	}
+	// A rule arrives while the manager watches: the marking table follows it in.
+	if err := topo.Node.NftDropForward(topo.PodIP.String()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(traceTables(t, topo.Node)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no marking table in node 5s after its first table appeared: %+v", traceTables(t, topo.Node))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	pingNoReply(t, topo.Pod, topo.ExtIP)
+	d := waitDrop(t, m.Drops())
+	if d.Netns != topo.Node.Inode() || d.Table != lab.NftFilterTable || d.Chain != "forward" || d.Handle == 0 {
+		t.Errorf("drop %s in netns %d, want the lab forward rule in node (%d)", d, d.Netns, topo.Node.Inode())
+	}
+	for _, ns := range []*lab.NS{topo.Pod, topo.Ext} {
+		if tb := traceTables(t, ns); len(tb) != 0 {
+			t.Errorf("%s: trace tables %+v, want none", ns.Name(), tb)
+		}
+	}
+	if w := m.Warnings(); len(w) != 0 {
+		t.Errorf("warnings %q", w)
+	}
+	// Unwatch stops a namespace's wait: a table there later gets no marking table.
+	m.Unwatch(topo.Ext.Inode())
+	if err := topo.Ext.NftDropForward("192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if tb := traceTables(t, topo.Ext); len(tb) != 0 {
+		t.Errorf("ext, unwatched: trace tables %+v, want none", tb)
 	}
 }
 

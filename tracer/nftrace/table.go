@@ -46,17 +46,29 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
+// markFamily is the table family of the marking table for a flow of prefix
+// p's family: ip or ip6, not inet. Its hooks then see only that family's
+// packets (an IPv4 trace costs IPv6 traffic nothing), and its rules need no
+// meta nfproto check before reading the addresses.
+func markFamily(p netip.Prefix) byte {
+	if p.Addr().Is6() {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}
+
 // markBatch returns the messages creating
 //
-//	table inet <name> { flags owner
+//	table ip <name> { flags owner     (ip6 for an IPv6 flow)
 //	  chain prerouting { type filter hook prerouting priority <prio>; policy accept
 //	    <flow match> meta nftrace set 1 ... }
 //	  chain output { type filter hook output priority <prio>; policy accept; ... } }
 //
-// where the flow match is, per direction, meta nfproto, source in one prefix
-// and destination in the other.
+// where the flow match is, per direction, source in one prefix and destination
+// in the other. A packet is received (prerouting) or sent from the namespace
+// (output), so each packet crosses one of the chains.
 func markBatch(name string, prio int32, a, b netip.Prefix) ([]netlink.Message, error) {
-	const fam = unix.NFPROTO_INET
+	fam := markFamily(a)
 	table, err := nftMsg(unix.NFT_MSG_NEWTABLE, netlink.Create|netlink.Excl, fam, []netlink.Attribute{
 		{Type: unix.NFTA_TABLE_NAME, Data: cstr(name)},
 		{Type: unix.NFTA_TABLE_FLAGS, Data: be32(tableFlagOwner)},
@@ -94,7 +106,7 @@ func markBatch(name string, prio int32, a, b netip.Prefix) ([]netlink.Message, e
 		}
 		msgs = append(msgs, chain)
 		for _, d := range dirs {
-			rule, err := markRule(name, ch.name, d[0], d[1], comment)
+			rule, err := markRule(fam, name, ch.name, d[0], d[1], comment)
 			if err != nil {
 				return nil, err
 			}
@@ -104,17 +116,15 @@ func markBatch(name string, prio int32, a, b netip.Prefix) ([]netlink.Message, e
 	return msgs, nil
 }
 
-// markExprs matches packets from src to dst in an inet chain and sets
-// nftrace: meta nfproto ipvX [ip saddr src] [ip daddr dst] meta nftrace set 1.
+// markExprs matches packets from src to dst in a chain of the table family
+// of their addresses and sets nftrace: [ip saddr src] [ip daddr dst] meta
+// nftrace set 1. A non-matching packet costs one address load and compare.
 func markExprs(src, dst netip.Prefix) []expr.Any {
-	proto, saddr, daddr := byte(unix.NFPROTO_IPV4), uint32(12), uint32(16)
+	saddr, daddr := uint32(12), uint32(16)
 	if src.Addr().Is6() {
-		proto, saddr, daddr = unix.NFPROTO_IPV6, 8, 24
+		saddr, daddr = 8, 24
 	}
-	exprs := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-	}
+	var exprs []expr.Any
 	exprs = append(exprs, prefixMatch(src, saddr)...)
 	exprs = append(exprs, prefixMatch(dst, daddr)...)
 	return append(exprs,
@@ -141,10 +151,10 @@ func prefixMatch(p netip.Prefix, off uint32) []expr.Any {
 	return append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()})
 }
 
-func markRule(table, chain string, src, dst netip.Prefix, comment string) (netlink.Message, error) {
+func markRule(fam byte, table, chain string, src, dst netip.Prefix, comment string) (netlink.Message, error) {
 	var list []netlink.Attribute
 	for _, e := range markExprs(src, dst) {
-		b, err := expr.Marshal(unix.NFPROTO_INET, e)
+		b, err := expr.Marshal(fam, e)
 		if err != nil {
 			return netlink.Message{}, err
 		}
@@ -156,7 +166,7 @@ func markRule(table, chain string, src, dst netip.Prefix, comment string) (netli
 	}
 	// libnftnl's rule comment: NFTNL_UDATA_RULE_COMMENT (0), NUL-terminated.
 	udata := append([]byte{0, byte(len(comment) + 1)}, cstr(comment)...)
-	return nftMsg(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, unix.NFPROTO_INET, []netlink.Attribute{
+	return nftMsg(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, fam, []netlink.Attribute{
 		{Type: unix.NFTA_RULE_TABLE, Data: cstr(table)},
 		{Type: unix.NFTA_RULE_CHAIN, Data: cstr(chain)},
 		{Type: unix.NLA_F_NESTED | unix.NFTA_RULE_EXPRESSIONS, Data: exprs},

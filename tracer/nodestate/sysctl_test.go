@@ -76,7 +76,11 @@ func TestForwarding(t *testing.T) {
 	if _, err := r.Forwarding(node, "nosuchdev", false); err == nil || !strings.Contains(err.Error(), "nosuchdev") {
 		t.Errorf("missing device: %v, want an error naming it", err)
 	}
-	// The pod's namespace has its own value: readings must not leak across namespaces.
+	// The pod's namespace has its own value: readings must not leak across namespaces. A new
+	// namespace inherits the host's IPv4 settings, so the pod's is set rather than assumed.
+	if err := topo.Pod.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
+		t.Fatal(err)
+	}
 	if v, err := r.Sysctl(topo.Pod.Inode(), "net.ipv4.ip_forward"); err != nil || v != "0" {
 		t.Errorf("pod ip_forward = %q, %v; want 0", v, err)
 	}

@@ -1,0 +1,116 @@
+package run
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/render/jsontrace"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// keptPackets are the packets a run keeps for its trace file: the first max to complete. They
+// are not held in memory: each is encoded as it completes, as the trace file's packets will
+// read, into an unnamed file next to the trace file, and at the end the document is written
+// around them. So a run's memory does not grow with its packets, and saving the trace at the
+// end is a copy of what is already encoded. Without a trace file they are only counted.
+type keptPackets struct {
+	max   int
+	n     int
+	spill *os.File // nil without a trace file
+	bw    *bufio.Writer
+	pw    *jsontrace.PacketWriter
+	err   error // the first write error; later packets are not written
+}
+
+// newKeptPackets keeps up to max packets (0: DefaultMaxPackets) for a trace file at jsonPath
+// ("" for none).
+func newKeptPackets(jsonPath string, max int) (*keptPackets, error) {
+	if max <= 0 {
+		max = DefaultMaxPackets
+	}
+	k := &keptPackets{max: max}
+	if jsonPath == "" {
+		return k, nil
+	}
+	f, err := openSpill(filepath.Dir(jsonPath))
+	if err != nil {
+		return nil, fmt.Errorf("cannot write %s: %w", jsonPath, err)
+	}
+	k.spill = f
+	k.bw = bufio.NewWriterSize(f, 256<<10)
+	k.pw = jsontrace.NewPacketWriter(k.bw)
+	return k, nil
+}
+
+// openSpill makes a file in dir that has no name: nothing is left of it however the run ends,
+// SIGKILL included.
+func openSpill(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "(packets of the trace)")), nil
+	}
+	// A filesystem without O_TMPFILE: a file named for an instant.
+	f, err := os.CreateTemp(dir, ".pathtrace-packets-*")
+	if err != nil {
+		if u := errors.Unwrap(err); u != nil {
+			err = u // the path is said by the caller
+		}
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// add keeps p if there is room, and says whether there was.
+func (k *keptPackets) add(p *trace.Packet) bool {
+	if k.n >= k.max {
+		return false
+	}
+	k.n++
+	if k.pw != nil && k.err == nil {
+		k.err = k.pw.Write(p)
+	}
+	return true
+}
+
+// save writes the trace file: t with the kept packets, whole or not at all.
+func (k *keptPackets) save(path string, t *trace.Trace) error {
+	if k.spill == nil {
+		return SaveTrace(path, t)
+	}
+	err := k.err
+	if err == nil {
+		err = k.bw.Flush()
+	}
+	if err == nil {
+		_, err = k.spill.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	out, err := openOutput(path)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	if err := jsontrace.WriteStreamed(out.f, t, k.spill, k.pw.Count()); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return out.commit()
+}
+
+// close lets the unnamed file go.
+func (k *keptPackets) close() {
+	if k.spill != nil {
+		k.spill.Close()
+	}
+}

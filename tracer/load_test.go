@@ -1,0 +1,150 @@
+package tracer
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// TestHookBuilds runs each build of the hooks on its own, though a kernel keeps only the first
+// it accepts: they read kernel memory each their own way (bpf_rdonly_cast, plain loads, probe
+// reads) and must load, attach and report a packet the same way. A build this kernel refuses
+// (bpf_rdonly_cast before 6.2) is skipped. UDP to a closed loopback port is dropped
+// (NO_SOCKET); the drop and the hops before it must carry the packet's tuple, and nothing
+// outside the filter may be reported.
+func TestHookBuilds(t *testing.T) {
+	needRoot(t)
+	all := hookBuilds
+	defer func() { hookBuilds = all }()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, castErr := kernel.AnyTypeByName("bpf_rdonly_cast")
+	for i, b := range all {
+		t.Run(b.name, func(t *testing.T) {
+			hookBuilds = []hookBuild{b}
+			// The first build needs the bpf_rdonly_cast kfunc; any kernel with BTF takes the others.
+			seeDropWith(t, b, i > 0 || castErr == nil)
+		})
+	}
+}
+
+// seeDropWith traces a dropped loopback packet with the programs of build b only. must: the
+// kernel is expected to accept b.
+func seeDropWith(t *testing.T, b hookBuild, must bool) {
+
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+
+	filter := testFilter(t, "127.0.0.1", "127.0.0.1", trace.ProtoUDP, port)
+	tr, err := Open(Config{Filter: filter})
+	if err != nil {
+		if !must {
+			t.Skipf("this kernel refuses the %s build: %v", b.name, err)
+		}
+		t.Fatalf("Open with the %s build only: %v", b.name, err)
+	}
+	defer tr.Close()
+	// The tracepoint hooks come first (function probes, where the kernel has them, follow).
+	probes := tr.Probes()
+	if len(probes) < len(hooks) || len(tr.probes) < len(hooks) {
+		t.Fatalf("%d probes (%d loaded), want at least the %d hooks", len(probes), len(tr.probes), len(hooks))
+	}
+	for i, h := range hooks {
+		p := probes[i]
+		if !p.Attached || p.Program != b.kind {
+			t.Errorf("probe %s: attached=%v program=%q error=%q; want %s", p.Name, p.Attached, p.Program, p.Error, b.kind)
+		}
+		if info, err := tr.probes[i].prog.Info(); err != nil || info.Name != b.prog(h) {
+			t.Errorf("probe %s runs program %v (%v), want %s", p.Name, info, err, b.prog(h))
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan trace.Event, 1024)
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Run(ctx, func(e trace.Event) {
+			select {
+			case events <- e:
+			default:
+			}
+		}, func(uint64) {})
+	}()
+
+	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	lo := netip.MustParseAddr("127.0.0.1")
+	want := trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: sport, Dport: port}
+
+	var got []trace.Event
+	var drop *trace.Event
+	timeout := time.After(10 * time.Second)
+	send := time.NewTicker(200 * time.Millisecond)
+	defer send.Stop()
+	conn.Write([]byte("pathtrace " + b.name))
+	for drop == nil {
+		select {
+		case e := <-events:
+			got = append(got, e)
+			if e.Hop.Event == trace.KindDrop && e.Hop.Tuple != nil && e.Hop.Tuple.Sport == sport {
+				drop = &got[len(got)-1]
+			}
+		case <-send.C:
+			conn.Write([]byte("pathtrace " + b.name))
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-timeout:
+			t.Fatalf("no drop of %v within 10s with the %s build; saw %d events: %+v", want, b.name, len(got), got)
+		}
+	}
+	reasons := true // drop reasons need 5.17
+	for _, d := range tr.Degraded() {
+		reasons = reasons && !strings.Contains(d, "no drop reasons")
+	}
+	if (reasons && drop.Hop.Reason != "NO_SOCKET") || drop.Hop.Probe != "skb:kfree_skb" {
+		t.Errorf("drop %q from %s, want NO_SOCKET from skb:kfree_skb", drop.Hop.Reason, drop.Hop.Probe)
+	}
+	if drop.Hop.Tuple.Tuple != want {
+		t.Errorf("drop tuple %+v, want %+v", drop.Hop.Tuple.Tuple, want)
+	}
+	kinds := map[trace.Kind]bool{}
+	for _, e := range got {
+		if e.SKB == drop.SKB {
+			kinds[e.Hop.Event] = true
+		}
+		if e.Hop.Tuple != nil {
+			if _, ok := filter.Direction(e.Hop.Tuple.Tuple); !ok {
+				t.Errorf("event outside the filter: %+v", e.Hop)
+			}
+		}
+	}
+	// On loopback the packet is queued, sent and received before the drop: those hooks' builds
+	// saw it too.
+	for _, k := range []trace.Kind{trace.KindQueue, trace.KindXmit, trace.KindReceive} {
+		if !kinds[k] {
+			t.Errorf("the dropped packet has no %s hop: %v", k, kinds)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -1,0 +1,113 @@
+package tracer
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/ksym"
+)
+
+// symbols is the kernel's symbol table, read in the background from the end of Open on (it
+// takes ~60-100 ms), while the run sets up the rest; the first drop waits for it if need be.
+type symbols struct {
+	done  chan struct{}
+	table *ksym.Table
+	err   error
+}
+
+func loadSymbols(path string) *symbols {
+	s := &symbols{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.table, s.err = ksym.Load(path)
+	}()
+	return s
+}
+
+// wait returns the table once read: nil, with the reason, when it could not be.
+func (s *symbols) wait() (*ksym.Table, error) {
+	if s == nil {
+		return nil, nil
+	}
+	<-s.done
+	return s.table, s.err
+}
+
+// nameCache keeps the strings decoding makes, so that the same device name or drop location
+// is one string shared by every hop that has it, not an allocation per event. Only the reader
+// goroutine uses it. A cache that fills up (a node with thousands of devices) starts over.
+type nameCache struct {
+	ifnames   map[[16]int8]string
+	locations map[uint64]string
+	// The headers and route of the latest event on each CPU: a packet's hops follow one
+	// another on one CPU, mostly with the same headers, and then share one copy of them.
+	lastHeaders []*trace.Headers
+	lastRoute   []*trace.Route
+}
+
+// maxCPU bounds the per-CPU caches; events of CPUs past it get copies of their own.
+const maxCPU = 4096
+
+// headers is hdr, as the copy made for the latest event on cpu if that had the same.
+func (c *nameCache) headers(cpu uint32, hdr *trace.Headers) *trace.Headers {
+	if int(cpu) < len(c.lastHeaders) {
+		if p := c.lastHeaders[cpu]; p != nil && *p == *hdr {
+			return p
+		}
+	}
+	p := new(trace.Headers)
+	*p = *hdr
+	if cpu < maxCPU {
+		if int(cpu) >= len(c.lastHeaders) {
+			c.lastHeaders = append(c.lastHeaders, make([]*trace.Headers, int(cpu)+1-len(c.lastHeaders))...)
+		}
+		c.lastHeaders[cpu] = p
+	}
+	return p
+}
+
+// route is r, as the copy made for the latest route event on cpu if that had the same.
+func (c *nameCache) route(cpu uint32, r *trace.Route) *trace.Route {
+	if int(cpu) < len(c.lastRoute) {
+		if p := c.lastRoute[cpu]; p != nil && *p == *r {
+			return p
+		}
+	}
+	p := new(trace.Route)
+	*p = *r
+	if cpu < maxCPU {
+		if int(cpu) >= len(c.lastRoute) {
+			c.lastRoute = append(c.lastRoute, make([]*trace.Route, int(cpu)+1-len(c.lastRoute))...)
+		}
+		c.lastRoute[cpu] = p
+	}
+	return p
+}
+
+const nameCacheMax = 4096
+
+func (c *nameCache) ifname(raw *[16]int8) string {
+	if s, ok := c.ifnames[*raw]; ok {
+		return s
+	}
+	if c.ifnames == nil || len(c.ifnames) >= nameCacheMax {
+		c.ifnames = make(map[[16]int8]string)
+	}
+	s := unix.ByteSliceToString(int8sToBytes(raw[:]))
+	c.ifnames[*raw] = s
+	return s
+}
+
+// location is addr as "function+0xoff", or in hex without the kernel's symbols.
+func (c *nameCache) location(addr uint64, syms *symbols) string {
+	if s, ok := c.locations[addr]; ok {
+		return s
+	}
+	if c.locations == nil || len(c.locations) >= nameCacheMax {
+		c.locations = make(map[uint64]string)
+	}
+	table, _ := syms.wait()
+	s := table.Symbolize(addr)
+	c.locations[addr] = s
+	return s
+}
