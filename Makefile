@@ -89,3 +89,16 @@ bench: build
 	./scripts/bench-deps.sh
 	$(GO) build -o bin/bench ./bench
 	./bin/bench -bin $(BIN) -go $(GO)
+
+# The container image without a registry (scripts/image.sh; the Dockerfile builds the same
+# image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,
+# podman load and ctr images import all take, named $(IMAGE). See deploy/README.md.
+.PHONY: image image-test
+IMAGE ?= localhost/pathtrace:dev
+image:
+	IMAGE=$(IMAGE) ./scripts/image.sh
+
+# The image run for real (root): podman and containerd load it; --version and `pathtrace
+# demo` inside a privileged container with the host's network and PID namespaces.
+image-test: image
+	IMAGE=$(IMAGE) ./scripts/image-test.sh

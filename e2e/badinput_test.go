@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +23,22 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(foreign, []byte(`{"schema": "othertool/v9"}`), 0o644)
 	unreadable := filepath.Join(dir, "unreadable.json")
 	os.WriteFile(unreadable, []byte(`{}`), 0o000)
+	// A container runtime with pod web in two namespaces.
+	crisrv := criServer(t, pod("default", "web"), pod("shop", "web"))
+	// Traces for merge: two of one ping's flow whose packets differ, and one of another flow.
+	pingTrace := func(name, filter string, seq int) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(`{"schema": "pathtrace/v1", "meta": {"started_at": "2026-01-02T03:04:05Z"},
+			"filter": `+filter+`, "packets": [{"id": 1, "flow": "request",
+			"tuple": {"proto": "icmp", "src": "10.0.0.1", "dst": "10.0.0.2", "icmp_type": 8, "icmp_id": 7, "icmp_seq": `+strconv.Itoa(seq)+`},
+			"hops": [{"time_ns": 1000, "event": "xmit", "netns_name": "host", "ifname": "eth0"}], "fate": {"outcome": "left-host"}}]}`), 0o644)
+		return path
+	}
+	icmpFlow := `{"src": "10.0.0.1/32", "dst": "10.0.0.2/32", "proto": "icmp"}`
+	nodeA := pingTrace("node-a.json", icmpFlow, 1)
+	nodeB := pingTrace("node-b.json", icmpFlow, 2)
+	nodeC := pingTrace("node-c.json", icmpFlow, 1)
+	tcpFlow := pingTrace("tcp.json", `{"src": "10.0.0.1/32", "dst": "10.0.0.2/32", "proto": "tcp"}`, 1)
 
 	cases := []struct {
 		name string
@@ -49,9 +66,23 @@ func TestBadInput(t *testing.T) {
 		{"show malformed", []string{"show", malformed}, "is not a pathtrace trace", false},
 		{"show foreign schema", []string{"show", foreign}, "this pathtrace reads pathtrace/v1", false},
 		{"show without file", []string{"show"}, "accepts 1 arg(s)", false},
+		{"merge one file", []string{"merge", nodeA}, "merge needs the traces of at least two nodes, got 1", false},
+		{"merge missing file", []string{"merge", nodeA, filepath.Join(dir, "nope.json")}, "no such file or directory", false},
+		{"merge malformed", []string{"merge", malformed, nodeA}, "is not a pathtrace trace", false},
+		{"merge foreign schema", []string{"merge", nodeA, foreign}, "this pathtrace reads pathtrace/v1", false},
+		{"merge different flows", []string{"merge", nodeA, tcpFlow}, "traces icmp 10.0.0.1 <-> 10.0.0.2, " + tcpFlow + " traces tcp 10.0.0.1 <-> 10.0.0.2: not the same flow", false},
+		{"merge nothing matches", []string{"merge", nodeA, nodeB}, "no packet of " + nodeA + " (1 traced) matches one in " + nodeB, false},
+		{"merge bad color", []string{"merge", nodeA, nodeB, "--color", "purple"}, "--color: want auto, always or never", false},
+		{"merge unwritable json", []string{"merge", nodeA, nodeC, "--json", "/proc/merged.json"}, "cannot write /proc/merged.json", false},
 		{"unwritable json", []string{"--dst", "10.9.9.9", "--json", "/proc/pathtrace.json"}, "cannot write /proc/pathtrace.json", true},
 		{"missing json dir", []string{"--dst", "10.9.9.9", "--json", filepath.Join(dir, "no/such/dir.json")}, "no such file or directory", true},
 		{"bad backend", []string{"--backend", "ebpf"}, "--backend: want auto, fentry, kprobe or tracepoint", false},
+		{"unknown pod", []string{"--src", "default/nope", "--cri-socket", crisrv.Socket()}, "--src: pod default/nope not found on this node", false},
+		{"ambiguous pod", []string{"--dst", "web", "--cri-socket", crisrv.Socket()}, "--dst: pod web is in namespaces default, shop: use default/web or shop/web", false},
+		{"bad cri socket", []string{"--src", "default/web", "--cri-socket", filepath.Join(dir, "nope.sock")}, "--cri-socket: CRI socket " + filepath.Join(dir, "nope.sock"), false},
+		{"cri socket not a socket", []string{"--dst", "10.9.9.9", "--cri-socket", malformed}, "not a unix socket", false},
+		{"malformed pod name", []string{"--src", "Default/Web"}, "--src: \"Default/Web\" is not an address and \"Web\" is not a valid pod name", false},
+		{"pod with too many parts", []string{"--dst", "pod/a/b/c"}, "--dst: \"pod/a/b/c\" has too many '/'", false},
 		{"missing BTF", []string{"--dst", "10.9.9.9", "--kernel-btf", filepath.Join(dir, "vmlinux")}, "kernel BTF not available", true},
 	}
 	for _, c := range cases {

@@ -8,6 +8,7 @@ pkgs=(
 	iproute2 iputils-ping        # README examples and manual checks
 	nftables iptables            # manual checks of the netfilter scenarios (tests use netlink)
 	bpftool                      # tests list the kernel's BPF objects to prove nothing is left behind
+	containerd runc              # internal/kube/cri's TestContainerd runs real pod sandboxes (CRI v1)
 	make git ca-certificates
 )
 

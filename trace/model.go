@@ -32,7 +32,9 @@ type Meta struct {
 	Probes    []Probe   `json:"probes"`
 	// Degraded says, one line each, what this kernel could not show.
 	Degraded []string `json:"degraded,omitempty"`
-	// LostEvents counts events the kernel could not hand to us (ring buffer full).
+	// Events counts the events received from the kernel; LostEvents those it could not hand
+	// to us (ring buffer full).
+	Events     uint64 `json:"events"`
 	LostEvents uint64 `json:"lost_events"`
 	// Untracked counts packets whose sk_buff the kernel could not remember (tracking map
 	// full): their hops after a header rewrite are missing.
@@ -47,6 +49,45 @@ type Meta struct {
 	NotKept uint64 `json:"not_kept,omitempty"`
 	// EndReason says why the run ended: "duration", "count", "signal", "demo".
 	EndReason string `json:"end_reason,omitempty"`
+	// Nodes lists the traces a merged trace (`pathtrace merge`) was made of, one per node.
+	Nodes []Node `json:"nodes,omitempty"`
+	// Pods are the pods named in --src/--dst, as they were resolved.
+	Pods []PodInfo `json:"pods,omitempty"`
+}
+
+// PodInfo is a pod the user named instead of an address.
+type PodInfo struct {
+	Side      string       `json:"side"` // "src" or "dst"
+	Namespace string       `json:"namespace"`
+	Name      string       `json:"name"`
+	IPs       []netip.Addr `json:"ips"`
+	// Traced is the address the filter uses for the pod: the filter holds one per side, so
+	// its primary address of the family the flow is in.
+	Traced netip.Addr `json:"traced"`
+	// Netns is the pod's network namespace as the runtime names it on the node.
+	Netns string `json:"netns,omitempty"`
+}
+
+// Key is "namespace/name", as hops name the pod.
+func (p PodInfo) Key() string { return p.Namespace + "/" + p.Name }
+
+// Node is one node's trace in a merged trace: where it was taken and how its clock relates to
+// the merged timeline (the first node's clock).
+type Node struct {
+	Name      string    `json:"name"` // what hops and fates say: the hostname, or the file's name
+	Hostname  string    `json:"hostname,omitempty"`
+	Kernel    string    `json:"kernel,omitempty"`
+	StartedAt time.Time `json:"started_at"` // as that node's clock read it
+	Source    string    `json:"source,omitempty"`
+	// SkewNS is how far this node's clock was estimated to be ahead of the first node's;
+	// SkewErrorNS bounds the estimate (half the round trip of the matched packets).
+	SkewNS      int64 `json:"skew_ns"`
+	SkewErrorNS int64 `json:"skew_error_ns,omitempty"`
+	// SkewBasis says what the estimate rests on: "reference" (the first node), "both
+	// directions", "one direction" (an upper bound: hops are ordered by causality) or "none".
+	SkewBasis string `json:"skew_basis"`
+	Packets   int    `json:"packets"` // packets in this node's trace
+	Matched   int    `json:"matched"` // of them, joined with a packet seen on another node
 }
 
 // Probe is one kernel hook pathtrace tried to attach.
@@ -103,6 +144,14 @@ type Hop struct {
 	// Copy marks the free of a copy of this packet (a clone the kernel made for a raw or
 	// packet socket, or for an ARP solicitation), not of the packet itself.
 	Copy bool `json:"copy,omitempty"`
+
+	// Node names the node the hop was seen on, in a merged trace (Meta.Nodes).
+	Node string `json:"node,omitempty"`
+
+	// Pod is the pod ("namespace/name") whose network namespace the hop is in; DevicePod the
+	// pod a node-side device leads to (the host end of the pod's veth: cali*, lxc*, veth*).
+	Pod       string `json:"pod,omitempty"`
+	DevicePod string `json:"device_pod,omitempty"`
 }
 
 // Route is the result of one FIB lookup.
@@ -189,6 +238,11 @@ type Fate struct {
 	NetnsName string  `json:"netns_name,omitempty"`
 	// Note qualifies an outcome pathtrace inferred rather than saw.
 	Note string `json:"note,omitempty"`
+	// Node is the node the journey ended on, in a merged trace.
+	Node string `json:"node,omitempty"`
+	// Pod and DevicePod label the place as Hop's do.
+	Pod       string `json:"pod,omitempty"`
+	DevicePod string `json:"device_pod,omitempty"`
 }
 
 // Packet is one sk_buff's journey: every hop from the first time it matched to its end.
@@ -227,6 +281,9 @@ type DropSite struct {
 	Location  string    `json:"location"`
 	Ifname    string    `json:"ifname,omitempty"`
 	NetnsName string    `json:"netns_name,omitempty"`
+	Node      string    `json:"node,omitempty"` // in a merged trace
+	Pod       string    `json:"pod,omitempty"`
+	DevicePod string    `json:"device_pod,omitempty"`
 	Count     int       `json:"count"`
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pathtrace/pathtrace/internal/privilege"
+	"github.com/pathtrace/pathtrace/internal/kube/hostenv"
 	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
@@ -37,30 +37,33 @@ type flags struct {
 	RingBuffer uint32
 	MaxPackets int
 	Backend    string
+	NetnsScope []string
+	CRISocket  string
 }
 
-func (f *flags) filter() (trace.Filter, error) {
-	src, err := trace.ParseAddr(f.FilterSrc)
-	if err != nil {
-		return trace.Filter{}, fmt.Errorf("--src: %w", err)
+// filter parses the flow as typed. A pod side has no address yet (setupPods gives it one):
+// the filter returned checks everything else, and is made again once the pods are resolved.
+func (f *flags) filter() (src, dst endpoint, _ trace.Filter, err error) {
+	if src, err = parseEndpoint("--src", f.FilterSrc); err != nil {
+		return src, dst, trace.Filter{}, err
 	}
-	dst, err := trace.ParseAddr(f.FilterDst)
-	if err != nil {
-		return trace.Filter{}, fmt.Errorf("--dst: %w", err)
+	if dst, err = parseEndpoint("--dst", f.FilterDst); err != nil {
+		return src, dst, trace.Filter{}, err
 	}
 	proto, err := trace.ParseProto(f.FilterProto)
 	if err != nil {
-		return trace.Filter{}, fmt.Errorf("--proto: %w", err)
+		return src, dst, trace.Filter{}, fmt.Errorf("--proto: %w", err)
 	}
 	sport, err := trace.ParsePort(f.FilterSport)
 	if err != nil {
-		return trace.Filter{}, fmt.Errorf("--sport: %w", err)
+		return src, dst, trace.Filter{}, fmt.Errorf("--sport: %w", err)
 	}
 	dport, err := trace.ParsePort(f.FilterDport)
 	if err != nil {
-		return trace.Filter{}, fmt.Errorf("--dport: %w", err)
+		return src, dst, trace.Filter{}, fmt.Errorf("--dport: %w", err)
 	}
-	return trace.NewFilter(src, dst, proto, sport, dport)
+	filter, err := trace.NewFilter(src.prefix, dst.prefix, proto, sport, dport)
+	return src, dst, filter, err
 }
 
 func colorFor(mode string, out *os.File) (bool, error) {
@@ -86,14 +89,16 @@ Each packet is printed as it completes, with its fate: delivered, left the host,
 the kernel's drop reason and location. The run ends on --duration, --count, Ctrl-C or SIGTERM
 with a per-flow summary and a verdict.`,
 		Example: `  pathtrace --src 10.244.1.5 --dst 8.8.8.8 --proto icmp --duration 30s --json trace.json
+  pathtrace --src default/web --dst 8.8.8.8 --proto icmp
   pathtrace --dst 10.96.0.10 --proto udp --dport 53 --count 10
   pathtrace show trace.json
   pathtrace demo`,
+		Version:       versionString(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter()
+			src, dst, filter, err := f.filter()
 			if err != nil {
 				return err
 			}
@@ -118,8 +123,31 @@ with a per-flow summary and a verdict.`,
 			if err != nil {
 				return err
 			}
-			if err := privilege.Check(); err != nil {
+			env, err := hostenv.Detect()
+			if err != nil {
 				return err
+			}
+			// Before the runtime is asked: without privilege its socket refuses us too, and
+			// "needs root" is the error that says what to do.
+			if err := env.CheckPrivilege(); err != nil {
+				return err
+			}
+			pods, err := setupPods(cmd.Context(), env, f.CRISocket, &src, &dst)
+			if err != nil {
+				return err
+			}
+			defer pods.Close()
+			if filter, err = trace.NewFilter(src.prefix, dst.prefix, filter.Proto, filter.Sport, filter.Dport); err != nil {
+				return err
+			}
+			if f.KernelBTF == "" {
+				if f.KernelBTF, err = env.BTF(); err != nil {
+					return err
+				}
+			}
+			var labeller interface{ Label(*trace.Packet) }
+			if pods.labeller != nil {
+				labeller = pods.labeller
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -134,19 +162,25 @@ with a per-flow summary and a verdict.`,
 				Args:       os.Args[1:],
 				Out:        os.Stdout,
 				Color:      color,
-				Facts:      run.NodeFacts("/proc"),
+				Facts:      run.NodeFacts(env.Proc, env.NetnsDirs...),
 				NFTrace:    !f.NoNFTrace,
 
 				RingBufferBytes: f.RingBuffer,
 				MaxPackets:      f.MaxPackets,
 				Backend:         f.Backend,
+				NetnsScope:      f.NetnsScope,
+				HostNetns:       env.HostNetns,
+				NetnsDirs:       env.NetnsDirs,
+				Pods:            pods.pods,
+				Labeller:        labeller,
+				Degraded:        pods.degraded,
 			})
 			return err
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.FilterSrc, "src", "", "source address or CIDR (IPv4 or IPv6); omit for any")
-	fl.StringVar(&f.FilterDst, "dst", "", "destination address or CIDR; omit for any")
+	fl.StringVar(&f.FilterSrc, "src", "", "source address or CIDR (IPv4 or IPv6), or pod as POD, NAMESPACE/POD or pod/NAMESPACE/POD; omit for any")
+	fl.StringVar(&f.FilterDst, "dst", "", "destination address, CIDR or pod; omit for any")
 	fl.StringVar(&f.FilterProto, "proto", "", "protocol: icmp, tcp, udp, icmpv6 or a number (default any)")
 	fl.StringVar(&f.FilterSport, "sport", "", "source port (tcp/udp)")
 	fl.StringVar(&f.FilterDport, "dport", "", "destination port (tcp/udp)")
@@ -154,6 +188,7 @@ with a per-flow summary and a verdict.`,
 	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
 	fl.StringVar(&f.Backend, "backend", "auto", "how function-level hops are captured: auto (fentry, else kprobes, else none), fentry, kprobe, tracepoint")
 	fl.IntVar(&f.MaxPackets, "max-packets", run.DefaultMaxPackets, "keep and print at most this many packets; later ones are only counted")
+	fl.StringVar(&f.CRISocket, "cri-socket", "", "the container runtime's CRI socket, to find pods and label hops with them (default: containerd's or CRI-O's, under /host in a debug pod)")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
 	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")
 	fl.BoolVar(&f.NoNFTrace, "no-nftrace", false, "do not add pathtrace's temporary nftables tracing table (then a netfilter drop is not traced to its rule)")
@@ -161,10 +196,11 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.OutputRecord, "record-events", "", "write every raw event as JSON lines (test fixtures)")
 	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")
 	fl.Uint32Var(&f.RingBuffer, "ring-buffer", 0, "event ring buffer size in bytes, a power of two (default 8 MiB)")
-	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer"} {
+	fl.StringSliceVar(&f.NetnsScope, "netns-scope", nil, "keep only hops in these network namespaces (names); simulates one node in the lab")
+	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
-	cmd.AddCommand(newShowCmd(), newDemoCmd())
+	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd())
 	cmd.SetContext(context.Background())
 	return cmd
 }

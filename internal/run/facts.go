@@ -12,9 +12,10 @@ import (
 // nodeFacts gives the diagnosis the node's live state, read through nodestate.
 type nodeFacts struct{ r *nodestate.Reader }
 
-// NodeFacts reads namespaces from hostProc ("/proc", or "/host/proc" in a debug pod).
-func NodeFacts(hostProc string) diagnose.Facts {
-	return nodeFacts{nodestate.New(hostProc)}
+// NodeFacts reads namespaces from hostProc's processes and netnsDirs' named namespaces
+// (nodestate's defaults when none are given).
+func NodeFacts(hostProc string, netnsDirs ...string) diagnose.Facts {
+	return nodeFacts{nodestate.New(hostProc, netnsDirs...)}
 }
 
 func (f nodeFacts) Sysctl(netns uint32, key string) (string, error) { return f.r.Sysctl(netns, key) }

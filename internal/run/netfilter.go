@@ -25,8 +25,12 @@ type netfilterWatch struct {
 }
 
 // watchNetfilter starts tracing in the host namespace and every named one, before the probes
-// are reported ready, and passes every drop it sees to d.
-func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser) *netfilterWatch {
+// are reported ready, and passes every drop it sees to d. netnsDirs are where named namespaces
+// are (nil: nodestate.DefaultNetnsDirs).
+func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *netfilterWatch {
+	if len(netnsDirs) == 0 {
+		netnsDirs = nodestate.DefaultNetnsDirs
+	}
 	any := netip.MustParsePrefix("0.0.0.0/0")
 	if f.IsV6() {
 		any = netip.MustParsePrefix("::/0")
@@ -40,7 +44,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser) *netfilterWatch {
 	}
 	w := &netfilterWatch{
 		mgr:    nftrace.NewManager(a, b),
-		reader: nodestate.New("/proc"),
+		reader: nodestate.New("/proc", netnsDirs...),
 		seen:   map[uint32]bool{},
 		done:   make(chan struct{}),
 	}
@@ -59,7 +63,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser) *netfilterWatch {
 			break
 		}
 	}
-	for _, dir := range nodestate.DefaultNetnsDirs {
+	for _, dir := range netnsDirs {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			p := filepath.Join(dir, e.Name())

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,12 +50,26 @@ type Options struct {
 	Facts diagnose.Facts
 	// NFTrace turns on the kernel's nftables tracing for the flow, to name a dropping rule.
 	NFTrace bool
+	// NetnsScope keeps only the hops seen in these network namespaces (by name): a lab whose
+	// "nodes" are namespaces of one kernel then yields the trace each node would take alone.
+	NetnsScope []string
+
+	// HostNetns and NetnsDirs say where the node's namespace and its named ones are
+	// (hostenv.Env: under /host from a debug pod); nil keeps the tracer's defaults.
+	HostNetns, NetnsDirs []string
+	// Pods are the pods named in --src/--dst, for the trace's Meta and header.
+	Pods []trace.PodInfo
+	// Labeller names each packet's places by pod before it is printed; nil labels nothing.
+	Labeller interface{ Label(*trace.Packet) }
+	// Degraded adds what the run cannot show for reasons outside the kernel (no CRI socket).
+	Degraded []string
 }
 
 // DefaultMaxPackets is how many packets a run keeps and prints before it only counts them.
 const DefaultMaxPackets = 10000
 
-// Run traces until the duration, the count or ctx ends, and returns the trace.
+// Run traces until the duration, the count or ctx ends, and returns the trace. The trace's
+// packets are not in it: they were printed and written to the trace file as they completed.
 func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	// The trace is written at the end; that it can be is checked now, before tracing starts,
 	// so an unwritable path fails at once and a killed run leaves no file behind.
@@ -70,8 +85,14 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		return nil, err
 	}
 	defer rec.abort()
+	kept, err := newKeptPackets(o.JSONPath, o.MaxPackets)
+	if err != nil {
+		return nil, err
+	}
+	defer kept.close()
 
-	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes, Backend: o.Backend})
+	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes, Backend: o.Backend,
+		HostNetns: o.HostNetns, NetnsDirs: o.NetnsDirs})
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +103,12 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		Filter: o.Filter,
 		Meta: trace.Meta{
 			Kernel:    kernelRelease(),
-			StartedAt: time.Now().UTC(),
+			StartedAt: tr.StartedAt().UTC(),
 			Args:      o.Args,
 			Backend:   tr.Backend(),
 			Probes:    tr.Probes(),
-			Degraded:  tr.Degraded(),
+			Degraded:  append(slices.Clip(tr.Degraded()), o.Degraded...),
+			Pods:      o.Pods,
 		},
 	}
 	t.Meta.Hostname, _ = os.Hostname()
@@ -95,7 +117,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	diag := diagnose.New(o.Facts)
 	var nf *netfilterWatch
 	if o.NFTrace {
-		nf = watchNetfilter(o.Filter, diag)
+		nf = watchNetfilter(o.Filter, diag, o.NetnsDirs)
 		defer func() {
 			if nf != nil {
 				nf.Close()
@@ -105,6 +127,10 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		for _, w := range nf.mgr.Warnings() {
 			t.Meta.Degraded = append(t.Meta.Degraded, "nftables tracing unavailable: "+w)
 		}
+	}
+	// The kernel's symbols were read meanwhile: from the ready file on, no drop waits for them.
+	if err := tr.Symbols(); err != nil {
+		t.Meta.Degraded = append(t.Meta.Degraded, "drop locations are shown as addresses: "+err.Error())
 	}
 	pr := text.NewPrinter(o.Out, text.Options{Color: o.Color})
 	pr.Header(t)
@@ -128,10 +154,6 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 
 	flows := assemble.NewSummarizer(o.Filter)
-	maxKept := o.MaxPackets
-	if maxKept <= 0 {
-		maxKept = DefaultMaxPackets
-	}
 	completed := 0
 	emit := func(done []trace.Packet) {
 		for _, p := range done {
@@ -139,12 +161,14 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 				return // --count N means exactly N packets, even when several complete at once
 			}
 			completed++
+			if o.Labeller != nil {
+				o.Labeller.Label(&p)
+			}
 			flows.Add(p)
 			diag.Observe(p)
-			// A long run of a busy flow must not grow without end: past maxKept packets are
-			// counted and diagnosed, not kept or printed.
-			if len(t.Packets) < maxKept {
-				t.Packets = append(t.Packets, p)
+			// A long run of a busy flow must not grow without end: past --max-packets packets
+			// are counted and diagnosed, not kept or printed.
+			if kept.add(&p) {
 				pr.Packet(p)
 			} else {
 				t.Meta.NotKept++
@@ -159,7 +183,11 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	if rec.f != nil {
 		enc = json.NewEncoder(rec.f)
 	}
+	scope := newScope(o.NetnsScope)
 	err = tr.Run(ctx, func(ev trace.Event) {
+		if !scope.admit(&ev) {
+			return // another "node"'s hop: filtered before anything sees it
+		}
 		if enc != nil {
 			_ = enc.Encode(ev)
 		}
@@ -180,6 +208,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.Meta.Events = tr.Received()
 	t.Meta.LostEvents = st.Lost
 	t.Meta.Untracked = st.TrackFull
 	t.Meta.Skipped = st.Skipped
@@ -193,7 +222,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	t.Meta.EndReason = endReason
 	t.Flows = flows.Flows()
 	t.Verdict = diag.Verdict(t)
-	pr.Summary(t)
+	pr.SummaryOf(t, kept.n)
 
 	if rec.f != nil {
 		if err := rec.commit(); err != nil {
@@ -201,19 +230,24 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		}
 	}
 	if o.JSONPath != "" {
-		jsonOut, err := openOutput(o.JSONPath)
-		if err != nil {
-			return t, err
-		}
-		defer jsonOut.abort()
-		if err := jsontrace.Write(jsonOut.f, t); err != nil {
-			return t, fmt.Errorf("write %s: %w", o.JSONPath, err)
-		}
-		if err := jsonOut.commit(); err != nil {
+		if err := kept.save(o.JSONPath, t); err != nil {
 			return t, err
 		}
 	}
 	return t, nil
+}
+
+// SaveTrace writes t as the JSON document to path, whole or not at all.
+func SaveTrace(path string, t *trace.Trace) error {
+	out, err := openOutput(path)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	if err := jsontrace.Write(out.f, t); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return out.commit()
 }
 
 // output is a file written under a temporary name and renamed into place at the end, so an
@@ -266,7 +300,7 @@ func kernelRelease() string {
 
 // Replay builds the trace a run would have produced from recorded events, with no kernel.
 func Replay(f trace.Filter, events []trace.Event) *trace.Trace {
-	t := &trace.Trace{Schema: trace.Schema, Filter: f, Meta: trace.Meta{Backend: "replay"}}
+	t := &trace.Trace{Schema: trace.Schema, Filter: f, Meta: trace.Meta{Backend: "replay", Events: uint64(len(events))}}
 	t.Packets = assemble.Replay(f, assemble.Options{}, events)
 	t.Flows = assemble.Summarize(f, t.Packets)
 	t.Verdict = diagnose.Verdict(t)

@@ -44,6 +44,7 @@ func full() *trace.Trace {
 		Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod",
 		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
 		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true, ReasonInferred: true,
+		Node: "node-b", Pod: "default/web", DevicePod: "default/db",
 		Func: &trace.Func{Name: "nf_hook_slow", Ret: ptr(int32(-1)), Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"},
 		Route: &trace.Route{
 			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2, Iif: 7,
@@ -61,12 +62,17 @@ func full() *trace.Trace {
 			Backend:       "tp_btf",
 			Probes:        []trace.Probe{{Name: "fib:fib_table_lookup", Program: "raw_tp", Attached: true, Error: "retried as raw_tp"}},
 			Degraded:      []string{"no drop reasons before 5.17"},
+			Events:        1234,
 			LostEvents:    42,
 			Untracked:     3,
 			Skipped:       5,
 			RoutesSkipped: 6,
 			NotKept:       7,
 			EndReason:     "signal",
+			Nodes: []trace.Node{{Name: "node-b", Hostname: "vm", Kernel: "6.18.44", StartedAt: start.Add(-time.Second),
+				Source: "b.json", SkewNS: -2500000000, SkewErrorNS: 40000, SkewBasis: "both directions", Packets: 8, Matched: 6}},
+			Pods: []trace.PodInfo{{Side: "src", Namespace: "default", Name: "web", Netns: "/var/run/netns/cni-1",
+				IPs: []netip.Addr{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00::1:2")}, Traced: netip.MustParseAddr("10.0.1.2")}},
 		},
 		Filter: trace.Filter{
 			Src: netip.MustParsePrefix("10.0.1.0/24"), Dst: netip.MustParsePrefix("10.0.2.2/32"),
@@ -75,12 +81,12 @@ func full() *trace.Trace {
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
 			CopyOf: 2, RetransmitOf: 1, Incomplete: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
-				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"},
+				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"},
 		}},
 		Flows: []trace.FlowSummary{{
 			Tuple: hdr.Tuple, Requests: 4, Replies: 3, Delivered: 2, LeftHost: 1, Unknown: 1, Retransmissions: 1, Copies: 1,
 			Drops: []trace.DropSite{{Flow: trace.Reply, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
-				Ifname: "veth-pod", NetnsName: "node", Count: 3}},
+				Ifname: "veth-pod", NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db", Count: 3}},
 		}},
 		Verdict: trace.Verdict{
 			Outcome: "dropped", Cause: "a netfilter rule drops the reply", Summary: "3 replies dropped <-> by netfilter & co",

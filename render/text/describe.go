@@ -116,6 +116,23 @@ func netnsName(name string, inode uint32) string {
 	return ""
 }
 
+// podOr names a place in a pod's network namespace by the pod ("pod default/web"), which is
+// what a reader on a Kubernetes node knows it by; elsewhere the namespace's name.
+func podOr(pod, netns string) string {
+	if pod != "" {
+		return "pod " + pod
+	}
+	return netns
+}
+
+// leadsTo adds the pod a node-side device leads to: "cali1a2b -> pod default/web".
+func leadsTo(dev, devicePod string) string {
+	if devicePod == "" || dev == "" {
+		return dev
+	}
+	return dev + " -> pod " + devicePod
+}
+
 func ifName(name string, index uint32) string {
 	switch {
 	case name != "":

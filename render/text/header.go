@@ -24,6 +24,9 @@ func (p *Printer) Header(t *trace.Trace) {
 	}
 
 	add("tracing", plain, styled(bold, t.Filter.String()))
+	for _, pod := range t.Meta.Pods {
+		add(pod.Side, plain, sp(podLine(pod)))
+	}
 	var host []string
 	if m := t.Meta; m.Hostname != "" {
 		host = append(host, m.Hostname)
@@ -36,6 +39,9 @@ func (p *Printer) Header(t *trace.Trace) {
 	}
 	if len(host) > 0 {
 		add("host", plain, sp(strings.Join(host, ", ")))
+	}
+	for _, n := range t.Meta.Nodes {
+		add("node", plain, sp(nodeLine(n, t.Meta.Nodes[0].Name)))
 	}
 	if !t.Meta.StartedAt.IsZero() {
 		add("started", plain, sp(t.Meta.StartedAt.Format(timeLayout)))
@@ -75,4 +81,75 @@ func (p *Printer) Header(t *trace.Trace) {
 	b.table("", rows, tails)
 	b.nl()
 	p.flush(b)
+}
+
+// nodeLine describes one node of a merged trace: "node-b: kernel 6.18, started ...; 8 packets,
+// 6 joined; clock +2.500s ±0.021ms vs node-a (both directions); from b.json".
+func nodeLine(n trace.Node, reference string) string {
+	var about []string
+	if n.Hostname != "" && n.Hostname != n.Name {
+		about = append(about, "host "+n.Hostname)
+	}
+	if n.Kernel != "" {
+		about = append(about, "kernel "+n.Kernel)
+	}
+	if !n.StartedAt.IsZero() {
+		about = append(about, "started "+n.StartedAt.Format(timeLayout))
+	}
+	s := n.Name + ": " + strings.Join(about, ", ")
+	s += "; " + plural(n.Packets, "packet", "packets") + ", " + strconv.Itoa(n.Matched) + " joined"
+	switch n.SkewBasis {
+	case "reference":
+		s += "; reference clock"
+	case "none", "":
+		s += "; clock unknown (no packet joined)"
+	default:
+		s += "; clock " + signedDuration(n.SkewNS)
+		if n.SkewErrorNS > 0 {
+			s += " ±" + signedDuration(n.SkewErrorNS)[1:]
+		}
+		s += " vs " + reference + " (" + n.SkewBasis + ")"
+	}
+	if n.Source != "" {
+		s += "; from " + n.Source
+	}
+	return s
+}
+
+// signedDuration is "+2.500s" or "-0.021ms": a clock offset, read at a glance.
+func signedDuration(ns int64) string {
+	sign := "+"
+	if ns < 0 {
+		sign, ns = "-", -ns
+	}
+	if ns >= 1e9 {
+		return sign + strconv.FormatFloat(float64(ns)/1e9, 'f', 3, 64) + "s"
+	}
+	return sign + strconv.FormatFloat(float64(ns)/1e6, 'f', 3, 64) + "ms"
+}
+
+// podLine is how a pod named in --src/--dst was resolved: "pod default/web (10.244.1.5)", and
+// which of its addresses the filter leaves out: "pod default/web (10.244.1.5; not traced:
+// fd00::5)". The filter holds one address per side.
+func podLine(p trace.PodInfo) string {
+	s := "pod " + p.Key()
+	var traced, other []string
+	for _, a := range p.IPs {
+		if a == p.Traced {
+			traced = append(traced, a.String())
+		} else {
+			other = append(other, a.String())
+		}
+	}
+	if len(traced) == 0 && p.Traced.IsValid() {
+		traced = append(traced, p.Traced.String())
+	}
+	in := strings.Join(traced, ", ")
+	if len(other) > 0 {
+		in = strings.TrimPrefix(in+"; not traced: "+strings.Join(other, ", "), "; ")
+	}
+	if in != "" {
+		s += " (" + in + ")"
+	}
+	return s
 }

@@ -40,6 +40,8 @@ func (p *Printer) Packet(pk trace.Packet) {
 	})
 	rows := make([][]cell, len(hops))
 	tails := make([][]span, len(hops))
+	// A merged trace's packet crossed several nodes: each hop says which.
+	onNodes := slices.ContainsFunc(hops, func(h trace.Hop) bool { return h.Node != "" })
 	var prev *trace.Tuple
 	for i, h := range hops {
 		event, evStyle := eventName(h)
@@ -50,9 +52,12 @@ func (p *Printer) Packet(pk trace.Packet) {
 		}
 		rows[i] = []cell{
 			{s: fmt.Sprintf("+%.3fms", float64(h.TimeNS-hops[0].TimeNS)/1e6), right: true},
-			{s: or(netnsName(h.NetnsName, h.Netns), "-")},
-			{s: or(ifName(h.Ifname, h.Ifindex), "-")},
+			{s: or(podOr(h.Pod, netnsName(h.NetnsName, h.Netns)), "-")},
+			{s: or(leadsTo(ifName(h.Ifname, h.Ifindex), h.DevicePod), "-")},
 			{s: event, st: evStyle},
+		}
+		if onNodes {
+			rows[i] = slices.Insert(rows[i], 1, cell{s: or(h.Node, "-")})
 		}
 		tails[i] = hopDetail(h)
 		if h.Encap != "" && h.Outer != nil {
@@ -144,11 +149,20 @@ func hopDetail(h trace.Hop) []span {
 // veth-pod: IP_INADDRERRORS at ip_error+0x5a".
 func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 	f := pk.Fate
-	where := place(netnsName(f.NetnsName, f.Netns), f.Ifname)
+	where := place(podOr(f.Pod, netnsName(f.NetnsName, f.Netns)), leadsTo(f.Ifname, f.DevicePod))
+	node := ""
+	if f.Node != "" {
+		node = " node " + f.Node
+	}
 	switch f.Outcome {
 	case trace.Dropped:
 		s := ""
-		if where != "" {
+		switch {
+		case node != "" && where != "":
+			s = " on" + node + " in " + where
+		case node != "":
+			s = " on" + node
+		case where != "":
 			s = " on " + where
 		}
 		if why := reasonAt(f.Reason, f.Location); why != "" {
@@ -157,8 +171,11 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		return []span{sp("=> "), styled(alarm, "DROPPED"), sp(s)}
 	case trace.Delivered:
 		s := ""
-		if ns := netnsName(f.NetnsName, f.Netns); ns != "" {
-			s = " in " + ns
+		if node != "" {
+			s = " on" + node
+		}
+		if ns := podOr(f.Pod, netnsName(f.NetnsName, f.Netns)); ns != "" {
+			s += " in " + ns
 		}
 		if f.Location != "" {
 			s += " (consumed at " + f.Location + ")"
@@ -172,14 +189,20 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		if f.Ifname != "" {
 			s = " on " + f.Ifname
 		}
+		if node != "" {
+			return []span{sp("=> "), styled(good, "left"+node), sp(s)}
+		}
 		return []span{sp("=> "), styled(good, "left host"), sp(s)}
 	case trace.Unknown, "":
 		s := ": trace ended before the packet's end was seen"
 		if n := len(hops); n > 0 {
 			h := hops[n-1]
 			ev, _ := eventName(h)
-			if w := place(netnsName(h.NetnsName, h.Netns), ifName(h.Ifname, h.Ifindex)); w != "" {
+			if w := place(podOr(h.Pod, netnsName(h.NetnsName, h.Netns)), leadsTo(ifName(h.Ifname, h.Ifindex), h.DevicePod)); w != "" {
 				ev += " on " + w
+			}
+			if h.Node != "" {
+				ev += " on node " + h.Node
 			}
 			s += " (last seen: " + ev + ")"
 		}

@@ -11,7 +11,11 @@ import (
 
 // Summary prints how the run went, one line per flow, a loud warning if events were lost,
 // and the verdict.
-func (p *Printer) Summary(t *trace.Trace) {
+func (p *Printer) Summary(t *trace.Trace) { p.SummaryOf(t, len(t.Packets)) }
+
+// SummaryOf is Summary for a trace whose kept packets are not in t.Packets: a live run writes
+// them to its trace file as they complete rather than holding them, and says how many it kept.
+func (p *Printer) SummaryOf(t *trace.Trace, kept int) {
 	b := p.newBlock()
 	ran := ""
 	if d := runTime(t.Meta); d != "" {
@@ -20,26 +24,35 @@ func (p *Printer) Summary(t *trace.Trace) {
 	if stop := stopReason(t.Meta.EndReason); stop != "" {
 		ran += " (stopped: " + stop + ")"
 	}
-	if len(t.Packets) == 0 {
+	if kept == 0 {
 		b.line("", styled(warn, "no packets matched "+t.Filter.String()+ran))
 	} else {
-		b.line("", sp("summary: "+plural(len(t.Packets), "packet", "packets")+ran))
+		b.line("", sp("summary: "+plural(kept, "packet", "packets")+ran))
 	}
 	for _, f := range t.Flows {
 		b.line("", flowLine(f)...)
 	}
 	if n := t.Meta.LostEvents; n > 0 {
-		b.line("", styled(alarm, "WARNING: "+plural(int(n), "event", "events")+" lost"),
+		lost := plural(int(n), "event", "events") + " lost"
+		if t.Meta.Events > 0 {
+			// Older traces do not say how many arrived.
+			lost = fmt.Sprintf("%d of %d events lost", n, n+t.Meta.Events)
+		}
+		b.line("", styled(alarm, "WARNING: "+lost),
 			sp(" (the kernel's ring buffer was full): this trace is incomplete."))
 		b.line("         ", sp("Hops or whole packets may be missing; a packet marked unknown may have been dropped or delivered."))
 	}
 	if n := t.Meta.Skipped; n > 0 {
+		received := ""
+		if t.Meta.Events > 0 {
+			received = fmt.Sprintf("; %s received", plural(int(t.Meta.Events), "event", "events"))
+		}
 		b.line("", styled(warn, "overload: "+plural(int(n), "matching packet", "matching packets")+" not followed"),
-			sp(fmt.Sprintf(" (the ring buffer was filling up; %d route lookups not reported either): the packets shown are whole.", t.Meta.RoutesSkipped)))
+			sp(fmt.Sprintf(" (the ring buffer was filling up; %d route lookups not reported either%s): the packets shown are whole.", t.Meta.RoutesSkipped, received)))
 	}
 	if n := t.Meta.NotKept; n > 0 {
 		b.line("", sp(fmt.Sprintf("%s past the first %d were counted in the flows and the verdict, not printed or saved (--max-packets)",
-			plural(int(n), "packet", "packets"), len(t.Packets))))
+			plural(int(n), "packet", "packets"), kept)))
 	}
 	if n := t.Meta.Untracked; n > 0 {
 		b.line("", styled(alarm, "WARNING: "+plural(int(n), "packet", "packets")+" not tracked"),
@@ -103,6 +116,14 @@ func flowLine(f trace.FlowSummary) []span {
 		where := d.NetnsName
 		if d.Ifname != "" {
 			where = strings.TrimPrefix(where+"/"+d.Ifname, "/")
+		}
+		if d.Pod != "" {
+			// The pod's name has a slash of its own: "pod default/web eth0".
+			where = place("pod "+d.Pod, d.Ifname)
+		}
+		where = leadsTo(where, d.DevicePod)
+		if d.Node != "" {
+			where = strings.TrimSuffix("node "+d.Node+" "+where, " ")
 		}
 		if where != "" {
 			s += " on " + where

@@ -122,6 +122,36 @@ func TestLostEvents(t *testing.T) {
 	}
 }
 
+// With the count of events received (traces since it was recorded), the lost events are put
+// against it, and an overload says how many events did arrive.
+func TestEventsReceived(t *testing.T) {
+	tr := tracetest.LostEvents()
+	tr.Meta.Events = 120000
+	tr.Meta.Skipped, tr.Meta.RoutesSkipped = 300, 290
+	out := render(t, tr, Options{})
+	wantLines(t, out,
+		"WARNING: 1834 of 121834 events lost (the kernel's ring buffer was full): this trace is incomplete.",
+		"overload: 300 matching packets not followed (the ring buffer was filling up; 290 route lookups not reported either; 120000 events received): the packets shown are whole.",
+	)
+}
+
+// A live run streams its kept packets to the trace file and holds none: its summary, given the
+// count, is the one `show` prints from the file.
+func TestSummaryOfStreamedPackets(t *testing.T) {
+	for _, s := range tracetest.Scenes() {
+		tr := s.Build()
+		tr.Meta.NotKept = 3
+		var held, streamed bytes.Buffer
+		NewPrinter(&held, Options{}).Summary(tr)
+		kept := len(tr.Packets)
+		tr.Packets = nil
+		NewPrinter(&streamed, Options{}).SummaryOf(tr, kept)
+		if d := cmp.Diff(held.String(), streamed.String()); d != "" {
+			t.Errorf("%s: SummaryOf differs from Summary:\n%s", s.Name, d)
+		}
+	}
+}
+
 func TestNoPackets(t *testing.T) {
 	out := render(t, tracetest.NoPackets(), Options{})
 	wantLines(t, out,

@@ -3,8 +3,9 @@ package assemble
 import "github.com/pathtrace/pathtrace/trace"
 
 type dropKey struct {
-	flow                                trace.Direction
-	reason, location, ifname, netnsName string
+	flow                                      trace.Direction
+	reason, location, ifname, netnsName, node string
+	pod, devicePod                            string
 }
 
 // Summarize counts packets per flow, a flow being the request-direction tuple, and groups each
@@ -66,14 +67,15 @@ func (sm *Summarizer) Add(p trace.Packet) {
 	case trace.LeftHost:
 		s.LeftHost++
 	case trace.Dropped:
-		dk := dropKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.NetnsName}
+		dk := dropKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.NetnsName, p.Fate.Node, p.Fate.Pod, p.Fate.DevicePod}
 		j, ok := sm.dropAt[key][dk]
 		if !ok {
 			j = len(s.Drops)
 			sm.dropAt[key][dk] = j
 			s.Drops = append(s.Drops, trace.DropSite{
 				Flow: p.Flow, Reason: dk.reason, Location: dk.location,
-				Ifname: dk.ifname, NetnsName: dk.netnsName,
+				Ifname: dk.ifname, NetnsName: dk.netnsName, Node: dk.node,
+				Pod: dk.pod, DevicePod: dk.devicePod,
 			})
 		}
 		s.Drops[j].Count++

@@ -20,13 +20,14 @@ type Diagnoser struct {
 	mu       sync.Mutex
 	findings map[siteKey]*finding
 	order    []siteKey
+	tally    tally
 	nf       []NetfilterDrop
 }
 
 type siteKey struct {
-	flow                     trace.Direction
-	reason, location, ifname string
-	netns                    uint32
+	flow                           trace.Direction
+	reason, location, ifname, node string
+	netns                          uint32
 }
 
 // finding is what is known of one drop site.
@@ -50,10 +51,13 @@ func New(facts Facts) *Diagnoser {
 
 // Observe takes every completed packet; the first drop at a site is explained at once.
 func (d *Diagnoser) Observe(p trace.Packet) {
+	d.mu.Lock()
+	d.tally.add(p)
+	d.mu.Unlock()
 	if p.Fate.Outcome != trace.Dropped || benign(p) {
 		return
 	}
-	k := siteKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.Netns}
+	k := siteKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.Node, p.Fate.Netns}
 	d.mu.Lock()
 	f, ok := d.findings[k]
 	d.mu.Unlock()
@@ -65,7 +69,8 @@ func (d *Diagnoser) Observe(p trace.Packet) {
 	}
 	f = &finding{example: p, count: 1, netns: p.Fate.Netns, site: trace.DropSite{
 		Flow: p.Flow, Reason: p.Fate.Reason, Location: p.Fate.Location,
-		Ifname: p.Fate.Ifname, NetnsName: p.Fate.NetnsName,
+		Ifname: p.Fate.Ifname, NetnsName: p.Fate.NetnsName, Node: p.Fate.Node,
+		Pod: p.Fate.Pod, DevicePod: p.Fate.DevicePod,
 	}}
 	d.explain(f)
 	d.mu.Lock()
@@ -109,26 +114,47 @@ func Verdict(t *trace.Trace) trace.Verdict {
 	return d.Verdict(t)
 }
 
-// Verdict concludes the run: the worst drop site explained, or what the packets' fates say.
+// Verdict concludes the run on the packets observed: the worst drop site explained, or what
+// the packets' fates say.
 func (d *Diagnoser) Verdict(t *trace.Trace) trace.Verdict {
-	if len(t.Packets) == 0 {
+	d.mu.Lock()
+	c := d.tally
+	d.mu.Unlock()
+	if c.packets == 0 {
 		return trace.Verdict{
 			Outcome:    "no-packets",
 			Summary:    fmt.Sprintf("no packet matched %s: check the addresses and that traffic was sent while tracing", t.Filter),
 			Confidence: "high",
 		}
 	}
+	if sites := d.sites(); len(sites) > 0 {
+		return d.dropVerdict(sites)
+	}
+	return noDropVerdict(t, c)
+}
+
+// sites are the drop sites seen, the one the verdict is about first.
+func (d *Diagnoser) sites() []*finding {
 	d.mu.Lock()
 	var sites []*finding
 	for _, k := range d.order {
 		sites = append(sites, d.findings[k])
 	}
 	d.mu.Unlock()
-	if len(sites) > 0 {
-		sort.SliceStable(sites, func(i, j int) bool { return sites[i].count > sites[j].count })
-		return d.dropVerdict(sites)
+	sort.SliceStable(sites, func(i, j int) bool { return sites[i].count > sites[j].count })
+	return sites
+}
+
+// Site is the drop site the verdict is about, if packets were dropped (other than in normal
+// operation): a merged trace uses it to find the node whose own verdict read that site's state.
+func (d *Diagnoser) Site() (trace.DropSite, bool) {
+	sites := d.sites()
+	if len(sites) == 0 {
+		return trace.DropSite{}, false
 	}
-	return noDropVerdict(t)
+	s := sites[0].site
+	s.Count = sites[0].count
+	return s, true
 }
 
 func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
@@ -136,12 +162,9 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 	if f.late != nil {
 		f.late(d, f)
 	}
-	where := f.site.NetnsName
-	if f.site.Ifname != "" {
-		where += " " + f.site.Ifname
-	}
+	where := sitePlace(f.site, true)
 	v := trace.Verdict{Outcome: "dropped", Cause: f.cause, Fix: f.fix}
-	v.Summary = fmt.Sprintf("the %s was dropped in %s", f.site.Flow, where)
+	v.Summary = fmt.Sprintf("the %s was dropped %sin %s", f.site.Flow, onNode(f.site.Node), where)
 	if f.site.Location != "" {
 		v.Summary += " at " + f.site.Location
 	}
@@ -153,7 +176,7 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 		v.Summary += fmt.Sprintf(" [%d packets]", f.count)
 	}
 	for _, other := range sites[1:] {
-		v.Summary += fmt.Sprintf("; also %d %s dropped in %s (%s)", other.count, other.site.Flow, other.site.NetnsName, other.site.Reason)
+		v.Summary += fmt.Sprintf("; also %d %s dropped %sin %s (%s)", other.count, other.site.Flow, onNode(other.site.Node), sitePlace(other.site, false), other.site.Reason)
 	}
 	v.Evidence = append([]trace.Evidence{
 		{What: "drop", Value: strings.TrimSpace(f.site.Reason + " at " + f.site.Location), Source: "skb:kfree_skb"},
@@ -170,6 +193,33 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 		v.Cause = strings.ToLower(strings.ReplaceAll(f.site.Reason, "_", " "))
 	}
 	return v
+}
+
+// sitePlace names where a drop happened: "node veth-pod", "pod default/web eth0" for a hop in
+// a pod's namespace, "host cali1a2b -> pod default/web" for the node's end of a pod's veth.
+func sitePlace(s trace.DropSite, withDevice bool) string {
+	where := s.NetnsName
+	if s.Pod != "" {
+		where = "pod " + s.Pod
+	}
+	if withDevice && s.Ifname != "" {
+		where += " " + s.Ifname
+	}
+	if s.DevicePod != "" && s.Pod == "" {
+		if !withDevice && s.Ifname != "" {
+			where += " " + s.Ifname
+		}
+		where += " -> pod " + s.DevicePod
+	}
+	return where
+}
+
+// onNode names the node of a drop site in a merged trace ("on node node-b "), "" otherwise.
+func onNode(node string) string {
+	if node == "" {
+		return ""
+	}
+	return "on node " + node + " "
 }
 
 // explain fills in what the reason means and what the node's state says about it.

@@ -368,9 +368,9 @@ func (d *Diagnoser) noRoute(f *finding) {
 func (d *Diagnoser) noSocket(f *finding) {
 	h := f.headers()
 	f.cause = "nothing listening"
-	f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s port %d there", f.site.NetnsName, h.Proto, h.Dport)
+	f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s port %d there", sitePlace(f.site, false), h.Proto, h.Dport)
 	if h.Proto != trace.ProtoTCP && h.Proto != trace.ProtoUDP {
-		f.meaning = fmt.Sprintf("it reached %s but no socket there takes %s", f.site.NetnsName, h.Proto)
+		f.meaning = fmt.Sprintf("it reached %s but no socket there takes %s", sitePlace(f.site, false), h.Proto)
 	}
 	f.fix = []string{"check that the service runs and listens on " + netip.AddrPortFrom(h.Dst, h.Dport).String() + " (for a Service: its endpoints and targetPort)"}
 	f.sure = true

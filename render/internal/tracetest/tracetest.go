@@ -290,6 +290,30 @@ func NoPackets() *trace.Trace {
 	return t
 }
 
+// PodForwardDrop is ForwardDrop on a Kubernetes node: --src named the pod default/web, whose
+// namespace pod-a is, and the node's veth-pod is its veth's host end.
+func PodForwardDrop() *trace.Trace {
+	t := ForwardDrop()
+	t.Meta.Args = []string{"pathtrace", "--src", "default/web", "--dst", "10.0.2.2", "--proto", "icmp"}
+	t.Meta.Pods = []trace.PodInfo{{Side: "src", Namespace: "default", Name: "web", Netns: "/var/run/netns/cni-5b1e",
+		IPs: []netip.Addr{podA, netip.MustParseAddr("fd00:10::2")}, Traced: podA}}
+	for i := range t.Packets {
+		for j := range t.Packets[i].Hops {
+			h := &t.Packets[i].Hops[j]
+			switch {
+			case h.Netns == podNS:
+				h.Pod = "default/web"
+			case h.Ifname == "veth-pod":
+				h.DevicePod = "default/web"
+			}
+		}
+		t.Packets[i].Fate.DevicePod = "default/web"
+	}
+	t.Flows[0].Drops[0].DevicePod = "default/web"
+	t.Verdict.Summary = "the request was dropped in node veth-pod -> pod default/web at ip_error+0x5a (IP_INADDRERRORS): the node does not forward packets"
+	return t
+}
+
 // Scenes names every scene, for table-driven tests and golden files.
 func Scenes() []Scene {
 	return []Scene{
@@ -299,6 +323,7 @@ func Scenes() []Scene {
 		{"route-error", RouteError},
 		{"lost-events", LostEvents},
 		{"no-packets", NoPackets},
+		{"pod-forward-drop", PodForwardDrop},
 	}
 }
 

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pathtrace/pathtrace/internal/run"
+	"github.com/pathtrace/pathtrace/render/jsontrace"
+	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/tracer/merge"
+)
+
+func newMergeCmd() *cobra.Command {
+	var colorMode, jsonPath string
+	cmd := &cobra.Command{
+		Use:   "merge A.json B.json [C.json...]",
+		Short: "Join the traces of one flow taken on several nodes into one journey (no privileges needed)",
+		Long: `merge joins traces of the same flow (the same --src/--dst/--proto), taken at the same time on
+the nodes the flow crosses, into one journey: a packet seen leaving one node and arriving on the
+next is one packet, its hops labelled with the node that saw them. Packets are matched by their
+headers (IP ID, ICMP id and sequence, TCP sequence and ports; inner headers in a tunnel), and the
+nodes' clock skew is estimated from packets going both ways. The first trace's clock is the
+reference. The merged trace re-renders with 'pathtrace show'.`,
+		Example: `  pathtrace merge node-a.json node-b.json --json journey.json`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return fmt.Errorf("merge needs the traces of at least two nodes, got %d", len(args))
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, args []string) error {
+			color, err := colorFor(colorMode, os.Stdout)
+			if err != nil {
+				return err
+			}
+			inputs := make([]merge.Input, len(args))
+			for i, path := range args {
+				t, err := jsontrace.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				inputs[i] = merge.Input{Source: path, Trace: t}
+			}
+			merged, report, err := merge.Merge(inputs...)
+			if err != nil {
+				return err
+			}
+			merged.Meta.Args = append([]string{"merge"}, args...)
+			if jsonPath != "" {
+				if err := run.SaveTrace(jsonPath, merged); err != nil {
+					return err
+				}
+			}
+			if err := text.Render(os.Stdout, merged, text.Options{Color: color}); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(os.Stdout, "\n%s\n", report)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&jsonPath, "json", "", "write the merged trace as JSON to this file")
+	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
+	return cmd
+}

@@ -1,0 +1,636 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// A small client of the Kubernetes API: it reads pods (GET /api/v1/namespaces/NS/pods/NAME and
+// /api/v1/pods?fieldSelector=metadata.name=NAME), nothing else. It is not client-go: client-go
+// made the static binary four times larger (11.6 MB to 44 MB) for two GETs.
+
+// DefaultServiceAccountDir is where a pod finds its service account's token and CA.
+const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// APIOptions says where to look for credentials. The zero value looks where kubectl does:
+// $KUBECONFIG, ~/.kube/config, then the in-cluster service account.
+type APIOptions struct {
+	// Kubeconfig is an explicit kubeconfig file (a --kubeconfig flag); when set nothing else is
+	// tried.
+	Kubeconfig string
+	// Context overrides the kubeconfig's current-context.
+	Context string
+	// Getenv reads the environment (KUBECONFIG, KUBERNETES_SERVICE_HOST/PORT); nil is os.Getenv.
+	Getenv func(string) string
+	// Home is the home directory whose .kube/config is tried; "" is the user's.
+	Home string
+	// ServiceAccountDir is the in-cluster token and CA's directory; "" is DefaultServiceAccountDir.
+	ServiceAccountDir string
+	// Timeout bounds each request; 0 is 10 s.
+	Timeout time.Duration
+}
+
+// API asks the Kubernetes API server about pods.
+type API struct {
+	// Server is the API server's URL.
+	Server string
+	// Source says where the credentials came from ("kubeconfig /root/.kube/config, context
+	// kind-kind", "in-cluster service account").
+	Source string
+	// Namespace is the kubeconfig context's namespace, or the service account's ("" if none).
+	Namespace string
+
+	client *http.Client
+	auth   func(ctx context.Context, req *http.Request) error
+}
+
+// NoAPIError says why no Kubernetes API could be used: what was looked for and not found, or
+// what was found and could not be used.
+type NoAPIError struct {
+	Tried []string // what was looked at, each with why it did not do
+}
+
+func (e *NoAPIError) Error() string {
+	return "no Kubernetes API credentials: " + strings.Join(e.Tried, "; ")
+}
+
+// LoadAPI finds credentials for the Kubernetes API: opts.Kubeconfig if set; else the first
+// file of $KUBECONFIG that exists, ~/.kube/config, then the in-cluster service account
+// (KUBERNETES_SERVICE_HOST and a token). Finding none is a *NoAPIError. A kubeconfig that
+// exists but cannot be used (bad YAML, unknown context, unreadable CA) is an error that names
+// the file.
+func LoadAPI(opts APIOptions) (*API, error) {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if opts.Kubeconfig != "" {
+		return loadKubeconfig(opts.Kubeconfig, opts.Context, timeout)
+	}
+	var tried []string
+	if kc := getenv("KUBECONFIG"); kc != "" {
+		for _, p := range filepath.SplitList(kc) {
+			if p == "" {
+				continue
+			}
+			if _, err := os.Stat(p); err != nil {
+				tried = append(tried, "$KUBECONFIG file "+p+" does not exist")
+				continue
+			}
+			return loadKubeconfig(p, opts.Context, timeout)
+		}
+	} else {
+		tried = append(tried, "$KUBECONFIG is not set")
+	}
+	home := opts.Home
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	if home != "" {
+		p := filepath.Join(home, ".kube", "config")
+		if _, err := os.Stat(p); err == nil {
+			return loadKubeconfig(p, opts.Context, timeout)
+		}
+		tried = append(tried, p+" does not exist")
+	}
+	saDir := opts.ServiceAccountDir
+	if saDir == "" {
+		saDir = DefaultServiceAccountDir
+	}
+	host, port := getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
+	tokenFile := filepath.Join(saDir, "token")
+	switch {
+	case host == "" || port == "":
+		tried = append(tried, "not in a pod (KUBERNETES_SERVICE_HOST/PORT are not set)")
+	default:
+		if _, err := os.Stat(tokenFile); err != nil {
+			tried = append(tried, "in a pod but without a service account token ("+tokenFile+" does not exist)")
+			break
+		}
+		return inCluster(net.JoinHostPort(host, port), saDir, timeout)
+	}
+	return nil, &NoAPIError{Tried: tried}
+}
+
+// inCluster uses the pod's service account: its token (re-read for every request, as the
+// kubelet rotates it) and CA.
+func inCluster(hostport, saDir string, timeout time.Duration) (*API, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	caFile := filepath.Join(saDir, "ca.crt")
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster service account: %w", err)
+	}
+	if tlsConf.RootCAs, err = certPool(ca); err != nil {
+		return nil, fmt.Errorf("in-cluster service account: %s: %w", caFile, err)
+	}
+	a := &API{
+		Server: "https://" + hostport,
+		Source: "in-cluster service account (" + saDir + ")",
+		client: httpClient(tlsConf, timeout),
+	}
+	if ns, err := os.ReadFile(filepath.Join(saDir, "namespace")); err == nil {
+		a.Namespace = strings.TrimSpace(string(ns))
+	}
+	tokenFile := filepath.Join(saDir, "token")
+	a.auth = func(_ context.Context, req *http.Request) error {
+		tok, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		return nil
+	}
+	return a, nil
+}
+
+// kubeconfig is the part of a kubeconfig file pathtrace reads.
+type kubeconfig struct {
+	CurrentContext string `yaml:"current-context"`
+	Clusters       []struct {
+		Name    string `yaml:"name"`
+		Cluster struct {
+			Server                   string `yaml:"server"`
+			CertificateAuthority     string `yaml:"certificate-authority"`
+			CertificateAuthorityData string `yaml:"certificate-authority-data"`
+			InsecureSkipTLSVerify    bool   `yaml:"insecure-skip-tls-verify"`
+			TLSServerName            string `yaml:"tls-server-name"`
+		} `yaml:"cluster"`
+	} `yaml:"clusters"`
+	Users []struct {
+		Name string `yaml:"name"`
+		User struct {
+			Token                 string         `yaml:"token"`
+			TokenFile             string         `yaml:"tokenFile"`
+			ClientCertificate     string         `yaml:"client-certificate"`
+			ClientCertificateData string         `yaml:"client-certificate-data"`
+			ClientKey             string         `yaml:"client-key"`
+			ClientKeyData         string         `yaml:"client-key-data"`
+			Username              string         `yaml:"username"`
+			Password              string         `yaml:"password"`
+			Exec                  *execConfig    `yaml:"exec"`
+			AuthProvider          map[string]any `yaml:"auth-provider"`
+		} `yaml:"user"`
+	} `yaml:"users"`
+	Contexts []struct {
+		Name    string `yaml:"name"`
+		Context struct {
+			Cluster   string `yaml:"cluster"`
+			User      string `yaml:"user"`
+			Namespace string `yaml:"namespace"`
+		} `yaml:"context"`
+	} `yaml:"contexts"`
+}
+
+type execConfig struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Command    string   `yaml:"command"`
+	Args       []string `yaml:"args"`
+	Env        []struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"env"`
+}
+
+func loadKubeconfig(path, contextName string, timeout time.Duration) (*API, error) {
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("kubeconfig %s: %s", path, fmt.Sprintf(format, a...))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	var kc kubeconfig
+	if err := yaml.Unmarshal(b, &kc); err != nil {
+		return nil, fail("%v", err)
+	}
+	dir := filepath.Dir(path)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	if contextName == "" {
+		contextName = kc.CurrentContext
+	}
+	if contextName == "" {
+		return nil, fail("no current-context")
+	}
+	ci := -1
+	for i, c := range kc.Contexts {
+		if c.Name == contextName {
+			ci = i
+		}
+	}
+	if ci < 0 {
+		return nil, fail("no context %q", contextName)
+	}
+	kctx := kc.Contexts[ci].Context
+	cl := -1
+	for i, c := range kc.Clusters {
+		if c.Name == kctx.Cluster {
+			cl = i
+		}
+	}
+	if cl < 0 {
+		return nil, fail("context %q names cluster %q, which is not in the file", contextName, kctx.Cluster)
+	}
+	cluster := kc.Clusters[cl].Cluster
+	if cluster.Server == "" {
+		return nil, fail("cluster %q has no server", kctx.Cluster)
+	}
+	u, err := url.Parse(cluster.Server)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fail("cluster %q: bad server %q", kctx.Cluster, cluster.Server)
+	}
+
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cluster.TLSServerName}
+	switch {
+	case cluster.InsecureSkipTLSVerify:
+		tlsConf.InsecureSkipVerify = true
+	case cluster.CertificateAuthorityData != "":
+		ca, err := base64.StdEncoding.DecodeString(cluster.CertificateAuthorityData)
+		if err != nil {
+			return nil, fail("cluster %q: certificate-authority-data: %v", kctx.Cluster, err)
+		}
+		if tlsConf.RootCAs, err = certPool(ca); err != nil {
+			return nil, fail("cluster %q: certificate-authority-data: %v", kctx.Cluster, err)
+		}
+	case cluster.CertificateAuthority != "":
+		ca, err := os.ReadFile(rel(cluster.CertificateAuthority))
+		if err != nil {
+			return nil, fail("cluster %q: %v", kctx.Cluster, err)
+		}
+		if tlsConf.RootCAs, err = certPool(ca); err != nil {
+			return nil, fail("cluster %q: %s: %v", kctx.Cluster, cluster.CertificateAuthority, err)
+		}
+	}
+
+	a := &API{
+		Server:    strings.TrimRight(cluster.Server, "/"),
+		Source:    fmt.Sprintf("kubeconfig %s, context %s", path, contextName),
+		Namespace: kctx.Namespace,
+	}
+	a.auth = func(context.Context, *http.Request) error { return nil }
+	if kctx.User != "" {
+		ui := -1
+		for i, us := range kc.Users {
+			if us.Name == kctx.User {
+				ui = i
+			}
+		}
+		if ui < 0 {
+			return nil, fail("context %q names user %q, which is not in the file", contextName, kctx.User)
+		}
+		user := kc.Users[ui].User
+		certPEM, keyPEM := []byte(nil), []byte(nil)
+		decode := func(data, file string) ([]byte, error) {
+			if data != "" {
+				return base64.StdEncoding.DecodeString(data)
+			}
+			if file != "" {
+				return os.ReadFile(rel(file))
+			}
+			return nil, nil
+		}
+		if certPEM, err = decode(user.ClientCertificateData, user.ClientCertificate); err != nil {
+			return nil, fail("user %q: client certificate: %v", kctx.User, err)
+		}
+		if keyPEM, err = decode(user.ClientKeyData, user.ClientKey); err != nil {
+			return nil, fail("user %q: client key: %v", kctx.User, err)
+		}
+		if certPEM != nil || keyPEM != nil {
+			cert, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				return nil, fail("user %q: client certificate: %v", kctx.User, err)
+			}
+			tlsConf.Certificates = []tls.Certificate{cert}
+		}
+		switch {
+		case user.Token != "":
+			tok := user.Token
+			a.auth = func(_ context.Context, req *http.Request) error {
+				req.Header.Set("Authorization", "Bearer "+tok)
+				return nil
+			}
+		case user.TokenFile != "":
+			f := rel(user.TokenFile)
+			a.auth = func(_ context.Context, req *http.Request) error {
+				tok, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+				return nil
+			}
+		case user.Username != "" || user.Password != "":
+			name, pw := user.Username, user.Password
+			a.auth = func(_ context.Context, req *http.Request) error {
+				req.SetBasicAuth(name, pw)
+				return nil
+			}
+		case user.Exec != nil:
+			ex := &execAuth{cfg: *user.Exec, server: a.Server, dir: dir}
+			a.auth = ex.authorize
+			tlsConf.GetClientCertificate = ex.clientCert(tlsConf.Certificates)
+		case user.AuthProvider != nil:
+			name, _ := user.AuthProvider["name"].(string)
+			return nil, fail("user %q uses auth-provider %q, which pathtrace does not support (use a token or an exec credential plugin)", kctx.User, name)
+		}
+	}
+	a.client = httpClient(tlsConf, timeout)
+	return a, nil
+}
+
+func certPool(pemData []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return pool, nil
+}
+
+func httpClient(tlsConf *tls.Config, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     tlsConf,
+			TLSHandshakeTimeout: timeout,
+			ForceAttemptHTTP2:   true,
+		},
+	}
+}
+
+// execAuth runs a kubeconfig exec credential plugin (aws eks get-token, gke-gcloud-auth-plugin,
+// kubelogin...) and keeps its credential until it expires.
+type execAuth struct {
+	cfg    execConfig
+	server string
+	dir    string
+
+	mu      sync.Mutex
+	token   string
+	cert    *tls.Certificate
+	expires time.Time
+	fetched bool
+}
+
+func (e *execAuth) get(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fetched && (e.expires.IsZero() || time.Now().Before(e.expires)) {
+		return nil
+	}
+	apiVersion := e.cfg.APIVersion
+	if apiVersion == "" {
+		apiVersion = "client.authentication.k8s.io/v1"
+	}
+	cmdPath := e.cfg.Command
+	if strings.Contains(cmdPath, "/") && !filepath.IsAbs(cmdPath) {
+		cmdPath = filepath.Join(e.dir, cmdPath)
+	}
+	cmd := exec.CommandContext(ctx, cmdPath, e.cfg.Args...)
+	cmd.Env = os.Environ()
+	for _, kv := range e.cfg.Env {
+		cmd.Env = append(cmd.Env, kv.Name+"="+kv.Value)
+	}
+	info, _ := json.Marshal(map[string]any{
+		"apiVersion": apiVersion,
+		"kind":       "ExecCredential",
+		"spec":       map[string]any{"interactive": false},
+	})
+	cmd.Env = append(cmd.Env, "KUBERNETES_EXEC_INFO="+string(info))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg != "" {
+			return fmt.Errorf("exec credential plugin %s: %w: %s", e.cfg.Command, err, msg)
+		}
+		return fmt.Errorf("exec credential plugin %s: %w", e.cfg.Command, err)
+	}
+	var cred struct {
+		Status struct {
+			Token                 string    `json:"token"`
+			ClientCertificateData string    `json:"clientCertificateData"`
+			ClientKeyData         string    `json:"clientKeyData"`
+			ExpirationTimestamp   time.Time `json:"expirationTimestamp"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(out, &cred); err != nil {
+		return fmt.Errorf("exec credential plugin %s: bad ExecCredential: %w", e.cfg.Command, err)
+	}
+	e.token, e.cert = cred.Status.Token, nil
+	if cred.Status.ClientCertificateData != "" {
+		c, err := tls.X509KeyPair([]byte(cred.Status.ClientCertificateData), []byte(cred.Status.ClientKeyData))
+		if err != nil {
+			return fmt.Errorf("exec credential plugin %s: client certificate: %w", e.cfg.Command, err)
+		}
+		e.cert = &c
+	}
+	e.expires, e.fetched = cred.Status.ExpirationTimestamp, true
+	return nil
+}
+
+func (e *execAuth) authorize(ctx context.Context, req *http.Request) error {
+	if err := e.get(ctx); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.token != "" {
+		req.Header.Set("Authorization", "Bearer "+e.token)
+	}
+	return nil
+}
+
+func (e *execAuth) clientCert(static []tls.Certificate) func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.cert != nil {
+			return e.cert, nil
+		}
+		if len(static) > 0 {
+			return &static[0], nil
+		}
+		return &tls.Certificate{}, nil
+	}
+}
+
+// APIPod is what the API says of a pod.
+type APIPod struct {
+	Namespace   string
+	Name        string
+	UID         string
+	Node        string // spec.nodeName; "" while unscheduled
+	Phase       string // Pending, Running, Succeeded, Failed, Unknown
+	HostNetwork bool
+	IPs         []netip.Addr // status.podIPs, primary first
+	HostIP      netip.Addr
+}
+
+// Key is "namespace/name".
+func (p APIPod) Key() string { return p.Namespace + "/" + p.Name }
+
+// APIStatusError is an answer of the API server other than 200 (and other than 404 for a
+// single pod, which is ErrPodNotFound).
+type APIStatusError struct {
+	Server  string
+	Path    string
+	Code    int
+	Message string // the Status object's message, if any
+}
+
+func (e *APIStatusError) Error() string {
+	msg := fmt.Sprintf("GET %s%s: %d %s", e.Server, e.Path, e.Code, http.StatusText(e.Code))
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// ErrPodNotFound is Pod's answer for a pod the API does not have.
+var ErrPodNotFound = errors.New("pod not found")
+
+// Pod gets one pod. A pod that does not exist is ErrPodNotFound.
+func (a *API) Pod(ctx context.Context, namespace, name string) (APIPod, error) {
+	var p podJSON
+	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
+	if err := a.get(ctx, path, &p); err != nil {
+		var se *APIStatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound {
+			return APIPod{}, ErrPodNotFound
+		}
+		return APIPod{}, err
+	}
+	return p.pod(), nil
+}
+
+// PodsNamed lists the pods called name in every namespace (which needs the right to list pods
+// cluster-wide).
+func (a *API) PodsNamed(ctx context.Context, name string) ([]APIPod, error) {
+	var l struct {
+		Items []podJSON `json:"items"`
+	}
+	q := url.Values{"fieldSelector": {"metadata.name=" + name}}
+	if err := a.get(ctx, "/api/v1/pods?"+q.Encode(), &l); err != nil {
+		return nil, err
+	}
+	out := make([]APIPod, 0, len(l.Items))
+	for _, p := range l.Items {
+		out = append(out, p.pod())
+	}
+	return out, nil
+}
+
+func (a *API) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Server+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "pathtrace")
+	if err := a.auth(ctx, req); err != nil {
+		return fmt.Errorf("credentials for %s: %w", a.Server, err)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err // *url.Error: "Get \"https://...\": dial tcp ...: connection refused"
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("GET %s%s: %w", a.Server, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var st struct {
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(body, &st)
+		return &APIStatusError{Server: a.Server, Path: path, Code: resp.StatusCode, Message: st.Message}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s%s: %w", a.Server, path, err)
+	}
+	return nil
+}
+
+// podJSON is the part of a v1 Pod pathtrace reads.
+type podJSON struct {
+	Metadata struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+		UID       string `json:"uid"`
+	} `json:"metadata"`
+	Spec struct {
+		NodeName    string `json:"nodeName"`
+		HostNetwork bool   `json:"hostNetwork"`
+	} `json:"spec"`
+	Status struct {
+		Phase  string `json:"phase"`
+		HostIP string `json:"hostIP"`
+		PodIP  string `json:"podIP"`
+		PodIPs []struct {
+			IP string `json:"ip"`
+		} `json:"podIPs"`
+	} `json:"status"`
+}
+
+func (p podJSON) pod() APIPod {
+	out := APIPod{
+		Namespace:   p.Metadata.Namespace,
+		Name:        p.Metadata.Name,
+		UID:         p.Metadata.UID,
+		Node:        p.Spec.NodeName,
+		Phase:       p.Status.Phase,
+		HostNetwork: p.Spec.HostNetwork,
+	}
+	add := func(s string) {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		a = a.Unmap()
+		for _, x := range out.IPs {
+			if x == a {
+				return
+			}
+		}
+		out.IPs = append(out.IPs, a)
+	}
+	add(p.Status.PodIP)
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	if a, err := netip.ParseAddr(p.Status.HostIP); err == nil {
+		out.HostIP = a.Unmap()
+	}
+	return out
+}
