@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/assemble"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
@@ -79,25 +80,8 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
 }
 
-// recordings are the event streams of testdata/events/recorded and the filters they were
-// traced with (as in internal/run's replay tests).
-var recordings = []struct {
-	file     string
-	src, dst string
-	proto    trace.Proto
-}{
-	{"healthy-ping", "10.11.1.2", "10.11.2.2", trace.ProtoICMP},
-	{"forwarding-disabled", "10.12.1.2", "10.12.2.2", 0},
-	{"forward-chain-drop", "10.13.1.2", "10.13.2.2", trace.ProtoICMP},
-	{"udp-closed-port", "10.14.1.2", "10.14.2.2", trace.ProtoUDP},
-	{"masquerade-reply-dropped", "10.21.1.2", "10.21.2.2", trace.ProtoICMP},
-	{"dnat-service", "10.22.1.2", "10.96.0.10", trace.ProtoICMP},
-	{"tcp-conversation", "10.23.1.2", "10.23.2.2", trace.ProtoTCP},
-	{"vxlan-overlay", "10.31.1.2", "10.31.2.2", trace.ProtoICMP},
-}
-
 // encoder turns recorded events back into ring-buffer records, the inverse of convert: drop
-// locations get addresses in a symbol table made up of the functions the recordings name.
+// locations get addresses in a symbol table made up of the functions the testutil.Recordings name.
 type encoder struct {
 	funcs   map[string]uint64 // function -> its made-up address
 	reasons dropreason.Names  // as the recording's kernel named them
@@ -201,7 +185,7 @@ func (c *encoder) record(t testing.TB, ev trace.Event, startNS uint64) bpf.Patht
 
 // BenchmarkDecodeAssemble measures the live path's userspace work per event, in events per
 // second: a ring-buffer record decoded (netns and device named, drop location symbolized) and
-// assembled. The records are the recordings of testdata/events/recorded turned back into
+// assembled. The records are the testutil.Recordings of testdata/events/recorded turned back into
 // records; as BenchmarkAssemble/stream does, one long-lived assembler per recording is fed
 // repetition after repetition, times (and TCP sequence numbers) moved on.
 func BenchmarkDecodeAssemble(b *testing.B) {
@@ -215,12 +199,12 @@ func BenchmarkDecodeAssemble(b *testing.B) {
 	var recs []rec
 	size := int(unsafe.Sizeof(bpf.PathtraceEvent{}))
 	total := 0
-	for _, r := range recordings {
-		evs, err := assemble.LoadEvents(filepath.Join("../testdata/events/recorded", r.file+".jsonl"))
+	for _, r := range testutil.Recordings {
+		evs, err := assemble.LoadEvents(filepath.Join("../testdata/events/recorded", r.File+".jsonl"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		f, err := trace.NewFilter(netip.PrefixFrom(netip.MustParseAddr(r.src), 32), netip.PrefixFrom(netip.MustParseAddr(r.dst), 32), r.proto, 0, 0)
+		f, err := trace.NewFilter(netip.PrefixFrom(netip.MustParseAddr(r.Src), 32), netip.PrefixFrom(netip.MustParseAddr(r.Dst), 32), r.Proto, 0, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -290,7 +274,7 @@ func BenchmarkDecodeAssemble(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
 }
 
-// The records BenchmarkDecodeAssemble decodes are the recordings: decoded, each is the event
+// The records BenchmarkDecodeAssemble decodes are the testutil.Recordings: decoded, each is the event
 // recorded (but for the namespaces' names, which belong to the machine that recorded them).
 func TestRecordsDecodeToRecordings(t *testing.T) {
 	c := &encoder{funcs: map[string]uint64{}, reasons: dropreason.Names{}}
@@ -299,8 +283,8 @@ func TestRecordsDecodeToRecordings(t *testing.T) {
 		raws [][]byte
 	}
 	var recs []rec
-	for _, r := range recordings {
-		evs, err := assemble.LoadEvents(filepath.Join("../testdata/events/recorded", r.file+".jsonl"))
+	for _, r := range testutil.Recordings {
+		evs, err := assemble.LoadEvents(filepath.Join("../testdata/events/recorded", r.File+".jsonl"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,17 +306,17 @@ func TestRecordsDecodeToRecordings(t *testing.T) {
 		for j, raw := range r.raws {
 			got, ok := tr.decode(raw)
 			if !ok {
-				t.Fatalf("%s event %d: not decoded", recordings[i].file, j)
+				t.Fatalf("%s event %d: not decoded", testutil.Recordings[i].File, j)
 			}
 			n++
 			want := r.evs[j]
 			got.Hop.NetnsName = want.Hop.NetnsName
 			if d := cmp.Diff(want, got, addrEq); d != "" {
-				t.Errorf("%s event %d (-recorded +decoded):\n%s", recordings[i].file, j, d)
+				t.Errorf("%s event %d (-recorded +decoded):\n%s", testutil.Recordings[i].File, j, d)
 			}
 		}
 	}
 	if n < 300 {
-		t.Errorf("%d events checked, want the recordings' (over 300)", n)
+		t.Errorf("%d events checked, want the testutil.Recordings' (over 300)", n)
 	}
 }

@@ -10,28 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/assemble"
 	"github.com/pathtrace/pathtrace/tracer/diagnose"
 )
-
-// The recordings of testdata/events/recorded and the filter each was traced with (as in
-// replay_test.go).
-var benchRecordings = []struct {
-	file     string
-	src, dst string
-	proto    trace.Proto
-}{
-	{"healthy-ping", "10.11.1.2", "10.11.2.2", trace.ProtoICMP},
-	{"forwarding-disabled", "10.12.1.2", "10.12.2.2", 0},
-	{"forward-chain-drop", "10.13.1.2", "10.13.2.2", trace.ProtoICMP},
-	{"udp-closed-port", "10.14.1.2", "10.14.2.2", trace.ProtoUDP},
-	{"masquerade-reply-dropped", "10.21.1.2", "10.21.2.2", trace.ProtoICMP},
-	{"dnat-service", "10.22.1.2", "10.96.0.10", trace.ProtoICMP},
-	{"tcp-conversation", "10.23.1.2", "10.23.2.2", trace.ProtoTCP},
-	{"vxlan-overlay", "10.31.1.2", "10.31.2.2", trace.ProtoICMP},
-}
 
 type benchRecording struct {
 	name   string
@@ -44,8 +28,8 @@ type benchRecording struct {
 func loadBenchRecordings(b *testing.B) []benchRecording {
 	b.Helper()
 	var out []benchRecording
-	for _, r := range benchRecordings {
-		path := filepath.Join("../../testdata/events/recorded", r.file+".jsonl")
+	for _, r := range testutil.Recordings {
+		path := filepath.Join("../../testdata/events/recorded", r.File+".jsonl")
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			b.Fatal(err)
@@ -54,8 +38,8 @@ func loadBenchRecordings(b *testing.B) []benchRecording {
 		if err != nil {
 			b.Fatalf("%s: %v", path, err)
 		}
-		f, err := trace.NewFilter(netip.PrefixFrom(netip.MustParseAddr(r.src), 32),
-			netip.PrefixFrom(netip.MustParseAddr(r.dst), 32), r.proto, 0, 0)
+		f, err := trace.NewFilter(netip.PrefixFrom(netip.MustParseAddr(r.Src), 32),
+			netip.PrefixFrom(netip.MustParseAddr(r.Dst), 32), r.Proto, 0, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -69,7 +53,7 @@ func loadBenchRecordings(b *testing.B) []benchRecording {
 		for _, ev := range evs {
 			lo, hi = min(lo, ev.Hop.TimeNS), max(hi, ev.Hop.TimeNS)
 		}
-		out = append(out, benchRecording{name: r.file, filter: f, lines: lines, events: evs,
+		out = append(out, benchRecording{name: r.File, filter: f, lines: lines, events: evs,
 			spanNS: hi - lo + uint64(3*time.Second)})
 	}
 	return out

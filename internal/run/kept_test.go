@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
@@ -17,14 +18,14 @@ import (
 
 // The trace's meta counts the events the run received: a replay, every event recorded.
 func TestReplayCountsEvents(t *testing.T) {
-	for _, r := range benchRecordings {
-		events, err := assemble.LoadEvents(filepath.Join("../../testdata/events/recorded", r.file+".jsonl"))
+	for _, r := range testutil.Recordings {
+		events, err := assemble.LoadEvents(filepath.Join("../../testdata/events/recorded", r.File+".jsonl"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := Replay(hostFilter(t, r.src, r.dst, r.proto), events)
+		tr := Replay(hostFilter(t, r.Src, r.Dst, r.Proto), events)
 		if tr.Meta.Events != uint64(len(events)) || len(events) == 0 {
-			t.Errorf("%s: meta.events %d, want the %d events recorded", r.file, tr.Meta.Events, len(events))
+			t.Errorf("%s: meta.events %d, want the %d events recorded", r.File, tr.Meta.Events, len(events))
 		}
 		var buf bytes.Buffer
 		if err := jsontrace.Write(&buf, tr); err != nil {
@@ -35,7 +36,7 @@ func TestReplayCountsEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		if back.Meta.Events != tr.Meta.Events {
-			t.Errorf("%s: meta.events %d after a round trip, want %d", r.file, back.Meta.Events, tr.Meta.Events)
+			t.Errorf("%s: meta.events %d after a round trip, want %d", r.File, back.Meta.Events, tr.Meta.Events)
 		}
 	}
 }
@@ -81,10 +82,10 @@ func streamRun(t *testing.T, file string, f trace.Filter, path string, max int) 
 // file holds the same trace as one written whole, and `show` prints what the run printed.
 func TestStreamedTraceRoundTrips(t *testing.T) {
 	dir := t.TempDir()
-	for _, r := range benchRecordings {
-		f := hostFilter(t, r.src, r.dst, r.proto)
-		path := filepath.Join(dir, r.file+".json")
-		tr, live, held := streamRun(t, r.file, f, path, 0)
+	for _, r := range testutil.Recordings {
+		f := hostFilter(t, r.Src, r.Dst, r.Proto)
+		path := filepath.Join(dir, r.File+".json")
+		tr, live, held := streamRun(t, r.File, f, path, 0)
 
 		saved, err := jsontrace.ReadFile(path)
 		if err != nil {
@@ -94,14 +95,14 @@ func TestStreamedTraceRoundTrips(t *testing.T) {
 		whole.Packets = held
 		if d := cmp.Diff(&whole, saved, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 			cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
-			t.Errorf("%s: saved trace differs (-run +file):\n%s", r.file, d)
+			t.Errorf("%s: saved trace differs (-run +file):\n%s", r.File, d)
 		}
 		var shown bytes.Buffer
 		if err := text.Render(&shown, saved, text.Options{}); err != nil {
 			t.Fatal(err)
 		}
 		if d := cmp.Diff(live, shown.String()); d != "" {
-			t.Errorf("%s: show differs from the run:\n%s", r.file, d)
+			t.Errorf("%s: show differs from the run:\n%s", r.File, d)
 		}
 
 		// The same trace written whole is the same file.
@@ -111,12 +112,12 @@ func TestStreamedTraceRoundTrips(t *testing.T) {
 		}
 		file, _ := os.ReadFile(path)
 		if !bytes.Equal(file, buf.Bytes()) {
-			t.Errorf("%s: the streamed file differs from the trace written whole", r.file)
+			t.Errorf("%s: the streamed file differs from the trace written whole", r.File)
 		}
 	}
 	// Nothing but the trace files is left in the directory: the packets' file had no name.
 	left, _ := os.ReadDir(dir)
-	if len(left) != len(benchRecordings) {
+	if len(left) != len(testutil.Recordings) {
 		var names []string
 		for _, e := range left {
 			names = append(names, e.Name())

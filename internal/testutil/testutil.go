@@ -4,6 +4,8 @@ package testutil
 import (
 	"os"
 	"testing"
+
+	"github.com/pathtrace/pathtrace/trace"
 )
 
 // RequireRoot skips a test that needs root, saying why. Only privileged tests call it.
@@ -12,4 +14,23 @@ func RequireRoot(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		t.Skipf("needs root to %s", why)
 	}
+}
+
+// Recording is one event stream of testdata/events/recorded and the flow it was traced with.
+type Recording struct {
+	File     string // name without .jsonl
+	Src, Dst string // host addresses
+	Proto    trace.Proto
+}
+
+// Recordings lists every recording, for the tests and benchmarks that replay them all.
+var Recordings = []Recording{
+	{"healthy-ping", "10.11.1.2", "10.11.2.2", trace.ProtoICMP},
+	{"forwarding-disabled", "10.12.1.2", "10.12.2.2", 0},
+	{"forward-chain-drop", "10.13.1.2", "10.13.2.2", trace.ProtoICMP},
+	{"udp-closed-port", "10.14.1.2", "10.14.2.2", trace.ProtoUDP},
+	{"masquerade-reply-dropped", "10.21.1.2", "10.21.2.2", trace.ProtoICMP},
+	{"dnat-service", "10.22.1.2", "10.96.0.10", trace.ProtoICMP},
+	{"tcp-conversation", "10.23.1.2", "10.23.2.2", trace.ProtoTCP},
+	{"vxlan-overlay", "10.31.1.2", "10.31.2.2", trace.ProtoICMP},
 }
