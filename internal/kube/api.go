@@ -169,40 +169,46 @@ func inCluster(hostport, saDir string, timeout time.Duration) (*API, error) {
 
 // kubeconfig is the part of a kubeconfig file pathtrace reads.
 type kubeconfig struct {
-	CurrentContext string `yaml:"current-context"`
-	Clusters       []struct {
-		Name    string `yaml:"name"`
-		Cluster struct {
-			Server                   string `yaml:"server"`
-			CertificateAuthority     string `yaml:"certificate-authority"`
-			CertificateAuthorityData string `yaml:"certificate-authority-data"`
-			InsecureSkipTLSVerify    bool   `yaml:"insecure-skip-tls-verify"`
-			TLSServerName            string `yaml:"tls-server-name"`
-		} `yaml:"cluster"`
-	} `yaml:"clusters"`
-	Users []struct {
-		Name string `yaml:"name"`
-		User struct {
-			Token                 string         `yaml:"token"`
-			TokenFile             string         `yaml:"tokenFile"`
-			ClientCertificate     string         `yaml:"client-certificate"`
-			ClientCertificateData string         `yaml:"client-certificate-data"`
-			ClientKey             string         `yaml:"client-key"`
-			ClientKeyData         string         `yaml:"client-key-data"`
-			Username              string         `yaml:"username"`
-			Password              string         `yaml:"password"`
-			Exec                  *execConfig    `yaml:"exec"`
-			AuthProvider          map[string]any `yaml:"auth-provider"`
-		} `yaml:"user"`
-	} `yaml:"users"`
-	Contexts []struct {
-		Name    string `yaml:"name"`
-		Context struct {
-			Cluster   string `yaml:"cluster"`
-			User      string `yaml:"user"`
-			Namespace string `yaml:"namespace"`
-		} `yaml:"context"`
-	} `yaml:"contexts"`
+	CurrentContext string             `yaml:"current-context"`
+	Clusters       []kubeNamedCluster `yaml:"clusters"`
+	Users          []kubeNamedUser    `yaml:"users"`
+	Contexts       []kubeNamedContext `yaml:"contexts"`
+}
+
+type kubeNamedCluster struct {
+	Name    string `yaml:"name"`
+	Cluster struct {
+		Server                   string `yaml:"server"`
+		CertificateAuthority     string `yaml:"certificate-authority"`
+		CertificateAuthorityData string `yaml:"certificate-authority-data"`
+		InsecureSkipTLSVerify    bool   `yaml:"insecure-skip-tls-verify"`
+		TLSServerName            string `yaml:"tls-server-name"`
+	} `yaml:"cluster"`
+}
+
+type kubeNamedUser struct {
+	Name string `yaml:"name"`
+	User struct {
+		Token                 string         `yaml:"token"`
+		TokenFile             string         `yaml:"tokenFile"`
+		ClientCertificate     string         `yaml:"client-certificate"`
+		ClientCertificateData string         `yaml:"client-certificate-data"`
+		ClientKey             string         `yaml:"client-key"`
+		ClientKeyData         string         `yaml:"client-key-data"`
+		Username              string         `yaml:"username"`
+		Password              string         `yaml:"password"`
+		Exec                  *execConfig    `yaml:"exec"`
+		AuthProvider          map[string]any `yaml:"auth-provider"`
+	} `yaml:"user"`
+}
+
+type kubeNamedContext struct {
+	Name    string `yaml:"name"`
+	Context struct {
+		Cluster   string `yaml:"cluster"`
+		User      string `yaml:"user"`
+		Namespace string `yaml:"namespace"`
+	} `yaml:"context"`
 }
 
 type execConfig struct {
@@ -240,22 +246,12 @@ func loadKubeconfig(path, contextName string, timeout time.Duration) (*API, erro
 	if contextName == "" {
 		return nil, fail("no current-context")
 	}
-	ci := -1
-	for i, c := range kc.Contexts {
-		if c.Name == contextName {
-			ci = i
-		}
-	}
+	ci := lastNamed(kc.Contexts, func(c kubeNamedContext) string { return c.Name }, contextName)
 	if ci < 0 {
 		return nil, fail("no context %q", contextName)
 	}
 	kctx := kc.Contexts[ci].Context
-	cl := -1
-	for i, c := range kc.Clusters {
-		if c.Name == kctx.Cluster {
-			cl = i
-		}
-	}
+	cl := lastNamed(kc.Clusters, func(c kubeNamedCluster) string { return c.Name }, kctx.Cluster)
 	if cl < 0 {
 		return nil, fail("context %q names cluster %q, which is not in the file", contextName, kctx.Cluster)
 	}
@@ -297,12 +293,7 @@ func loadKubeconfig(path, contextName string, timeout time.Duration) (*API, erro
 	}
 	a.auth = func(context.Context, *http.Request) error { return nil }
 	if kctx.User != "" {
-		ui := -1
-		for i, us := range kc.Users {
-			if us.Name == kctx.User {
-				ui = i
-			}
-		}
+		ui := lastNamed(kc.Users, func(u kubeNamedUser) string { return u.Name }, kctx.User)
 		if ui < 0 {
 			return nil, fail("context %q names user %q, which is not in the file", contextName, kctx.User)
 		}
@@ -633,4 +624,16 @@ func (p podJSON) pod() APIPod {
 		out.HostIP = a.Unmap()
 	}
 	return out
+}
+
+// lastNamed is the index of the last entry of list called name, or -1: kubeconfig lists are
+// looked up by name, and a later entry of the same name wins, as kubectl has it.
+func lastNamed[T any](list []T, nameOf func(T) string, name string) int {
+	found := -1
+	for i, e := range list {
+		if nameOf(e) == name {
+			found = i
+		}
+	}
+	return found
 }
