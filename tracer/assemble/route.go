@@ -10,6 +10,10 @@ import (
 // where and when it ran: the same CPU, within routeWindowNS, with the looked-up addresses.
 const (
 	routeWindowNS = uint64(1_000_000)
+	// receivedRouteWindowNS is the wider window for the packet received on an input lookup's
+	// device: that match is specific, and a slow CPU (a loaded VM) can take milliseconds from
+	// the receive to the lookup, while a mirred clone's hops fall in between.
+	receivedRouteWindowNS = uint64(10_000_000)
 	// recentPerCPU is how many recent hops per CPU are searched for a route's packet: more than
 	// one CPU handles for a filtered flow within routeWindowNS.
 	recentPerCPU = 64
@@ -67,13 +71,15 @@ func (a *Assembler) addRoute(ev *trace.Event) {
 	iif := h.Route.Iif
 	for i := range c.recent {
 		t := &c.recent[i]
-		if t.p == nil || t.p.closed() || !near(t.ns, h.TimeNS) || !looksUp(h.Route.Lookup, t.p.cur) {
+		if t.p == nil || t.p.closed() || !looksUp(h.Route.Lookup, t.p.cur) {
 			continue
 		}
-		if best == nil || t.ns > best.ns {
+		gap := max(t.ns, h.TimeNS) - min(t.ns, h.TimeNS)
+		if gap <= routeWindowNS && (best == nil || t.ns > best.ns) {
 			best = t
 		}
-		if iif > 1 && t.kind == trace.KindReceive && t.ifindex == iif && (received == nil || t.ns > received.ns) {
+		if gap <= receivedRouteWindowNS && iif > 1 && t.kind == trace.KindReceive && t.ifindex == iif &&
+			(received == nil || t.ns > received.ns) {
 			received = t
 		}
 	}
