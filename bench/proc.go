@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/tracer"
 )
 
 // clkTck is USER_HZ, the unit of utime/stime in /proc/<pid>/stat: 100 on every Linux
@@ -152,25 +153,9 @@ func statsMap(pid int) (*ebpf.Map, error) {
 }
 
 func readKernelStats(m *ebpf.Map) (kernelStats, error) {
-	var s kernelStats
-	var errs []error
-	for idx, dst := range map[bpf.PathtraceStatIndex]*uint64{
-		bpf.PathtraceStatIndexSTAT_EVENTS:         &s.Events,
-		bpf.PathtraceStatIndexSTAT_LOST:           &s.Lost,
-		bpf.PathtraceStatIndexSTAT_TRACK_FULL:     &s.TrackFull,
-		bpf.PathtraceStatIndexSTAT_SKIPPED:        &s.Skipped,
-		bpf.PathtraceStatIndexSTAT_ROUTES_SKIPPED: &s.RoutesSkipped,
-	} {
-		var per []uint64
-		if err := m.Lookup(uint32(idx), &per); err != nil {
-			errs = append(errs, fmt.Errorf("counter %d: %w", idx, err))
-			continue
-		}
-		for _, v := range per {
-			*dst += v
-		}
-	}
-	return s, errors.Join(errs...)
+	s, err := tracer.ReadStats(m)
+	return kernelStats{Events: s.Events, Lost: s.Lost, TrackFull: s.TrackFull, Skipped: s.Skipped,
+		RoutesSkipped: s.RoutesSkipped}, err
 }
 
 // otherPathtracePrograms lists loaded BPF programs that look like pathtrace's (named on_*),

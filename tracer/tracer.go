@@ -186,9 +186,12 @@ type Stats struct {
 }
 
 // Stats sums the per-CPU counters.
-func (t *Tracer) Stats() (Stats, error) {
+func (t *Tracer) Stats() (Stats, error) { return ReadStats(t.maps[bpf.PathtraceMapStats]) }
+
+// ReadStats sums the per-CPU counters of a pathtrace stats map, this process's or, by map ID,
+// another's (the benchmark reads a running pathtrace's).
+func ReadStats(m *ebpf.Map) (Stats, error) {
 	var s Stats
-	m := t.maps[bpf.PathtraceMapStats]
 	for idx, dst := range map[bpf.PathtraceStatIndex]*uint64{
 		bpf.PathtraceStatIndexSTAT_EVENTS:         &s.Events,
 		bpf.PathtraceStatIndexSTAT_LOST:           &s.Lost,
