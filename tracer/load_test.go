@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -94,27 +93,7 @@ func seeDropWith(t *testing.T, b hookBuild, must bool) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	want := trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: sport, Dport: port}
 
-	var got []trace.Event
-	var drop *trace.Event
-	timeout := time.After(10 * time.Second)
-	send := time.NewTicker(200 * time.Millisecond)
-	defer send.Stop()
-	conn.Write([]byte("pathtrace " + b.name))
-	for drop == nil {
-		select {
-		case e := <-events:
-			got = append(got, e)
-			if e.Hop.Event == trace.KindDrop && e.Hop.Tuple != nil && e.Hop.Tuple.Sport == sport {
-				drop = &got[len(got)-1]
-			}
-		case <-send.C:
-			conn.Write([]byte("pathtrace " + b.name))
-		case err := <-done:
-			t.Fatalf("Run returned early: %v", err)
-		case <-timeout:
-			t.Fatalf("no drop of %v within 10s with the %s build; saw %d events: %+v", want, b.name, len(got), got)
-		}
-	}
+	got, drop := awaitDrop(t, conn, "pathtrace "+b.name, events, done)
 	reasons := true // drop reasons need 5.17
 	for _, d := range tr.Degraded() {
 		reasons = reasons && !strings.Contains(d, "no drop reasons")

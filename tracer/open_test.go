@@ -350,27 +350,7 @@ func TestRunSeesDrop(t *testing.T) {
 	defer conn.Close()
 	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
 
-	var got []trace.Event
-	var drop *trace.Event
-	timeout := time.After(10 * time.Second)
-	send := time.NewTicker(200 * time.Millisecond)
-	defer send.Stop()
-	conn.Write([]byte("pathtrace test"))
-	for drop == nil {
-		select {
-		case e := <-events:
-			got = append(got, e)
-			if e.Hop.Event == trace.KindDrop && e.Hop.Tuple != nil && e.Hop.Tuple.Sport == sport {
-				drop = &got[len(got)-1]
-			}
-		case <-send.C:
-			conn.Write([]byte("pathtrace test")) // the error of an earlier send (ECONNREFUSED) is expected
-		case err := <-done:
-			t.Fatalf("Run returned early: %v", err)
-		case <-timeout:
-			t.Fatalf("no drop of 127.0.0.1:%d -> 127.0.0.1:%d within 10s; saw %d events: %+v", sport, port, len(got), got)
-		}
-	}
+	got, drop := awaitDrop(t, conn, "pathtrace test", events, done)
 
 	for _, e := range got {
 		t.Logf("%s %s %s %s", e.Hop.Event, e.Hop.Ifname, e.Hop.Reason, e.Hop.Location)
@@ -434,5 +414,34 @@ func TestRunSeesDrop(t *testing.T) {
 	}
 	if err := tr.Close(); err != nil {
 		t.Errorf("Close after Run: %v", err)
+	}
+}
+
+// awaitDrop sends payload on conn, again every 200ms (the error of an earlier send,
+// ECONNREFUSED, is expected), until the kernel reports the drop of a datagram from conn's port.
+// It returns every event seen by then and the drop among them.
+func awaitDrop(t *testing.T, conn *net.UDPConn, payload string, events <-chan trace.Event, done <-chan error) ([]trace.Event, *trace.Event) {
+	t.Helper()
+	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	var got []trace.Event
+	timeout := time.After(10 * time.Second)
+	send := time.NewTicker(200 * time.Millisecond)
+	defer send.Stop()
+	conn.Write([]byte(payload))
+	for {
+		select {
+		case e := <-events:
+			got = append(got, e)
+			if e.Hop.Event == trace.KindDrop && e.Hop.Tuple != nil && e.Hop.Tuple.Sport == sport {
+				return got, &got[len(got)-1]
+			}
+		case <-send.C:
+			conn.Write([]byte(payload))
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-timeout:
+			t.Fatalf("no drop of a datagram from %v to %v within 10s (%q); saw %d events: %+v",
+				conn.LocalAddr(), conn.RemoteAddr(), payload, len(got), got)
+		}
 	}
 }
