@@ -1,10 +1,13 @@
 package tracer
 
 import (
+	"time"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
+	"github.com/pathtrace/pathtrace/tracer/netnsname"
 )
 
 // symbols is the kernel's symbol table, read in the background from the end of Open on (it
@@ -43,6 +46,31 @@ type nameCache struct {
 	// another on one CPU, mostly with the same headers, and then share one copy of them.
 	lastHeaders []*trace.Headers
 	lastRoute   []*trace.Route
+	// netns are the namespace names the resolver gave lately, with the event time it gave each
+	// at: asking it costs a lock and a clock read, and it renames on its own clock anyway.
+	netns map[uint32]netnsName
+}
+
+type netnsName struct {
+	name string
+	atNS uint64
+}
+
+// netnsTTL is how long, in event time, a namespace's name is used before the resolver is asked
+// again: short beside its own rescan period, long beside the time between events of a flood.
+const netnsTTL = uint64(10 * time.Millisecond)
+
+// netnsName names namespace ino for an event at nowNS (kernel monotonic time).
+func (c *nameCache) netnsName(ino uint32, nowNS uint64, r *netnsname.Resolver) string {
+	if e, ok := c.netns[ino]; ok && nowNS >= e.atNS && nowNS-e.atNS < netnsTTL {
+		return e.name
+	}
+	if c.netns == nil || len(c.netns) >= nameCacheMax {
+		c.netns = make(map[uint32]netnsName)
+	}
+	n := r.Name(ino)
+	c.netns[ino] = netnsName{n, nowNS}
+	return n
 }
 
 // maxCPU bounds the per-CPU caches; events of CPUs past it get copies of their own.

@@ -341,7 +341,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		Event:     kind.kind,
 		Probe:     kind.probe,
 		Netns:     e.Netns,
-		NetnsName: t.netns.Name(e.Netns),
+		NetnsName: t.names.netnsName(e.Netns, e.Ts, t.netns),
 		Ifindex:   e.Ifindex,
 		Ifname:    t.names.ifname(&e.Ifname),
 		Len:       e.Len,

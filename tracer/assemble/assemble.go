@@ -70,6 +70,10 @@ type Assembler struct {
 	nat      natMemory // translations seen, to place packets the filter does not name
 	segments segmentIndex
 
+	// spare are emptied hop buffers of packets handed out, for new packets' hops to grow in:
+	// a packet handed out gets a copy of its hops' exact size instead.
+	spare [][]trace.Hop
+
 	nowNS   uint64 // latest event time seen
 	nextID  int
 	nextSeq uint64
@@ -248,6 +252,10 @@ func (a *Assembler) addHop(p *packet, ev *trace.Event) {
 }
 
 func (a *Assembler) push(p *packet, cpu uint32, h *trace.Hop) {
+	if p.head == nil && len(a.spare) > 0 {
+		p.head = a.spare[len(a.spare)-1]
+		a.spare = a.spare[:len(a.spare)-1]
+	}
 	if p.push(h, a.maxHops) {
 		a.stats.HopsCut++
 	}
@@ -315,6 +323,19 @@ func (a *Assembler) popHeld() *packet {
 	return p
 }
 
+// maxSpare bounds the spare hop buffers: more than a burst of packets closing together
+// needs, few enough that a buffer grown by a looping packet is not kept for long.
+const maxSpare = 64
+
+// recycle keeps hs, a handed-out packet's hop buffer, for a new packet's hops.
+func (a *Assembler) recycle(hs []trace.Hop) {
+	if hs == nil || len(a.spare) >= maxSpare || cap(hs) > 4*initialHops {
+		return
+	}
+	clear(hs) // its headers and routes belong to the packet handed out
+	a.spare = append(a.spare, hs[:0])
+}
+
 // idOf numbers p. Packets are numbered as handed out, not as closed (a packet held for a copy
 // must not print as #1 after #3), unless a clone or retransmission needs to name its original
 // first.
@@ -347,6 +368,7 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 		a.nat.learn(a.filter, dir, flow, own)
 	}
 	pkt.Fate = copyDelivered(fate(own, p.end, p.reused), own, p.end, copies)
+	a.recycle(p.head)
 	// CPUs' recent-hop rings and the copy index may point at p a while longer: keep only the
 	// small struct alive.
 	p.state, p.head, p.tail, p.cur, p.copies, p.end = stDone, nil, nil, nil, nil, nil

@@ -123,8 +123,8 @@ func (p *packet) pushCopy(h trace.Hop, maxHops int) (cut bool) {
 // initialHops is the room a packet's hops start with.
 const initialHops = 8
 
-// hops is what was kept of p's own hops, in time order; arrival order breaks ties. It hands
-// p's own slice over when nothing was cut: p is being emitted and keeps no hops after.
+// hops is what was kept of p's own hops, in time order; arrival order breaks ties. It is p's
+// own buffer when nothing was cut, good only until that buffer grows another packet's hops.
 func (p *packet) hops() []trace.Hop {
 	if len(p.tail) == 0 {
 		sortHops(p.head)
@@ -139,11 +139,9 @@ func (p *packet) hops() []trace.Hop {
 }
 
 // withCopies is own (from hops) with the frees of p's copies merged in, in time order; own
-// first among hops of the same time. It sorts p.copies.
+// first among hops of the same time. It sorts p.copies. The slice is new and exactly as long
+// as it needs to be: the packet handed out keeps it for as long as its trace is kept.
 func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
-	if len(p.copies) == 0 {
-		return own
-	}
 	sortHops(p.copies)
 	hs := make([]trace.Hop, 0, len(own)+len(p.copies))
 	i, j := 0, 0
