@@ -258,16 +258,21 @@ func TestDebugPodPaths(t *testing.T) {
 }
 
 // BenchmarkLabel is the cost per packet once the cache is warm (five hops, a fate).
-func BenchmarkLabel(b *testing.B) {
+// benchLab is the standard lab with its pod netns the pod default/web, and a labeller for it.
+func benchLab(b *testing.B, maxAge time.Duration) (*lab.Topology, *Labeller) {
 	testutil.RequireRoot(b, "create network namespaces with veths")
 	topo, err := lab.Standard("ptpl-bench", 64)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer topo.Close()
+	b.Cleanup(func() { _ = topo.Close() })
 	lister := &pods{}
 	lister.set(web(topo.Pod.Path()))
-	l := New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}, MaxAge: time.Hour})
+	return topo, New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}, MaxAge: maxAge})
+}
+
+func BenchmarkLabel(b *testing.B) {
+	topo, l := benchLab(b, time.Hour)
 	if err := l.Refresh(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -294,15 +299,7 @@ func BenchmarkLabel(b *testing.B) {
 // BenchmarkRefresh is one read of the runtime's pods and of the node's devices (this lab: one
 // pod, three named namespaces besides the node's own).
 func BenchmarkRefresh(b *testing.B) {
-	testutil.RequireRoot(b, "create network namespaces with veths")
-	topo, err := lab.Standard("ptpl-bench", 64)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer topo.Close()
-	lister := &pods{}
-	lister.set(web(topo.Pod.Path()))
-	l := New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}})
+	_, l := benchLab(b, 0)
 	for range b.N {
 		if err := l.Refresh(context.Background()); err != nil {
 			b.Fatal(err)
