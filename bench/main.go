@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/internal/lab"
+	"github.com/pathtrace/pathtrace/tracer"
 )
 
 // busyLimit is how busy (% of all CPUs) the idle machine may be before a round's numbers are
@@ -220,8 +221,12 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 		fmt.Fprintln(os.Stderr, "bench: note:", s)
 	}
 
-	if progs := otherPathtracePrograms(); len(progs) > 0 {
-		msg := fmt.Sprintf("%d pathtrace-like BPF programs (on_*) are already loaded: another pathtrace (an e2e run?) is tracing on this machine", len(progs))
+	progs, err := tracer.LoadedPrograms()
+	if err != nil {
+		return err
+	}
+	if len(progs) > 0 {
+		msg := fmt.Sprintf("%d pathtrace-like BPF programs (on_*, fe_*...) are already loaded: another pathtrace (an e2e run?) is tracing on this machine", len(progs))
 		if !force {
 			return errors.New(msg + "; its probes would be measured too, and its leftover checks would see ours. Wait for it, or -force")
 		}
@@ -272,7 +277,9 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	}
 
 	for r := 0; r < rounds && ctx.Err() == nil; r++ {
-		if progs := otherPathtracePrograms(); len(progs) > 0 {
+		if progs, err := tracer.LoadedPrograms(); err != nil {
+			note("round %d: %v", r+1, err)
+		} else if len(progs) > 0 {
 			note("round %d: another pathtrace's BPF programs (%d) were loaded before it: they ran on its packets too", r+1, len(progs))
 		}
 		for _, tr := range trs {

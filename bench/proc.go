@@ -158,29 +158,6 @@ func readKernelStats(m *ebpf.Map) (kernelStats, error) {
 		RoutesSkipped: s.RoutesSkipped}, err
 }
 
-// otherPathtracePrograms lists loaded BPF programs that look like pathtrace's (named on_*),
-// as the e2e suite's leftover check does.
-func otherPathtracePrograms() []string {
-	var names []string
-	id := ebpf.ProgramID(0)
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return names
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "on_") {
-			names = append(names, info.Name)
-		}
-	}
-}
-
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	f := strings.Fields(string(b))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,43 +13,22 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
 
+	"github.com/pathtrace/pathtrace/tracer"
 	"github.com/pathtrace/pathtrace/tracer/nftrace"
 )
 
 // ourPrograms lists loaded BPF programs that are pathtrace's, by the kernel's own listing.
 func ourPrograms() ([]string, error) {
+	progs, err := tracer.LoadedPrograms()
+	if err != nil {
+		return nil, err
+	}
 	var names []string
-	id := ebpf.ProgramID(0)
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return names, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded in between
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && ourProgram(info.Name) {
-			names = append(names, info.Name)
-		}
+	for _, name := range progs {
+		names = append(names, name)
 	}
-}
-
-// ourProgram says whether a program name is one of pathtrace's: tracepoint hooks (on_),
-// fentry/fexit (fe_, fx_) and kprobe/kretprobe (kp_, kr_) function hooks.
-func ourProgram(name string) bool {
-	for _, p := range []string{"on_", "fe_", "fx_", "kp_", "kr_"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
+	slices.Sort(names)
+	return names, nil
 }
 
 // ourMaps lists loaded BPF maps that are pathtrace's, by name.

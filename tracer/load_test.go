@@ -9,15 +9,17 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/pathtrace/pathtrace/bpf"
 	"github.com/pathtrace/pathtrace/trace"
 )
 
 // TestHookBuilds runs each build of the hooks on its own, though a kernel keeps only the first
 // it accepts: they read kernel memory each their own way (bpf_rdonly_cast, plain loads, probe
-// reads) and must load, attach and report a packet the same way. A build this kernel refuses
-// (bpf_rdonly_cast before 6.2) is skipped. UDP to a closed loopback port is dropped
-// (NO_SOCKET); the drop and the hops before it must carry the packet's tuple, and nothing
-// outside the filter may be reported.
+// reads) and must load, attach and report a packet the same way. The first needs the
+// bpf_rdonly_cast kfunc (6.2+): a kernel without it must refuse that build for that reason,
+// leaving nothing loaded. UDP to a closed loopback port is dropped (NO_SOCKET); the drop and
+// the hops before it must carry the packet's tuple, and nothing outside the filter may be
+// reported.
 func TestHookBuilds(t *testing.T) {
 	needRoot(t)
 	all := hookBuilds
@@ -48,11 +50,23 @@ func seeDropWith(t *testing.T, b hookBuild, must bool) {
 	pc.Close()
 
 	filter := testFilter(t, "127.0.0.1", "127.0.0.1", trace.ProtoUDP, port)
+	before := onPrograms(t)
 	tr, err := Open(Config{Filter: filter})
-	if err != nil {
-		if !must {
-			t.Skipf("this kernel refuses the %s build: %v", b.name, err)
+	if !must {
+		// A kernel without the kfunc must refuse the build for that, and keep none of it: the
+		// loader then goes on to the next build.
+		if err == nil {
+			tr.Close()
+			t.Fatalf("Open with the %s build only succeeded on a kernel without bpf_rdonly_cast", b.name)
 		}
+		if !strings.Contains(err.Error(), "bpf_rdonly_cast") {
+			t.Errorf("refused for another reason than the missing kfunc: %v", err)
+		}
+		assertNoneLeft(t, before, nil)
+		t.Logf("refused, as it must be on this kernel: %v", err)
+		return
+	}
+	if err != nil {
 		t.Fatalf("Open with the %s build only: %v", b.name, err)
 	}
 	defer tr.Close()
@@ -125,5 +139,28 @@ func seeDropWith(t *testing.T, b hookBuild, must bool) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// Every program pathtrace loads is named as IsOwnProgram knows pathtrace's: the leftover checks
+// (the tests', make bench's) rely on it, and a program named otherwise would escape them.
+func TestProgramNamesAreOwn(t *testing.T) {
+	spec, err := bpf.LoadPathtrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Programs) == 0 {
+		t.Fatal("no programs in the collection")
+	}
+	for name, p := range spec.Programs {
+		// The kernel keeps the first 15 bytes of a name.
+		if kept := p.Name[:min(len(p.Name), 15)]; !IsOwnProgram(kept) {
+			t.Errorf("program %s is listed by the kernel as %q, which IsOwnProgram does not know", name, kept)
+		}
+	}
+	for _, other := range []string{"bench_empty", "cil_from_container", "tail_handle_ipv4", "", "o"} {
+		if IsOwnProgram(other) {
+			t.Errorf("IsOwnProgram(%q) = true", other)
+		}
 	}
 }

@@ -73,7 +73,7 @@ func main() {
 	}
 	kernels := flag.String("kernels", envOr("VMTEST_KERNELS", "bullseye,bookworm,trixie"),
 		"comma-separated Debian suites (suite or suite:linux-image-package) [$VMTEST_KERNELS]")
-	pkgs := flag.String("pkgs", "./e2e", "comma-separated test packages to run in the VM")
+	pkgs := flag.String("pkgs", "./e2e,./tracer", "comma-separated test packages to run in the VM")
 	flag.StringVar(&c.cache, "cache", defCache, "download and unpack cache [$PATHTRACE_VMTEST_CACHE]")
 	flag.StringVar(&c.results, "results", "vmtest/results", "directory for the console logs and summary")
 	flag.DurationVar(&c.timeout, "timeout", 20*time.Minute, "per-kernel limit for one VM, boot to power-off")
@@ -247,6 +247,9 @@ func buildCommon(c config, work string) (*common, *vmspec.Manifest, error) {
 		testTimeout = c.timeout / 2
 	}
 	m := &vmspec.Manifest{TimeoutSec: int((testTimeout + time.Minute).Seconds()), MemlockUnlimited: c.memlock}
+	// The repository's own testdata (recorded event streams) travels too, where a top-level
+	// package's tests find it: ../testdata from /tests/<package>.
+	cm.files = append(cm.files, testdataFiles("testdata", "/tests/testdata")...)
 	for _, pkg := range c.pkgs {
 		name := strings.ReplaceAll(strings.Trim(strings.TrimPrefix(pkg, "./"), "/"), "/", "_")
 		bin := filepath.Join(work, name+".test")
@@ -255,14 +258,7 @@ func buildCommon(c config, work string) (*common, *vmspec.Manifest, error) {
 		}
 		cm.files = append(cm.files, cfile{name: "/tests/" + name + ".test", perm: 0o755, src: bin})
 		// A package's testdata travels with it; the binary runs in its copy of the directory.
-		td := filepath.Join(pkg, "testdata")
-		filepath.Walk(td, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.Mode().IsRegular() {
-				rel, _ := filepath.Rel(pkg, p)
-				cm.files = append(cm.files, cfile{name: "/tests/" + name + "/" + filepath.ToSlash(rel), perm: 0o644, src: p})
-			}
-			return nil
-		})
+		cm.files = append(cm.files, testdataFiles(filepath.Join(pkg, "testdata"), "/tests/"+name+"/testdata")...)
 		args := []string{"-test.v", "-test.count=1", "-test.timeout=" + testTimeout.String()}
 		if c.run != "" {
 			args = append(args, "-test.run="+c.run)
@@ -283,6 +279,19 @@ func buildCommon(c config, work string) (*common, *vmspec.Manifest, error) {
 		})
 	}
 	return cm, m, nil
+}
+
+// testdataFiles are the regular files under dir (none if it does not exist), placed under to.
+func testdataFiles(dir, to string) []cfile {
+	var files []cfile
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			files = append(files, cfile{name: to + "/" + filepath.ToSlash(rel), perm: 0o644, src: p})
+		}
+		return nil
+	})
+	return files
 }
 
 func writeManifest(m *vmspec.Manifest) []byte {
