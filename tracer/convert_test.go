@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
@@ -647,5 +648,24 @@ func TestLocations(t *testing.T) {
 	}
 	if err := tr.Symbols(); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("Symbols() = %v, want the missing file's error", err)
+	}
+}
+
+// clockPair's wall time maps onto the monotonic clock to within its own reads: a wall reading
+// taken later between two monotonic reads lands between them, give or take the pair's spread.
+func TestClockPair(t *testing.T) {
+	mono, wall, within := clockPair()
+	if within < 0 || within > time.Second {
+		t.Fatalf("reads %v apart", within)
+	}
+	for range 100 {
+		before := monotonicNow()
+		w := time.Now()
+		after := monotonicNow()
+		at := int64(mono) + int64(w.Round(0).Sub(wall.Round(0))) // w's wall reading on the monotonic clock, by the pair
+		slack := int64(within/2) + 1
+		if at < int64(before)-slack || at > int64(after)+slack {
+			t.Fatalf("wall %v maps to %d, outside the monotonic reads %d..%d (slack %d)", w, at, before, after, slack)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -118,8 +119,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 
 	// Take the clock before attaching so no event predates it. The wall clock is read with it,
 	// so a hop's wall time is StartedAt + TimeNS (merging traces of several nodes relies on it).
-	t.startNS = monotonicNow()
-	t.started = time.Now()
+	t.startNS, t.started, _ = clockPair()
 	var missing []string
 	for _, h := range hooks {
 		lp, info, err := loadHook(spec, h, t.maps, kernel)
@@ -151,6 +151,24 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	// to the peak of memory; see Symbols.
 	t.syms = loadSymbols(cfg.Kallsyms)
 	return t, nil
+}
+
+// clockPair reads the BPF programs' clock (CLOCK_MONOTONIC) and the wall clock at one instant,
+// as nearly as it can: the wall clock between two monotonic reads, mono their midpoint, the
+// tightest of a few tries; within is how far apart the two reads were. Read one after the
+// other, a preempted thread (a loaded VM) put hundreds of microseconds between them, and two
+// runs on one clock then merged as if their nodes' clocks differed by that much.
+func clockPair() (mono uint64, wall time.Time, within time.Duration) {
+	within = time.Duration(math.MaxInt64)
+	for range 8 {
+		before := monotonicNow()
+		w := time.Now()
+		after := monotonicNow()
+		if d := time.Duration(after - before); d < within {
+			mono, wall, within = before+(after-before)/2, w, d
+		}
+	}
+	return mono, wall, within
 }
 
 func monotonicNow() uint64 {
