@@ -78,36 +78,29 @@ const maxCPU = 4096
 
 // headers is hdr, as the copy made for the latest event on cpu if that had the same.
 func (c *nameCache) headers(cpu uint32, hdr *trace.Headers) *trace.Headers {
-	if int(cpu) < len(c.lastHeaders) {
-		if p := c.lastHeaders[cpu]; p != nil && *p == *hdr {
-			return p
-		}
-	}
-	p := new(trace.Headers)
-	*p = *hdr
-	if cpu < maxCPU {
-		if int(cpu) >= len(c.lastHeaders) {
-			c.lastHeaders = append(c.lastHeaders, make([]*trace.Headers, int(cpu)+1-len(c.lastHeaders))...)
-		}
-		c.lastHeaders[cpu] = p
-	}
-	return p
+	return latestOnCPU(&c.lastHeaders, cpu, hdr)
 }
 
 // route is r, as the copy made for the latest route event on cpu if that had the same.
 func (c *nameCache) route(cpu uint32, r *trace.Route) *trace.Route {
-	if int(cpu) < len(c.lastRoute) {
-		if p := c.lastRoute[cpu]; p != nil && *p == *r {
+	return latestOnCPU(&c.lastRoute, cpu, r)
+}
+
+// latestOnCPU is v, as the copy last made on cpu if that has the same value, else a new copy,
+// which becomes cpu's latest.
+func latestOnCPU[T comparable](latest *[]*T, cpu uint32, v *T) *T {
+	if int(cpu) < len(*latest) {
+		if p := (*latest)[cpu]; p != nil && *p == *v {
 			return p
 		}
 	}
-	p := new(trace.Route)
-	*p = *r
+	p := new(T)
+	*p = *v
 	if cpu < maxCPU {
-		if int(cpu) >= len(c.lastRoute) {
-			c.lastRoute = append(c.lastRoute, make([]*trace.Route, int(cpu)+1-len(c.lastRoute))...)
+		if int(cpu) >= len(*latest) {
+			*latest = append(*latest, make([]*T, int(cpu)+1-len(*latest))...)
 		}
-		c.lastRoute[cpu] = p
+		(*latest)[cpu] = p
 	}
 	return p
 }
