@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
 )
 
@@ -30,7 +31,7 @@ func TestMasqueradeReplyDropped(t *testing.T) {
 	out := s.stdout.String()
 	node := topo.Node.Name()
 
-	reqs, reps := echo(packets(tr, trace.Request), 8), echo(packets(tr, trace.Reply), 0)
+	reqs, reps := testutil.ICMPOfType(packets(tr, trace.Request), 8), testutil.ICMPOfType(packets(tr, trace.Reply), 0)
 	if len(reqs) != 2 || len(reps) != 2 {
 		t.Fatalf("got %d echo requests and %d echo replies, want 2 and 2", len(reqs), len(reps))
 	}
@@ -87,7 +88,7 @@ func TestDNATService(t *testing.T) {
 		t.Fatalf("ping %s: %d replies, %v", vip, n, err)
 	}
 	tr := s.stop(syscall.SIGINT)
-	reqs, reps := echo(packets(tr, trace.Request), 8), echo(packets(tr, trace.Reply), 0)
+	reqs, reps := testutil.ICMPOfType(packets(tr, trace.Request), 8), testutil.ICMPOfType(packets(tr, trace.Reply), 0)
 	if len(reqs) != 2 || len(reps) != 2 {
 		t.Fatalf("got %d echo requests and %d echo replies, want 2 and 2", len(reqs), len(reps))
 	}
@@ -167,17 +168,6 @@ func TestTCPConversation(t *testing.T) {
 	if tr.Verdict.Outcome != "delivered" {
 		t.Errorf("verdict %+v, want delivered", tr.Verdict)
 	}
-}
-
-// echo keeps the ICMP packets of one type: the lab's pinger and the kernel also send others.
-func echo(ps []trace.Packet, icmpType uint8) []trace.Packet {
-	var out []trace.Packet
-	for _, p := range ps {
-		if p.Tuple.Proto == trace.ProtoICMP && p.Tuple.ICMPType == icmpType {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func hasHop(p trace.Packet, netns, ifname string, ok func(trace.Hop) bool) bool {

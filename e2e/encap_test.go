@@ -28,7 +28,7 @@ func TestVXLANOverlay(t *testing.T) {
 	}
 	tr := s.stop(syscall.SIGINT)
 
-	reqs := echo(packets(tr, trace.Request), 8)
+	reqs := testutil.ICMPOfType(packets(tr, trace.Request), 8)
 	if len(reqs) != 2 {
 		t.Fatalf("%d echo requests traced, want 2", len(reqs))
 	}
@@ -136,7 +136,7 @@ func TestBridgeFloodClone(t *testing.T) {
 		ids[p.ID] = p
 	}
 	clones := 0
-	for _, p := range echo(packets(tr, trace.Request), 8) {
+	for _, p := range testutil.ICMPOfType(packets(tr, trace.Request), 8) {
 		if p.CopyOf == 0 {
 			if p.Fate.Outcome != trace.Delivered || p.Fate.NetnsName != b.Pods[1].Name() {
 				t.Errorf("request #%d fate %+v, want delivered in %s", p.ID, p.Fate, b.Pods[1].Name())

@@ -52,12 +52,12 @@ func TestMergeAcrossNodes(t *testing.T) {
 		record(t, "ping", a, b)
 		merged, out := mergeTraces(t, a, b)
 		requireCrossing(t, merged, "node1", "node2")
-		for _, p := range echo(merged.Packets, 8) {
+		for _, p := range testutil.ICMPOfType(merged.Packets, 8) {
 			if f := p.Fate; f.Outcome != trace.Delivered || f.Node != "node2" || f.NetnsName != o.Pod2.Name() {
 				t.Errorf("request #%d fate %+v, want delivered on node2 in %s", p.ID, f, o.Pod2.Name())
 			}
 		}
-		for _, p := range echo(merged.Packets, 0) {
+		for _, p := range testutil.ICMPOfType(merged.Packets, 0) {
 			if f := p.Fate; f.Outcome != trace.Delivered || f.Node != "node1" || f.NetnsName != o.Pod1.Name() {
 				t.Errorf("reply #%d fate %+v, want delivered on node1 in %s", p.ID, f, o.Pod1.Name())
 			}
@@ -148,7 +148,7 @@ func TestMergeAcrossNodes(t *testing.T) {
 		}
 		merged, out := mergeTraces(t, a, b)
 		requireCrossing(t, merged, "node1", "node2")
-		reqs := echo(merged.Packets, 8)
+		reqs := testutil.ICMPOfType(merged.Packets, 8)
 		if len(reqs) != 3 {
 			t.Fatalf("%d echo requests merged, want 3", len(reqs))
 		}

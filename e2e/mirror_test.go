@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
 )
 
@@ -33,7 +34,7 @@ func TestTCMirrorClone(t *testing.T) {
 	}
 	tr := s.stop(syscall.SIGINT)
 
-	reqs := echo(packets(tr, trace.Request), 8)
+	reqs := testutil.ICMPOfType(packets(tr, trace.Request), 8)
 	ids := map[int]trace.Packet{}
 	for _, p := range reqs {
 		ids[p.ID] = p

@@ -43,7 +43,7 @@ func TestTCProgramDrop(t *testing.T) {
 				reason, dir = "TC_EGRESS", trace.Reply
 			}
 			var died []trace.Packet
-			for _, p := range echo(packets(tr, dir), map[trace.Direction]uint8{trace.Request: 8, trace.Reply: 0}[dir]) {
+			for _, p := range testutil.ICMPOfType(packets(tr, dir), map[trace.Direction]uint8{trace.Request: 8, trace.Reply: 0}[dir]) {
 				died = append(died, p)
 				if f := p.Fate; f.Outcome != trace.Dropped || !reasonIs(f.Reason, reason) || f.Ifname != topo.NodePodIf {
 					t.Errorf("%s #%d fate %+v, want dropped %s on %s", dir, p.ID, f, reason, topo.NodePodIf)
@@ -114,7 +114,7 @@ func TestLeftHostNoReply(t *testing.T) {
 		t.Fatalf("%d replies from a far end that never answers", n)
 	}
 	tr := s.stop(syscall.SIGINT)
-	reqs := echo(packets(tr, trace.Request), 8)
+	reqs := testutil.ICMPOfType(packets(tr, trace.Request), 8)
 	if len(reqs) != 2 {
 		t.Fatalf("%d requests traced, want 2", len(reqs))
 	}

@@ -34,3 +34,15 @@ var Recordings = []Recording{
 	{"tcp-conversation", "10.23.1.2", "10.23.2.2", trace.ProtoTCP},
 	{"vxlan-overlay", "10.31.1.2", "10.31.2.2", trace.ProtoICMP},
 }
+
+// ICMPOfType keeps the ICMP packets of one type (8 echo request, 0 echo reply): a lab's pinger
+// and the kernel also send others.
+func ICMPOfType(ps []trace.Packet, icmpType uint8) []trace.Packet {
+	var out []trace.Packet
+	for _, p := range ps {
+		if p.Tuple.Proto == trace.ProtoICMP && p.Tuple.ICMPType == icmpType {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
@@ -104,16 +105,6 @@ func nodes(p trace.Packet) []string {
 	return out
 }
 
-func echoes(ps []trace.Packet, icmpType uint8) []trace.Packet {
-	var out []trace.Packet
-	for _, p := range ps {
-		if p.Tuple.Proto == trace.ProtoICMP && p.Tuple.ICMPType == icmpType {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // A ping pod1 -> pod2 across the overlay, traced on each node: every echo is one journey, the
 // request from node1 to node2, the reply back, each delivered on the node it was for.
 func TestMergePing(t *testing.T) {
@@ -121,7 +112,7 @@ func TestMergePing(t *testing.T) {
 	merged, r := mustMerge(t, in)
 	out := golden(t, "ping", merged, r)
 
-	reqs, reps := echoes(merged.Packets, 8), echoes(merged.Packets, 0)
+	reqs, reps := testutil.ICMPOfType(merged.Packets, 8), testutil.ICMPOfType(merged.Packets, 0)
 	if len(reqs) != 3 || len(reps) != 3 {
 		t.Fatalf("%d requests and %d replies merged, want 3 and 3", len(reqs), len(reps))
 	}
@@ -190,7 +181,7 @@ func TestMergeDroppedOnSecondNode(t *testing.T) {
 	}
 	merged, r := mustMerge(t, in)
 	golden(t, "dropped", merged, r)
-	reqs := echoes(merged.Packets, 8)
+	reqs := testutil.ICMPOfType(merged.Packets, 8)
 	if len(reqs) != 3 {
 		t.Fatalf("%d requests merged, want 3", len(reqs))
 	}
@@ -277,7 +268,7 @@ func TestMergeKeepsCausalOrder(t *testing.T) {
 	if r.Reordered != 1 {
 		t.Errorf("%d packets reordered, want 1", r.Reordered)
 	}
-	for _, p := range echoes(merged.Packets, 8) {
+	for _, p := range testutil.ICMPOfType(merged.Packets, 8) {
 		if got := strings.Join(nodes(p), ","); got != "node1,node2" {
 			t.Errorf("request seq=%d crosses %s, want node1,node2", p.Tuple.ICMPSeq, got)
 		}
