@@ -95,6 +95,18 @@ func tables(t *testing.T, ns *lab.NS) []*nftables.Table {
 	return ts
 }
 
+// awaitTraceTables waits up to within for ns to hold want of our tables; what says when.
+func awaitTraceTables(t *testing.T, ns *lab.NS, want int, within time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(traceTables(t, ns)) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: trace tables %+v after %v, want %d", what, traceTables(t, ns), within, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func traceTables(t *testing.T, ns *lab.NS) []*nftables.Table {
 	var out []*nftables.Table
 	for _, tb := range tables(t, ns) {
@@ -378,13 +390,7 @@ func TestCleanup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for len(traceTables(t, topo.Node)) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("owned table still there after its socket closed: %+v", traceTables(t, topo.Node))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitTraceTables(t, topo.Node, 0, 2*time.Second, "after its owning socket closed")
 }
 
 func TestCleanupAfterKill(t *testing.T) {
@@ -423,13 +429,7 @@ func TestCleanupAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	deadline = time.Now().Add(2 * time.Second)
-	for len(traceTables(t, topo.Node)) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("table left after SIGKILL: %+v", traceTables(t, topo.Node))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitTraceTables(t, topo.Node, 0, 2*time.Second, "after SIGKILL")
 }
 
 // TestMain doubles as the process TestCleanupAfterKill kills: it opens a session and waits to
@@ -517,13 +517,7 @@ func TestManagerWaitsForATable(t *testing.T) {
 	if err := topo.Node.NftDropForward(topo.PodIP.String()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(traceTables(t, topo.Node)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no marking table in node 5s after its first table appeared: %+v", traceTables(t, topo.Node))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitTraceTables(t, topo.Node, 1, 5*time.Second, "after the namespace's first table appeared")
 	pingNoReply(t, topo.Pod, topo.ExtIP)
 	d := waitDrop(t, m.Drops())
 	if d.Netns != topo.Node.Inode() || d.Table != lab.NftFilterTable || d.Chain != "forward" || d.Handle == 0 {
