@@ -1,9 +1,6 @@
 package tracer
 
 import (
-	"context"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 
@@ -41,14 +38,7 @@ func TestHookBuilds(t *testing.T) {
 // seeDropWith traces a dropped loopback packet with the programs of build b only. must: the
 // kernel is expected to accept b.
 func seeDropWith(t *testing.T, b hookBuild, must bool) {
-
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	pc.Close()
-
+	port := closedLoopbackPort(t)
 	filter := testFilter(t, "127.0.0.1", "127.0.0.1", trace.ProtoUDP, port)
 	before := onPrograms(t)
 	tr, err := Open(Config{Filter: filter})
@@ -85,34 +75,12 @@ func seeDropWith(t *testing.T, b hookBuild, must bool) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan trace.Event, 1024)
-	done := make(chan error, 1)
-	go func() {
-		done <- tr.Run(ctx, func(e trace.Event) {
-			select {
-			case events <- e:
-			default:
-			}
-		}, func(uint64) {})
-	}()
+	events, done, stop := runUntilStopped(t, tr)
 
-	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
-	lo := netip.MustParseAddr("127.0.0.1")
-	want := trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: sport, Dport: port}
+	conn, want := dialLoopback(t, port)
 
 	got, drop := awaitDrop(t, conn, "pathtrace "+b.name, events, done)
-	reasons := true // drop reasons need 5.17
-	for _, d := range tr.Degraded() {
-		reasons = reasons && !strings.Contains(d, "no drop reasons")
-	}
-	if (reasons && drop.Hop.Reason != "NO_SOCKET") || drop.Hop.Probe != "skb:kfree_skb" {
+	if (kernelHasDropReasons(t) && drop.Hop.Reason != "NO_SOCKET") || drop.Hop.Probe != "skb:kfree_skb" {
 		t.Errorf("drop %q from %s, want NO_SOCKET from skb:kfree_skb", drop.Hop.Reason, drop.Hop.Probe)
 	}
 	if drop.Hop.Tuple.Tuple != want {
@@ -136,10 +104,7 @@ func seeDropWith(t *testing.T, b hookBuild, must bool) {
 			t.Errorf("the dropped packet has no %s hop: %v", k, kinds)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	stop()
 }
 
 // Every program pathtrace loads is named as IsOwnProgram knows pathtrace's: the leftover checks

@@ -333,13 +333,7 @@ func TestOpenNoBTF(t *testing.T) {
 // and the tracer must report that drop with the packet's tuple.
 func TestRunSeesDrop(t *testing.T) {
 	needRoot(t)
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	pc.Close() // now nothing listens there
-
+	port := closedLoopbackPort(t)
 	filter := testFilter(t, "127.0.0.1", "127.0.0.1", trace.ProtoUDP, port)
 	tr, err := Open(Config{Filter: filter})
 	if err != nil {
@@ -347,32 +341,9 @@ func TestRunSeesDrop(t *testing.T) {
 	}
 	defer tr.Close()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan trace.Event, 1024)
-	ticks := make(chan uint64, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- tr.Run(ctx, func(e trace.Event) {
-			select {
-			case events <- e:
-			default:
-			}
-		}, func(now uint64) {
-			select {
-			case ticks <- now:
-			default:
-			}
-		})
-	}()
+	events, done, stop := runUntilStopped(t, tr)
 
-	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
-
+	conn, want := dialLoopback(t, port)
 	got, drop := awaitDrop(t, conn, "pathtrace test", events, done)
 
 	for _, e := range got {
@@ -393,8 +364,6 @@ func TestRunSeesDrop(t *testing.T) {
 	if h.Probe != "skb:kfree_skb" {
 		t.Errorf("drop probe %q", h.Probe)
 	}
-	lo := netip.MustParseAddr("127.0.0.1")
-	want := trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: sport, Dport: port}
 	if h.Tuple.Tuple != want {
 		t.Errorf("drop tuple %+v, want %+v", h.Tuple.Tuple, want)
 	}
@@ -420,15 +389,7 @@ func TestRunSeesDrop(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s of cancel")
-	}
+	stop()
 	st, err := tr.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -442,6 +403,63 @@ func TestRunSeesDrop(t *testing.T) {
 	}
 	if err := tr.Close(); err != nil {
 		t.Errorf("Close after Run: %v", err)
+	}
+}
+
+// closedLoopbackPort is a UDP port on 127.0.0.1 that nothing listens on: one that was open a
+// moment ago.
+func closedLoopbackPort(t *testing.T) uint16 {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	return port
+}
+
+// dialLoopback is a UDP socket sending to port on 127.0.0.1, closed when the test ends, and the
+// tuple of what it sends.
+func dialLoopback(t *testing.T, port uint16) (*net.UDPConn, trace.Tuple) {
+	t.Helper()
+	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	lo := netip.MustParseAddr("127.0.0.1")
+	return conn, trace.Tuple{Proto: trace.ProtoUDP, Src: lo, Dst: lo, Sport: uint16(conn.LocalAddr().(*net.UDPAddr).Port), Dport: port}
+}
+
+// runUntilStopped runs tr on a goroutine of its own, its events on a channel that drops what
+// the test does not take; done has Run's end, for a wait on events to notice an early one.
+// stop ends the run and checks it ends without error within 5 s; the test's end cancels it too.
+func runUntilStopped(t *testing.T, tr *Tracer) (events <-chan trace.Event, done <-chan error, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	evs := make(chan trace.Event, 1024)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- tr.Run(ctx, func(e trace.Event) {
+			select {
+			case evs <- e:
+			default:
+			}
+		}, func(uint64) {})
+	}()
+	return evs, ended, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5s of cancel")
+		}
 	}
 }
 
