@@ -47,7 +47,7 @@ lint: vet
 	$(STATICCHECK) ./...
 
 # The userspace packages that need no root, under the race detector.
-RACE_PKGS := ./trace/... ./render/... ./tracer/assemble/... ./tracer/diagnose/... ./tracer/ksym/...
+RACE_PKGS := ./trace/... ./render/... ./analysis/assemble/... ./analysis/diagnose/... ./tracer/ksym/...
 
 race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
@@ -64,7 +64,7 @@ FUZZ_TARGETS := \
 	FuzzParseAddr:./trace \
 	FuzzNewFilter:./trace \
 	FuzzDecode:./tracer \
-	FuzzReadEvents:./tracer/assemble
+	FuzzReadEvents:./analysis/assemble
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

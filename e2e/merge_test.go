@@ -22,7 +22,7 @@ import (
 
 var recordMerge = flag.Bool("record", false, "rewrite testdata/merge from TestMergeAcrossNodes' runs")
 
-// mergeTestdata is where -record writes the traces tracer/merge's tests replay.
+// mergeTestdata is where -record writes the traces analysis/merge's tests replay.
 const mergeTestdata = "../testdata/merge"
 
 // skewShift is how much later the skewed pair's second node believes it started: a clock that

@@ -9,7 +9,7 @@ import (
 	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
-	"github.com/pathtrace/pathtrace/tracer/merge"
+	"github.com/pathtrace/pathtrace/analysis/merge"
 )
 
 func newMergeCmd() *cobra.Command {

@@ -13,8 +13,8 @@ import (
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/assemble"
-	"github.com/pathtrace/pathtrace/tracer/diagnose"
+	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 )
 
 type benchRecording struct {

@@ -13,7 +13,7 @@ import (
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/assemble"
+	"github.com/pathtrace/pathtrace/analysis/assemble"
 )
 
 // The trace's meta counts the events the run received: a replay, every event recorded.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/assemble"
+	"github.com/pathtrace/pathtrace/analysis/assemble"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")

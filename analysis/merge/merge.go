@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/assemble"
-	"github.com/pathtrace/pathtrace/tracer/diagnose"
+	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 )
 
 // MaxSkew is how far apart two nodes' clocks may be for their packets to be matched: NTP keeps
