@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"flag"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -47,22 +46,13 @@ func golden(t *testing.T, name string, merged *trace.Trace, r Report) string {
 		t.Fatal(err)
 	}
 	buf.WriteString("\n" + r.String() + "\n")
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	testutil.Golden(t, filepath.Join("testdata", name+".golden"), buf.Bytes(), *update, "text")
+	// The merged document, byte for byte, as `pathtrace merge --json` writes it.
+	var doc bytes.Buffer
+	if err := jsontrace.Write(&doc, merged); err != nil {
+		t.Fatal(err)
 	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update creates it)", err)
-	}
-	if buf.String() != string(want) {
-		t.Errorf("text differs from %s (go test -update rewrites it; review the diff as a user would read it):\n%s", path, &buf)
-	}
+	testutil.Golden(t, filepath.Join("testdata", name+".json"), doc.Bytes(), *update, "document")
 	return buf.String()
 }
 

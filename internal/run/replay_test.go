@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/internal/testutil"
+	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
@@ -102,20 +103,14 @@ func replay(t *testing.T, file string, f trace.Filter) (*trace.Trace, string) {
 	if err := text.Render(&buf, tr, text.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata/replay", file+".golden")
-	if *update {
-		os.MkdirAll(filepath.Dir(golden), 0o755)
-		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	testutil.Golden(t, filepath.Join("testdata/replay", file+".golden"), buf.Bytes(), *update, "text")
+	// The saved document too, byte for byte: a change of the model must not change the file
+	// format unnoticed.
+	var doc bytes.Buffer
+	if err := jsontrace.Write(&doc, tr); err != nil {
+		t.Fatal(err)
 	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if buf.String() != string(want) {
-		t.Errorf("text differs from %s (go test -update rewrites it):\n%s", golden, &buf)
-	}
+	testutil.Golden(t, filepath.Join("testdata/replay", file+".json"), doc.Bytes(), *update, "document")
 	return tr, buf.String()
 }
 

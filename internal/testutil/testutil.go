@@ -2,7 +2,9 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/pathtrace/pathtrace/trace"
@@ -45,4 +47,25 @@ func ICMPOfType(ps []trace.Packet, icmpType uint8) []trace.Packet {
 		}
 	}
 	return out
+}
+
+// Golden compares got with the file at path, byte for byte; with update set it first writes
+// got there. what names the content in the failure ("text", "document").
+func Golden(t testing.TB, path string, got []byte, update bool, what string) {
+	t.Helper()
+	if update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update creates it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from %s (go test -update rewrites it; review the diff as a user would read it):\n%s", what, path, got)
+	}
 }

@@ -3,6 +3,7 @@ package jsontrace
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/internal/tracetest"
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -298,3 +300,19 @@ func TestReadNamesStdinLikeFiles(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+var update = flag.Bool("update", false, "rewrite testdata/*.json from the current output")
+
+// TestDocumentGolden pins the saved document of each scene byte for byte: the file format is
+// what other tools read, so a change of the model must not change it unnoticed.
+func TestDocumentGolden(t *testing.T) {
+	for _, s := range tracetest.Scenes() {
+		t.Run(s.Name, func(t *testing.T) {
+			var doc bytes.Buffer
+			if err := Write(&doc, s.Build()); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Golden(t, filepath.Join("testdata", s.Name+".json"), doc.Bytes(), *update, "document")
+		})
+	}
+}
