@@ -47,7 +47,7 @@ lint: vet
 	$(STATICCHECK) ./...
 
 # The userspace packages that need no root, under the race detector.
-RACE_PKGS := ./trace/... ./render/... ./analysis/assemble/... ./analysis/diagnose/... ./tracer/ksym/...
+RACE_PKGS := ./trace/... ./render/... ./analysis/... ./tracer/ksym/...
 
 race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
@@ -62,6 +62,7 @@ FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	FuzzRead:./render/jsontrace \
 	FuzzParseAddr:./trace \
+	FuzzJSONIsV1:./trace \
 	FuzzNewFilter:./trace \
 	FuzzDecode:./tracer \
 	FuzzReadEvents:./analysis/assemble

@@ -138,7 +138,7 @@ func TestPodLabelsByAddress(t *testing.T) {
 		t.Errorf("verdict summary %q does not say %q", tr.Verdict.Summary, where)
 	}
 	requireLine(t, out, "DROPPED on "+where)
-	requireLine(t, out, "dropped (request) on "+topo.Node.Name()+"/"+lab.NodePodIf+" -> pod default/web")
+	requireLine(t, out, "dropped (request) on "+topo.Node.Name()+" "+lab.NodePodIf+" -> pod default/web")
 	// The fix is still a command in the namespace, by its name, not the pod's.
 	requireLine(t, out, "ip netns exec "+topo.Node.Name()+" sysctl -w net.ipv4.ip_forward=1")
 	if show := s.showText(); show != out {

@@ -114,13 +114,10 @@ const (
 // Hop is one thing that happened to a packet, as the kernel reported it.
 type Hop struct {
 	// TimeNS is nanoseconds since the trace started (CLOCK_MONOTONIC based).
-	TimeNS    uint64 `json:"time_ns"`
-	Event     Kind   `json:"event"`
-	Probe     string `json:"probe"`
-	Netns     uint32 `json:"netns"`
-	NetnsName string `json:"netns_name"`
-	Ifindex   uint32 `json:"ifindex,omitempty"`
-	Ifname    string `json:"ifname,omitempty"`
+	TimeNS uint64 `json:"time_ns"`
+	Event  Kind   `json:"event"`
+	Probe  string `json:"probe"`
+	Place         // where it happened; written out flat (json.go keeps the document's order)
 	// Tuple is the packet's headers as seen at this hop: a change from the previous hop is NAT.
 	// For an encapsulated packet it is the carried (inner) packet's.
 	Tuple *Headers `json:"tuple,omitempty"`
@@ -144,14 +141,6 @@ type Hop struct {
 	// Copy marks the free of a copy of this packet (a clone the kernel made for a raw or
 	// packet socket, or for an ARP solicitation), not of the packet itself.
 	Copy bool `json:"copy,omitempty"`
-
-	// Node names the node the hop was seen on, in a merged trace (Meta.Nodes).
-	Node string `json:"node,omitempty"`
-
-	// Pod is the pod ("namespace/name") whose network namespace the hop is in; DevicePod the
-	// pod a node-side device leads to (the host end of the pod's veth: cali*, lxc*, veth*).
-	Pod       string `json:"pod,omitempty"`
-	DevicePod string `json:"device_pod,omitempty"`
 }
 
 // Route is the result of one FIB lookup.
@@ -230,19 +219,14 @@ const (
 
 // Fate is where and how a packet's journey on this host ended.
 type Fate struct {
-	Outcome   Outcome `json:"outcome"`
-	Reason    string  `json:"reason,omitempty"`
-	Location  string  `json:"location,omitempty"`
-	Ifname    string  `json:"ifname,omitempty"`
-	Netns     uint32  `json:"netns,omitempty"`
-	NetnsName string  `json:"netns_name,omitempty"`
+	Outcome  Outcome `json:"outcome"`
+	Reason   string  `json:"reason,omitempty"`
+	Location string  `json:"location,omitempty"`
+	// Place is where the journey ended (its Node in a merged trace); the fate names no
+	// ifindex.
+	Place
 	// Note qualifies an outcome pathtrace inferred rather than saw.
 	Note string `json:"note,omitempty"`
-	// Node is the node the journey ended on, in a merged trace.
-	Node string `json:"node,omitempty"`
-	// Pod and DevicePod label the place as Hop's do.
-	Pod       string `json:"pod,omitempty"`
-	DevicePod string `json:"device_pod,omitempty"`
 }
 
 // Packet is one sk_buff's journey: every hop from the first time it matched to its end.
@@ -258,6 +242,10 @@ type Packet struct {
 	RetransmitOf int `json:"retransmit_of,omitempty"`
 	// Incomplete says hops of this packet were lost (the ring buffer was full).
 	Incomplete bool `json:"incomplete,omitempty"`
+	// FlowTuple is the flow assembly classified the packet into: its request-direction tuple,
+	// which NAT may have made differ from Tuple. Not saved: a packet read from a file has
+	// none, and the flows are classified again from its hops.
+	FlowTuple Tuple `json:"-"`
 }
 
 // FlowSummary counts one flow's packets and says where they died.
@@ -276,15 +264,12 @@ type FlowSummary struct {
 
 // DropSite is one place packets of a flow died, with how many.
 type DropSite struct {
-	Flow      Direction `json:"flow"`
-	Reason    string    `json:"reason"`
-	Location  string    `json:"location"`
-	Ifname    string    `json:"ifname,omitempty"`
-	NetnsName string    `json:"netns_name,omitempty"`
-	Node      string    `json:"node,omitempty"` // in a merged trace
-	Pod       string    `json:"pod,omitempty"`
-	DevicePod string    `json:"device_pod,omitempty"`
-	Count     int       `json:"count"`
+	Flow     Direction `json:"flow"`
+	Reason   string    `json:"reason"`
+	Location string    `json:"location"`
+	// Place is the fates' place; the document names it without netns inode and ifindex.
+	Place
+	Count int `json:"count"`
 }
 
 // Verdict is the run's conclusion.

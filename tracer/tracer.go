@@ -356,13 +356,15 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		return trace.Event{}, false
 	}
 	h := trace.Hop{
-		Event:     kind.kind,
-		Probe:     kind.probe,
-		Netns:     e.Netns,
-		NetnsName: t.names.netnsName(e.Netns, e.Ts, t.netns),
-		Ifindex:   e.Ifindex,
-		Ifname:    t.names.ifname(&e.Ifname),
-		Len:       e.Len,
+		Event: kind.kind,
+		Probe: kind.probe,
+		Place: trace.Place{
+			Netns:     e.Netns,
+			NetnsName: t.names.netnsName(e.Netns, e.Ts, t.netns),
+			Ifindex:   e.Ifindex,
+			Ifname:    t.names.ifname(&e.Ifname),
+		},
+		Len: e.Len,
 	}
 	if e.Ts > t.startNS {
 		h.TimeNS = e.Ts - t.startNS

@@ -362,9 +362,9 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 	if t := firstTuple(own); t != nil {
 		pkt.Tuple = *t
 	}
-	pkt.Flow = trace.Request
+	pkt.Flow, pkt.FlowTuple = trace.Request, pkt.Tuple.Tuple
 	if dir, flow, ok := classify(a.filter, a.nat, own); ok {
-		pkt.Flow = dir
+		pkt.Flow, pkt.FlowTuple = dir, flow
 		a.nat.learn(a.filter, dir, flow, own)
 	}
 	pkt.Fate = copyDelivered(fate(own, p.end, p.reused), own, p.end, copies)

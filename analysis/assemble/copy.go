@@ -329,11 +329,7 @@ func copyDelivered(f trace.Fate, hops []trace.Hop, end *trace.Hop, copies []trac
 				break
 			}
 		}
-		h := hops[at]
-		return trace.Fate{
-			Outcome: trace.Delivered, Location: c.Location,
-			Ifname: ifnameAt(hops, at), Netns: h.Netns, NetnsName: h.NetnsName,
-		}
+		return trace.Fate{Outcome: trace.Delivered, Location: c.Location, Place: placeAt(hops, at)}
 	}
 	return f
 }

@@ -9,7 +9,7 @@ import (
 
 // seenHop is a hop of the UDP datagram with IP ID id, in netns 1, at ns.
 func seenHop(id uint16, ns uint64) *trace.Hop {
-	return &trace.Hop{Netns: 1, TimeNS: ns, Tuple: &trace.Headers{
+	return &trace.Hop{Place: trace.Place{Netns: 1}, TimeNS: ns, Tuple: &trace.Headers{
 		Tuple: trace.Tuple{Proto: trace.ProtoUDP, Src: netip.MustParseAddr("10.0.1.2"), Dst: netip.MustParseAddr("10.0.2.2"), Sport: 4000, Dport: 53},
 		IPID:  id, TTL: 64,
 	}}

@@ -101,12 +101,10 @@ func fate(hops []trace.Hop, end *trace.Hop, reused bool) trace.Fate {
 		endAt = indexOf(hops, end)
 		if end.Event == trace.KindDrop {
 			return trace.Fate{
-				Outcome:   trace.Dropped,
-				Reason:    end.Reason,
-				Location:  end.Location,
-				Ifname:    ifnameAt(hops, endAt),
-				Netns:     end.Netns,
-				NetnsName: end.NetnsName,
+				Outcome:  trace.Dropped,
+				Reason:   end.Reason,
+				Location: end.Location,
+				Place:    placeAt(hops, endAt),
 			}
 		}
 	}
@@ -125,7 +123,7 @@ func fate(hops []trace.Hop, end *trace.Hop, reused bool) trace.Fate {
 	// uplink ends a packet this way.
 	if tx > rx {
 		h := hops[tx]
-		return trace.Fate{Outcome: trace.LeftHost, Ifname: h.Ifname, Netns: h.Netns, NetnsName: h.NetnsName}
+		return trace.Fate{Outcome: trace.LeftHost, Place: trace.Place{Ifname: h.Ifname, Netns: h.Netns, NetnsName: h.NetnsName}}
 	}
 	if end != nil {
 		f := trace.Fate{Outcome: trace.Delivered, Location: end.Location}
@@ -133,14 +131,13 @@ func fate(hops []trace.Hop, end *trace.Hop, reused bool) trace.Fate {
 		if rx >= 0 {
 			at = rx
 		}
-		f.Ifname, f.Netns, f.NetnsName = ifnameAt(hops, at), hops[at].Netns, hops[at].NetnsName
+		f.Place = placeAt(hops, at)
 		return f
 	}
 	if endAt < 0 {
 		return trace.Fate{Outcome: trace.Unknown}
 	}
-	h := hops[endAt]
-	f := trace.Fate{Outcome: trace.Unknown, Ifname: ifnameAt(hops, endAt), Netns: h.Netns, NetnsName: h.NetnsName}
+	f := trace.Fate{Outcome: trace.Unknown, Place: placeAt(hops, endAt)}
 	// Freed unseen after the stack took it in: on a kernel with drop reasons a drop goes through
 	// kfree_skb, so this is the quiet end of a packet used up (TCP's pure ACKs end so).
 	if reused && rx >= 0 {
@@ -159,16 +156,19 @@ func indexOf(hops []trace.Hop, end *trace.Hop) int {
 	return len(hops) - 1
 }
 
-// ifnameAt is hop i's device or, when that hop was reported without one (a free after the
-// stack cleared skb->dev, a route lookup), the latest device the packet had in that netns.
-func ifnameAt(hops []trace.Hop, i int) string {
+// placeAt is where hop i happened, for a fate: its namespace and its device or, when that
+// hop was reported without one (a free after the stack cleared skb->dev, a route lookup), the
+// latest device the packet had in that netns. A fate names no ifindex.
+func placeAt(hops []trace.Hop, i int) trace.Place {
 	if i < 0 {
-		return ""
+		return trace.Place{}
 	}
+	p := trace.Place{Netns: hops[i].Netns, NetnsName: hops[i].NetnsName}
 	for j := i; j >= 0; j-- {
 		if hops[j].Netns == hops[i].Netns && hops[j].Ifname != "" {
-			return hops[j].Ifname
+			p.Ifname = hops[j].Ifname
+			break
 		}
 	}
-	return ""
+	return p
 }

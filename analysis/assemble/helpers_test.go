@@ -83,7 +83,7 @@ const us = 1000 // ns
 func ev(skb uint64, cpu uint32, tUS uint64, kind trace.Kind, where string, tuple *trace.Headers) trace.Event {
 	ns, ifname, _ := strings.Cut(where, "/")
 	return trace.Event{SKB: skb, CPU: cpu, Hop: trace.Hop{
-		TimeNS: tUS * us, Event: kind, Netns: netnsIDs[ns], NetnsName: ns, Ifname: ifname, Tuple: tuple,
+		TimeNS: tUS * us, Event: kind, Place: trace.Place{Netns: netnsIDs[ns], NetnsName: ns, Ifname: ifname}, Tuple: tuple,
 	}}
 }
 

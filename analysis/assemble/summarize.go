@@ -2,34 +2,40 @@ package assemble
 
 import "github.com/pathtrace/pathtrace/trace"
 
-type dropKey struct {
-	flow                                      trace.Direction
-	reason, location, ifname, netnsName, node string
-	pod, devicePod                            string
-}
-
 // Summarize counts packets per flow, a flow being the request-direction tuple, and groups each
 // flow's drops by where they happened. Flows and drop sites keep the order they first appear.
+// Packets read from a file carry no flow of their own: they are classified here, in order, as
+// assembly would have.
 func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
-	s := NewSummarizer(f)
+	s := NewSummarizer()
+	nat := natMemory{}
 	for _, p := range packets {
+		if !classified(&p) {
+			p.FlowTuple = oriented(p.Flow, p.Tuple.Tuple)
+			if dir, flow, ok := classify(f, nat, p.Hops); ok {
+				p.FlowTuple = flow
+				nat.learn(f, dir, flow, p.Hops)
+			}
+		}
 		s.Add(p)
 	}
 	return s.Flows()
 }
 
-// Summarizer counts packets into flows as they complete, so a long run need not keep them.
-type Summarizer struct {
-	f      trace.Filter
-	out    []trace.FlowSummary
-	flowAt map[trace.Tuple]int
-	dropAt map[trace.Tuple]map[dropKey]int
-	nat    natMemory
+func classified(p *trace.Packet) bool {
+	return p.FlowTuple.Src.IsValid() || p.FlowTuple.Dst.IsValid() || p.FlowTuple.Proto != trace.ProtoAny
 }
 
-// NewSummarizer counts packets traced with filter f.
-func NewSummarizer(f trace.Filter) *Summarizer {
-	return &Summarizer{f: f, flowAt: map[trace.Tuple]int{}, dropAt: map[trace.Tuple]map[dropKey]int{}, nat: natMemory{}}
+// Summarizer counts packets into flows as they complete, so a long run need not keep them.
+type Summarizer struct {
+	out    []trace.FlowSummary
+	flowAt map[trace.Tuple]int
+	dropAt map[trace.Tuple]map[trace.SiteKey]int
+}
+
+// NewSummarizer counts the packets an Assembler hands out, by the flow it classified each into.
+func NewSummarizer() *Summarizer {
+	return &Summarizer{flowAt: map[trace.Tuple]int{}, dropAt: map[trace.Tuple]map[trace.SiteKey]int{}}
 }
 
 // Flows are the flows so far.
@@ -37,17 +43,13 @@ func (sm *Summarizer) Flows() []trace.FlowSummary { return sm.out }
 
 // Add counts one packet.
 func (sm *Summarizer) Add(p trace.Packet) {
-	key := oriented(p.Flow, p.Tuple.Tuple)
-	if dir, flow, ok := classify(sm.f, sm.nat, p.Hops); ok {
-		key = flow
-		sm.nat.learn(sm.f, dir, flow, p.Hops)
-	}
+	key := p.FlowTuple
 	i, ok := sm.flowAt[key]
 	if !ok {
 		i = len(sm.out)
 		sm.flowAt[key] = i
 		sm.out = append(sm.out, trace.FlowSummary{Tuple: key})
-		sm.dropAt[key] = map[dropKey]int{}
+		sm.dropAt[key] = map[trace.SiteKey]int{}
 	}
 	s := &sm.out[i]
 	if p.CopyOf != 0 {
@@ -67,16 +69,13 @@ func (sm *Summarizer) Add(p trace.Packet) {
 	case trace.LeftHost:
 		s.LeftHost++
 	case trace.Dropped:
-		dk := dropKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.NetnsName, p.Fate.Node, p.Fate.Pod, p.Fate.DevicePod}
+		site := trace.SiteOf(&p)
+		dk := site.Key()
 		j, ok := sm.dropAt[key][dk]
 		if !ok {
 			j = len(s.Drops)
 			sm.dropAt[key][dk] = j
-			s.Drops = append(s.Drops, trace.DropSite{
-				Flow: p.Flow, Reason: dk.reason, Location: dk.location,
-				Ifname: dk.ifname, NetnsName: dk.netnsName, Node: dk.node,
-				Pod: dk.pod, DevicePod: dk.devicePod,
-			})
+			s.Drops = append(s.Drops, site)
 		}
 		s.Drops[j].Count++
 	default:

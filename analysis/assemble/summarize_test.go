@@ -23,7 +23,7 @@ func TestSummarizeFixtures(t *testing.T) {
 		filter: ping,
 		want: []trace.FlowSummary{{Tuple: req7210("172.16.0.2"), Requests: 3, Drops: []trace.DropSite{{
 			Flow: trace.Request, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a",
-			Ifname: "vethpod", NetnsName: "node", Count: 3,
+			Place: trace.Place{Ifname: "vethpod", Netns: 4026531840, NetnsName: "node"}, Count: 3,
 		}}}},
 	}, {
 		file:   "uplink_left_host.jsonl",
@@ -58,7 +58,7 @@ func TestSummarize(t *testing.T) {
 	}
 	delivered := trace.Fate{Outcome: trace.Delivered}
 	drop := func(reason, ifname string) trace.Fate {
-		return trace.Fate{Outcome: trace.Dropped, Reason: reason, Location: "f+0x1", Ifname: ifname, NetnsName: "node"}
+		return trace.Fate{Outcome: trace.Dropped, Reason: reason, Location: "f+0x1", Place: trace.Place{Ifname: ifname, NetnsName: "node"}}
 	}
 	other := echo("10.0.1.3", "172.16.0.2")
 	packets := []trace.Packet{
@@ -73,7 +73,7 @@ func TestSummarize(t *testing.T) {
 		mk(trace.Reply, echo("172.16.0.2", "192.168.1.10"), delivered, rep),
 	}
 	dropSite := func(flow trace.Direction, ifname string, n int) trace.DropSite {
-		return trace.DropSite{Flow: flow, Reason: "NETFILTER_DROP", Location: "f+0x1", Ifname: ifname, NetnsName: "node", Count: n}
+		return trace.DropSite{Flow: flow, Reason: "NETFILTER_DROP", Location: "f+0x1", Place: trace.Place{Ifname: ifname, NetnsName: "node"}, Count: n}
 	}
 	want := []trace.FlowSummary{{
 		Tuple: other.Tuple, Requests: 5, Unknown: 1, LeftHost: 1,

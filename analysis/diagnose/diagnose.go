@@ -18,22 +18,15 @@ type Diagnoser struct {
 	facts Facts
 
 	mu       sync.Mutex
-	findings map[siteKey]*finding
-	order    []siteKey
+	findings map[trace.SiteKey]*finding
+	order    []trace.SiteKey
 	tally    tally
 	nf       []NetfilterDrop
-}
-
-type siteKey struct {
-	flow                           trace.Direction
-	reason, location, ifname, node string
-	netns                          uint32
 }
 
 // finding is what is known of one drop site.
 type finding struct {
 	site     trace.DropSite
-	netns    uint32
 	example  trace.Packet // the first packet that died there
 	count    int
 	cause    string
@@ -46,7 +39,7 @@ type finding struct {
 
 // New makes a Diagnoser; facts may be nil (a replay: nothing to read).
 func New(facts Facts) *Diagnoser {
-	return &Diagnoser{facts: facts, findings: map[siteKey]*finding{}}
+	return &Diagnoser{facts: facts, findings: map[trace.SiteKey]*finding{}}
 }
 
 // Observe takes every completed packet; the first drop at a site is explained at once.
@@ -57,7 +50,8 @@ func (d *Diagnoser) Observe(p trace.Packet) {
 	if p.Fate.Outcome != trace.Dropped || benign(p) {
 		return
 	}
-	k := siteKey{p.Flow, p.Fate.Reason, p.Fate.Location, p.Fate.Ifname, p.Fate.Node, p.Fate.Netns}
+	site := trace.SiteOf(&p)
+	k := site.Key()
 	d.mu.Lock()
 	f, ok := d.findings[k]
 	d.mu.Unlock()
@@ -67,11 +61,7 @@ func (d *Diagnoser) Observe(p trace.Packet) {
 		d.mu.Unlock()
 		return
 	}
-	f = &finding{example: p, count: 1, netns: p.Fate.Netns, site: trace.DropSite{
-		Flow: p.Flow, Reason: p.Fate.Reason, Location: p.Fate.Location,
-		Ifname: p.Fate.Ifname, NetnsName: p.Fate.NetnsName, Node: p.Fate.Node,
-		Pod: p.Fate.Pod, DevicePod: p.Fate.DevicePod,
-	}}
+	f = &finding{example: p, count: 1, site: site}
 	d.explain(f)
 	d.mu.Lock()
 	d.findings[k] = f
@@ -162,7 +152,7 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 	if f.late != nil {
 		f.late(d, f)
 	}
-	where := sitePlace(f.site, true)
+	where := f.site.Place.String()
 	v := trace.Verdict{Outcome: "dropped", Cause: f.cause, Fix: f.fix}
 	v.Summary = fmt.Sprintf("the %s was dropped %sin %s", f.site.Flow, onNode(f.site.Node), where)
 	if f.site.Location != "" {
@@ -176,7 +166,7 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 		v.Summary += fmt.Sprintf(" [%d packets]", f.count)
 	}
 	for _, other := range sites[1:] {
-		v.Summary += fmt.Sprintf("; also %d %s dropped %sin %s (%s)", other.count, other.site.Flow, onNode(other.site.Node), sitePlace(other.site, false), other.site.Reason)
+		v.Summary += fmt.Sprintf("; also %d %s dropped %sin %s (%s)", other.count, other.site.Flow, onNode(other.site.Node), other.site.Area(), other.site.Reason)
 	}
 	v.Evidence = append([]trace.Evidence{
 		{What: "drop", Value: strings.TrimSpace(f.site.Reason + " at " + f.site.Location), Source: "skb:kfree_skb"},
@@ -193,25 +183,6 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 		v.Cause = strings.ToLower(strings.ReplaceAll(f.site.Reason, "_", " "))
 	}
 	return v
-}
-
-// sitePlace names where a drop happened: "node veth-pod", "pod default/web eth0" for a hop in
-// a pod's namespace, "host cali1a2b -> pod default/web" for the node's end of a pod's veth.
-func sitePlace(s trace.DropSite, withDevice bool) string {
-	where := s.NetnsName
-	if s.Pod != "" {
-		where = "pod " + s.Pod
-	}
-	if withDevice && s.Ifname != "" {
-		where += " " + s.Ifname
-	}
-	if s.DevicePod != "" && s.Pod == "" {
-		if !withDevice && s.Ifname != "" {
-			where += " " + s.Ifname
-		}
-		where += " -> pod " + s.DevicePod
-	}
-	return where
 }
 
 // onNode names the node of a drop site in a merged trace ("on node node-b "), "" otherwise.

@@ -45,11 +45,11 @@ func dropped(dir trace.Direction, dev, reason, loc string, h *trace.Headers) tra
 	return trace.Packet{
 		Flow: dir, Tuple: *h,
 		Hops: []trace.Hop{
-			{Event: trace.KindReceive, Netns: nodeNS, NetnsName: "node", Ifname: dev, Tuple: h},
-			{Event: trace.KindRoute, Netns: nodeNS, NetnsName: "node", Route: &trace.Route{Table: 254, TableName: "main", OutIfname: "veth-ext", Lookup: h.Tuple}},
-			{Event: trace.KindDrop, Netns: nodeNS, NetnsName: "node", Ifname: dev, Tuple: h, Reason: reason, Location: loc},
+			{Event: trace.KindReceive, Place: trace.Place{Netns: nodeNS, NetnsName: "node", Ifname: dev}, Tuple: h},
+			{Event: trace.KindRoute, Place: trace.Place{Netns: nodeNS, NetnsName: "node"}, Route: &trace.Route{Table: 254, TableName: "main", OutIfname: "veth-ext", Lookup: h.Tuple}},
+			{Event: trace.KindDrop, Place: trace.Place{Netns: nodeNS, NetnsName: "node", Ifname: dev}, Tuple: h, Reason: reason, Location: loc},
 		},
-		Fate: trace.Fate{Outcome: trace.Dropped, Reason: reason, Location: loc, Ifname: dev, Netns: nodeNS, NetnsName: "node"},
+		Fate: trace.Fate{Outcome: trace.Dropped, Reason: reason, Location: loc, Place: trace.Place{Ifname: dev, Netns: nodeNS, NetnsName: "node"}},
 	}
 }
 
@@ -191,9 +191,9 @@ func TestOtherVerdicts(t *testing.T) {
 	left := func(src netip.Addr) trace.Packet {
 		wire := icmp(src, extIP)
 		return trace.Packet{Flow: trace.Request, Tuple: *req, Hops: []trace.Hop{
-			{Event: trace.KindQueue, NetnsName: "pod", Ifname: "eth0", Tuple: req},
-			{Event: trace.KindQueue, NetnsName: "host", Ifname: "eth0", Tuple: wire, Probe: "net:net_dev_queue"},
-		}, Fate: trace.Fate{Outcome: trace.LeftHost, Ifname: "eth0", NetnsName: "host"}}
+			{Event: trace.KindQueue, Place: trace.Place{NetnsName: "pod", Ifname: "eth0"}, Tuple: req},
+			{Event: trace.KindQueue, Place: trace.Place{NetnsName: "host", Ifname: "eth0"}, Tuple: wire, Probe: "net:net_dev_queue"},
+		}, Fate: trace.Fate{Outcome: trace.LeftHost, Place: trace.Place{Ifname: "eth0", NetnsName: "host"}}}
 	}
 	teardown := dropped(trace.Reply, "eth0", "QUEUE_PURGE", "sk_stream_kill_queues+0x57", rep)
 	clone := dropped(trace.Request, "eth0", "OTHERHOST", "ip_rcv_core+0x1", req)
@@ -239,7 +239,7 @@ func TestExplainEveryReason(t *testing.T) {
 func TestNetfilterHookFromFunctionHop(t *testing.T) {
 	p := dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x9a", icmp(podIP, extIP))
 	ret := int32(-1)
-	p.Hops = append(p.Hops[:2], trace.Hop{Event: trace.KindFunc, Probe: "fexit:nf_hook_slow", Netns: nodeNS, NetnsName: "node",
+	p.Hops = append(p.Hops[:2], trace.Hop{Event: trace.KindFunc, Probe: "fexit:nf_hook_slow", Place: trace.Place{Netns: nodeNS, NetnsName: "node"},
 		Func: &trace.Func{Name: "nf_hook_slow", Ret: &ret, Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"}}, p.Hops[2])
 	v := verdictOf(nil, nil, p)
 	if v.Cause != "netfilter rule in the FORWARD hook" || v.Confidence != "high" {

@@ -46,7 +46,7 @@ func (f *finding) headers() trace.Headers {
 func (f *finding) routeEvidence() []trace.Evidence {
 	var ev []trace.Evidence
 	for _, h := range f.example.Hops {
-		if h.Route == nil || h.Netns != f.netns {
+		if h.Route == nil || h.Netns != f.site.Netns {
 			continue
 		}
 		r := h.Route
@@ -86,8 +86,8 @@ func (d *Diagnoser) forwarding(f *finding) {
 		f.fix = []string{inNetns(f.site.NetnsName, "sysctl -w "+global+"=1"), inNetns(f.site.NetnsName, "sysctl -w "+devKey+"=1"), persist}
 		return
 	}
-	g, gerr := d.facts.Sysctl(f.netns, global)
-	dv, derr := d.facts.Sysctl(f.netns, devKey)
+	g, gerr := d.facts.Sysctl(f.site.Netns, global)
+	dv, derr := d.facts.Sysctl(f.site.Netns, devKey)
 	if gerr == nil {
 		f.evidence = append(f.evidence, trace.Evidence{What: global, Value: g, Source: f.sysctlSource(global)})
 	}
@@ -137,7 +137,7 @@ func (d *Diagnoser) rpFilter(f *finding) {
 	keys := []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf." + dev + ".rp_filter"}
 	eff := "0"
 	for _, k := range keys {
-		if v, err := d.facts.Sysctl(f.netns, k); err == nil {
+		if v, err := d.facts.Sysctl(f.site.Netns, k); err == nil {
 			f.evidence = append(f.evidence, trace.Evidence{What: k, Value: v, Source: f.sysctlSource(k)})
 			if v > eff {
 				eff = v
@@ -159,7 +159,7 @@ func (d *Diagnoser) netfilter(f *finding) {
 	var hit *NetfilterDrop
 	for i := range d.nf {
 		n := &d.nf[i]
-		if n.Netns != f.netns {
+		if n.Netns != f.site.Netns {
 			continue
 		}
 		if (n.Src == h.Src && n.Dst == h.Dst) || (n.Src == h.Dst && n.Dst == h.Src) {
@@ -220,7 +220,7 @@ func (d *Diagnoser) tcProgram(f *finding) {
 	if d.facts == nil {
 		return
 	}
-	progs, err := d.facts.TCPrograms(f.netns, dev, dir)
+	progs, err := d.facts.TCPrograms(f.site.Netns, dev, dir)
 	if err != nil {
 		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " programs on " + dev, Value: err.Error(), Source: "read failed"})
 		return
@@ -262,7 +262,7 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 	if egress {
 		dir = "egress"
 	}
-	progs, err := d.facts.TCPrograms(f.netns, f.site.Ifname, dir)
+	progs, err := d.facts.TCPrograms(f.site.Netns, f.site.Ifname, dir)
 	if err != nil || len(progs) == 0 {
 		return
 	}
@@ -282,14 +282,14 @@ func (d *Diagnoser) checksum(f *finding) {
 	f.cause = "bad checksum"
 	var vxlanDev string
 	if d.facts != nil {
-		if o, err := d.facts.Offload(f.netns, dev); err == nil {
+		if o, err := d.facts.Offload(f.site.Netns, dev); err == nil {
 			f.evidence = append(f.evidence, trace.Evidence{
 				What:   "checksum offload on " + dev,
 				Value:  fmt.Sprintf("tx %s, rx %s (%s)", onOff(o.TxChecksum), onOff(o.RxChecksum), o.Kind),
 				Source: "ethtool ioctl in netns " + f.site.NetnsName,
 			})
 		}
-		if devs, err := d.facts.VXLANDevices(f.netns); err == nil {
+		if devs, err := d.facts.VXLANDevices(f.site.Netns); err == nil {
 			port := uint16(0)
 			if h.Outer != nil {
 				port = h.Outer.Dport
@@ -342,7 +342,7 @@ func onOff(b bool) string {
 func (d *Diagnoser) neighbour(f *finding) {
 	next := f.headers().Dst
 	for _, h := range f.example.Hops {
-		if h.Route != nil && h.Netns == f.netns && h.Route.Gateway.IsValid() {
+		if h.Route != nil && h.Netns == f.site.Netns && h.Route.Gateway.IsValid() {
 			next = h.Route.Gateway
 		}
 	}
@@ -352,7 +352,7 @@ func (d *Diagnoser) neighbour(f *finding) {
 	if d.facts == nil || !next.IsValid() {
 		return
 	}
-	if st, err := d.facts.Neighbour(f.netns, f.site.Ifname, next); err == nil {
+	if st, err := d.facts.Neighbour(f.site.Netns, f.site.Ifname, next); err == nil {
 		f.evidence = append(f.evidence, trace.Evidence{What: "neighbour " + next.String() + " on " + f.site.Ifname, Value: st, Source: "netlink in netns " + f.site.NetnsName})
 		f.sure = st == "FAILED" || st == "INCOMPLETE" || st == "none"
 	}
@@ -368,9 +368,9 @@ func (d *Diagnoser) noRoute(f *finding) {
 func (d *Diagnoser) noSocket(f *finding) {
 	h := f.headers()
 	f.cause = "nothing listening"
-	f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s port %d there", sitePlace(f.site, false), h.Proto, h.Dport)
+	f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s port %d there", f.site.Area(), h.Proto, h.Dport)
 	if h.Proto != trace.ProtoTCP && h.Proto != trace.ProtoUDP {
-		f.meaning = fmt.Sprintf("it reached %s but no socket there takes %s", sitePlace(f.site, false), h.Proto)
+		f.meaning = fmt.Sprintf("it reached %s but no socket there takes %s", f.site.Area(), h.Proto)
 	}
 	f.fix = []string{"check that the service runs and listens on " + netip.AddrPortFrom(h.Dst, h.Dport).String() + " (for a Service: its endpoints and targetPort)"}
 	f.sure = true

@@ -15,11 +15,11 @@ func TestVerdictNamesPods(t *testing.T) {
 		fate trace.Fate
 		want string
 	}{
-		{trace.Fate{Outcome: trace.Dropped, Reason: "NO_SOCKET", Location: "udp_queue_rcv_skb+0x1c", Ifname: "eth0", Netns: 4026532301, NetnsName: "cni-5b1e", Pod: "default/web"},
+		{trace.Fate{Outcome: trace.Dropped, Reason: "NO_SOCKET", Location: "udp_queue_rcv_skb+0x1c", Place: trace.Place{Ifname: "eth0", Netns: 4026532301, NetnsName: "cni-5b1e", Pod: "default/web"}},
 			"the request was dropped in pod default/web eth0 at udp_queue_rcv_skb+0x1c (NO_SOCKET)"},
-		{trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Ifname: "cali1a2b", Netns: 4026531840, NetnsName: "host", DevicePod: "default/web"},
+		{trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Place: trace.Place{Ifname: "cali1a2b", Netns: 4026531840, NetnsName: "host", DevicePod: "default/web"}},
 			"the request was dropped in host cali1a2b -> pod default/web at ip_error+0x5a (IP_INADDRERRORS)"},
-		{trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"},
+		{trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Place: trace.Place{Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node"}},
 			"the request was dropped in node veth-pod at ip_error+0x5a (IP_INADDRERRORS)"},
 	} {
 		tr := &trace.Trace{Packets: []trace.Packet{{ID: 1, Flow: trace.Request, Fate: c.fate}}}
@@ -30,9 +30,9 @@ func TestVerdictNamesPods(t *testing.T) {
 	}
 	// Two sites: the second is named in the "also" part the same way.
 	tr := &trace.Trace{Packets: []trace.Packet{
-		{ID: 1, Flow: trace.Request, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Ifname: "veth-pod", Netns: 1, NetnsName: "node"}},
-		{ID: 2, Flow: trace.Request, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Ifname: "veth-pod", Netns: 1, NetnsName: "node"}},
-		{ID: 3, Flow: trace.Reply, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "NO_SOCKET", Location: "x+0x1", Ifname: "eth0", Netns: 2, NetnsName: "cni-1", Pod: "shop/db"}},
+		{ID: 1, Flow: trace.Request, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Place: trace.Place{Ifname: "veth-pod", Netns: 1, NetnsName: "node"}}},
+		{ID: 2, Flow: trace.Request, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a", Place: trace.Place{Ifname: "veth-pod", Netns: 1, NetnsName: "node"}}},
+		{ID: 3, Flow: trace.Reply, Fate: trace.Fate{Outcome: trace.Dropped, Reason: "NO_SOCKET", Location: "x+0x1", Place: trace.Place{Ifname: "eth0", Netns: 2, NetnsName: "cni-1", Pod: "shop/db"}}},
 	}}
 	if v := Verdict(tr); !strings.Contains(v.Summary, "also 1 reply dropped in pod shop/db (NO_SOCKET)") {
 		t.Errorf("summary %q does not name the second site by its pod", v.Summary)

@@ -2,7 +2,6 @@ package run
 
 import (
 	"bytes"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,8 +92,7 @@ func TestStreamedTraceRoundTrips(t *testing.T) {
 		}
 		whole := *tr
 		whole.Packets = held
-		if d := cmp.Diff(&whole, saved, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-			cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+		if d := cmp.Diff(&whole, saved, testutil.AsSaved); d != "" {
 			t.Errorf("%s: saved trace differs (-run +file):\n%s", r.File, d)
 		}
 		var shown bytes.Buffer

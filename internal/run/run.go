@@ -153,7 +153,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		go o.OnReady()
 	}
 
-	flows := assemble.NewSummarizer(o.Filter)
+	flows := assemble.NewSummarizer()
 	completed := 0
 	emit := func(done []trace.Packet) {
 		for _, p := range done {

@@ -8,7 +8,7 @@ import (
 
 func TestScopeKeepsEverythingWithoutNames(t *testing.T) {
 	s := newScope(nil)
-	ev := trace.Event{SKB: 1, Hop: trace.Hop{NetnsName: "anywhere"}}
+	ev := trace.Event{SKB: 1, Hop: trace.Hop{Place: trace.Place{NetnsName: "anywhere"}}}
 	if !s.admit(&ev) || ev.First {
 		t.Errorf("an unscoped run filtered or marked %+v", ev)
 	}
@@ -40,7 +40,7 @@ func TestScopeMarksReturningSKBAsFirst(t *testing.T) {
 		{0, "node1", false, true, false}, // route events have no sk_buff
 	}
 	for i, st := range steps {
-		ev := trace.Event{SKB: st.skb, First: st.first, Hop: trace.Hop{NetnsName: st.netns}}
+		ev := trace.Event{SKB: st.skb, First: st.first, Hop: trace.Hop{Place: trace.Place{NetnsName: st.netns}}}
 		if got := s.admit(&ev); got != st.admitted {
 			t.Errorf("step %d (%d in %s): admitted %v, want %v", i, st.skb, st.netns, got, st.admitted)
 		}

@@ -3,9 +3,13 @@ package testutil
 
 import (
 	"bytes"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -68,4 +72,15 @@ func Golden(t testing.TB, path string, got []byte, update bool, what string) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from %s (go test -update rewrites it; review the diff as a user would read it):\n%s", what, path, got)
 	}
+}
+
+// AsSaved compares traces as the document saves them: addresses and prefixes by value, and
+// without what the document leaves out (a packet's classified flow, a drop site's netns
+// inode and ifindex, a fate's ifindex).
+var AsSaved = cmp.Options{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmpopts.IgnoreFields(trace.Packet{}, "FlowTuple"),
+	cmpopts.IgnoreFields(trace.DropSite{}, "Place.Netns", "Place.Ifindex"),
+	cmpopts.IgnoreFields(trace.Fate{}, "Place.Ifindex"),
 }

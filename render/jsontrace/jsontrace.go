@@ -123,60 +123,40 @@ func writeDocument(bw *bufio.Writer, t *trace.Trace, n int, packets func(*bufio.
 type PacketWriter struct {
 	w   io.Writer
 	n   int
-	buf bytes.Buffer
-	enc *json.Encoder
+	buf []byte
 }
 
 // NewPacketWriter writes to w; buffer it.
 func NewPacketWriter(w io.Writer) *PacketWriter {
-	pw := &PacketWriter{w: w}
-	pw.enc = json.NewEncoder(&pw.buf)
-	pw.enc.SetEscapeHTML(false)
-	return pw
+	return &PacketWriter{w: w}
 }
 
-// packetHead is a packet without its hops: the shallower Hops hides Packet's, and omitzero
-// leaves it out.
-type packetHead struct {
-	*trace.Packet
-	Hops struct{} `json:"hops,omitzero"`
-}
-
-// Write encodes p as the next element.
+// Write encodes p as the next element: its head and fate on one line, then a line per hop.
 func (pw *PacketWriter) Write(p *trace.Packet) error {
-	pw.buf.Reset()
+	b := pw.buf[:0]
 	if pw.n > 0 {
-		pw.buf.WriteString(",\n")
+		b = append(b, ",\n"...)
 	}
-	pw.buf.WriteString("    ")
-	if err := pw.enc.Encode(packetHead{Packet: p}); err != nil {
-		return fmt.Errorf("packet %d: %w", p.ID, err)
-	}
-	// {...fields...}\n  ->  {...fields...,"hops":[
-	pw.buf.Truncate(pw.buf.Len() - 2)
-	if pw.buf.Bytes()[pw.buf.Len()-1] != '{' {
-		pw.buf.WriteByte(',')
-	}
+	b = append(b, "    "...)
+	b = p.AppendHeadJSON(b)
 	switch {
 	case p.Hops == nil:
-		pw.buf.WriteString(`"hops":null}`)
+		b = append(b, `,"hops":null}`...)
 	case len(p.Hops) == 0:
-		pw.buf.WriteString(`"hops":[]}`)
+		b = append(b, `,"hops":[]}`...)
 	default:
-		pw.buf.WriteString(`"hops":[`)
+		b = append(b, `,"hops":[`...)
 		for i := range p.Hops {
 			if i > 0 {
-				pw.buf.WriteByte(',')
+				b = append(b, ',')
 			}
-			pw.buf.WriteString("\n      ")
-			if err := pw.enc.Encode(&p.Hops[i]); err != nil {
-				return fmt.Errorf("packet %d hop %d: %w", p.ID, i, err)
-			}
-			pw.buf.Truncate(pw.buf.Len() - 1) // Encode's newline
+			b = append(b, "\n      "...)
+			b = p.Hops[i].AppendJSON(b)
 		}
-		pw.buf.WriteString("\n    ]}")
+		b = append(b, "\n    ]}"...)
 	}
-	if _, err := pw.w.Write(pw.buf.Bytes()); err != nil {
+	pw.buf = b
+	if _, err := pw.w.Write(b); err != nil {
 		return err
 	}
 	pw.n++

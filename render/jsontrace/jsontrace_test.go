@@ -43,10 +43,9 @@ func full() *trace.Trace {
 	}
 	hop := trace.Hop{
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
-		Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod",
+		Place: trace.Place{Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod", Node: "node-b", Pod: "default/web", DevicePod: "default/db"},
 		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
 		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", Copy: true, ReasonInferred: true,
-		Node: "node-b", Pod: "default/web", DevicePod: "default/db",
 		Func: &trace.Func{Name: "nf_hook_slow", Ret: ptr(int32(-1)), Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"},
 		Route: &trace.Route{
 			Table: 100, TableName: "cilium", Err: -101, OutIfname: "eth0", OutIndex: 2, Iif: 7,
@@ -83,12 +82,12 @@ func full() *trace.Trace {
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
 			CopyOf: 2, RetransmitOf: 1, Incomplete: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
-				Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"},
+				Place: trace.Place{Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"}},
 		}},
 		Flows: []trace.FlowSummary{{
 			Tuple: hdr.Tuple, Requests: 4, Replies: 3, Delivered: 2, LeftHost: 1, Unknown: 1, Retransmissions: 1, Copies: 1,
 			Drops: []trace.DropSite{{Flow: trace.Reply, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
-				Ifname: "veth-pod", NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db", Count: 3}},
+				Place: trace.Place{Ifname: "veth-pod", NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"}, Count: 3}},
 		}},
 		Verdict: trace.Verdict{
 			Outcome: "dropped", Cause: "a netfilter rule drops the reply", Summary: "3 replies dropped <-> by netfilter & co",
@@ -128,6 +127,9 @@ func zeroFields(v reflect.Value, path string) []string {
 		}
 		var out []string
 		for i := range v.NumField() {
+			if v.Type().Field(i).Tag.Get("json") == "-" {
+				continue // not in the document
+			}
 			out = append(out, zeroFields(v.Field(i), path+"."+v.Type().Field(i).Name)...)
 		}
 		return out
@@ -138,8 +140,22 @@ func zeroFields(v reflect.Value, path string) []string {
 	return nil
 }
 
+// notInDocument are the fields of an embedded Place that the document does not write: a fate
+// names no ifindex, a drop site neither netns inode nor ifindex (trace/json.go).
+var notInDocument = map[string]bool{
+	"Trace.Packets[].Fate.Place.Ifindex":  true,
+	"Trace.Flows[].Drops[].Place.Netns":   true,
+	"Trace.Flows[].Drops[].Place.Ifindex": true,
+}
+
 func TestFullTraceHasEveryFieldSet(t *testing.T) {
-	if z := zeroFields(reflect.ValueOf(full()), "Trace"); len(z) > 0 {
+	var z []string
+	for _, f := range zeroFields(reflect.ValueOf(full()), "Trace") {
+		if !notInDocument[f] {
+			z = append(z, f)
+		}
+	}
+	if len(z) > 0 {
 		t.Fatalf("full() leaves fields unset, so their round trip is untested: %v", z)
 	}
 }

@@ -104,50 +104,6 @@ func icmpName(h trace.Headers) string {
 	return name
 }
 
-// netnsName falls back to the inode, which `lsns -t net` and `ip netns identify` map back
-// to a name.
-func netnsName(name string, inode uint32) string {
-	switch {
-	case name != "":
-		return name
-	case inode != 0:
-		return "netns:" + strconv.FormatUint(uint64(inode), 10)
-	}
-	return ""
-}
-
-// podOr names a place in a pod's network namespace by the pod ("pod default/web"), which is
-// what a reader on a Kubernetes node knows it by; elsewhere the namespace's name.
-func podOr(pod, netns string) string {
-	if pod != "" {
-		return "pod " + pod
-	}
-	return netns
-}
-
-// leadsTo adds the pod a node-side device leads to: "cali1a2b -> pod default/web".
-func leadsTo(dev, devicePod string) string {
-	if devicePod == "" || dev == "" {
-		return dev
-	}
-	return dev + " -> pod " + devicePod
-}
-
-func ifName(name string, index uint32) string {
-	switch {
-	case name != "":
-		return name
-	case index != 0:
-		return "ifindex:" + strconv.FormatUint(uint64(index), 10)
-	}
-	return ""
-}
-
-// place is "node veth-pod": where something happened, as much of it as is known.
-func place(netns, ifname string) string {
-	return strings.TrimSpace(netns + " " + ifname)
-}
-
 // reasonAt is "IP_INADDRERRORS at ip_error+0x5a".
 func reasonAt(reason, location string) string {
 	switch {
@@ -179,7 +135,7 @@ func routeDetail(r trace.Route) (string, bool) {
 	if r.Err != 0 {
 		return s + ": " + fibError(r.Err), true
 	}
-	if out := ifName(r.OutIfname, r.OutIndex); out != "" {
+	if out := (trace.Place{Ifname: r.OutIfname, Ifindex: r.OutIndex}).Device(); out != "" {
 		s += " -> " + out
 	}
 	if r.Gateway.IsValid() {

@@ -52,8 +52,8 @@ func (p *Printer) Packet(pk trace.Packet) {
 		}
 		rows[i] = []cell{
 			{s: fmt.Sprintf("+%.3fms", float64(h.TimeNS-hops[0].TimeNS)/1e6), right: true},
-			{s: or(podOr(h.Pod, netnsName(h.NetnsName, h.Netns)), "-")},
-			{s: or(leadsTo(ifName(h.Ifname, h.Ifindex), h.DevicePod), "-")},
+			{s: or(h.Namespace(), "-")},
+			{s: or(h.Device(), "-")},
 			{s: event, st: evStyle},
 		}
 		if onNodes {
@@ -149,7 +149,7 @@ func hopDetail(h trace.Hop) []span {
 // veth-pod: IP_INADDRERRORS at ip_error+0x5a".
 func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 	f := pk.Fate
-	where := place(podOr(f.Pod, netnsName(f.NetnsName, f.Netns)), leadsTo(f.Ifname, f.DevicePod))
+	where := f.Place.String()
 	node := ""
 	if f.Node != "" {
 		node = " node " + f.Node
@@ -174,7 +174,7 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		if node != "" {
 			s = " on" + node
 		}
-		if ns := podOr(f.Pod, netnsName(f.NetnsName, f.Netns)); ns != "" {
+		if ns := f.Namespace(); ns != "" {
 			s += " in " + ns
 		}
 		if f.Location != "" {
@@ -198,7 +198,7 @@ func fateLine(pk trace.Packet, hops []trace.Hop) []span {
 		if n := len(hops); n > 0 {
 			h := hops[n-1]
 			ev, _ := eventName(h)
-			if w := place(podOr(h.Pod, netnsName(h.NetnsName, h.Netns)), leadsTo(ifName(h.Ifname, h.Ifindex), h.DevicePod)); w != "" {
+			if w := h.Place.String(); w != "" {
 				ev += " on " + w
 			}
 			if h.Node != "" {

@@ -113,15 +113,7 @@ func flowLine(f trace.FlowSummary) []span {
 		if d.Flow != "" {
 			s += " (" + string(d.Flow) + ")"
 		}
-		where := d.NetnsName
-		if d.Ifname != "" {
-			where = strings.TrimPrefix(where+"/"+d.Ifname, "/")
-		}
-		if d.Pod != "" {
-			// The pod's name has a slash of its own: "pod default/web eth0".
-			where = place("pod "+d.Pod, d.Ifname)
-		}
-		where = leadsTo(where, d.DevicePod)
+		where := d.Place.String()
 		if d.Node != "" {
 			where = strings.TrimSuffix("node "+d.Node+" "+where, " ")
 		}

@@ -52,7 +52,7 @@ func TestForwardDrop(t *testing.T) {
 		"    +0.045ms  node   veth-pod  DROPPED   IP_INADDRERRORS at ip_error+0x5a",
 		"    => DROPPED on node veth-pod: IP_INADDRERRORS at ip_error+0x5a",
 		"summary: 3 packets in 10s (stopped: time limit reached)",
-		"flow icmp 10.0.1.2 <-> 10.0.2.2: 3 requests, 0 replies; 3 dropped (request) on node/veth-pod: IP_INADDRERRORS at ip_error+0x5a",
+		"flow icmp 10.0.1.2 <-> 10.0.2.2: 3 requests, 0 replies; 3 dropped (request) on node veth-pod: IP_INADDRERRORS at ip_error+0x5a",
 		"Verdict: DROPPED (confidence: high)",
 		"  cause     IP forwarding is disabled in netns node",
 		"  fix       sysctl -w net.ipv4.ip_forward=1   (in netns node)",
@@ -253,13 +253,13 @@ func TestHopFallbacksAndRouteErrors(t *testing.T) {
 	snat.Src = ip("10.0.2.1")
 	route := func(err int32) *trace.Route { return &trace.Route{Table: 254, Err: err} }
 	pk := trace.Packet{ID: 12, Flow: trace.Request, Tuple: req, Hops: []trace.Hop{
-		{TimeNS: 1000, Event: trace.KindReceive, Netns: 4026531840, Tuple: &req},
-		{TimeNS: 2000, Event: trace.KindRoute, Netns: 4026531840, Route: route(-101)},
-		{TimeNS: 2100, Event: trace.KindRoute, Netns: 4026531840, Route: route(-22)},
-		{TimeNS: 2200, Event: trace.KindRoute, Netns: 4026531840, Route: &trace.Route{Table: 100, Err: -11}},
-		{TimeNS: 3000, Event: trace.KindXmit, Netns: 4026531840, Ifindex: 9, Tuple: &snat},
-		{TimeNS: 1_234_567_000, Event: trace.KindDrop, Netns: 4026531840, Ifname: "eth0", Tuple: &snat},
-	}, Fate: trace.Fate{Outcome: trace.Dropped, Ifname: "eth0", Netns: 4026531840}}
+		{TimeNS: 1000, Event: trace.KindReceive, Place: trace.Place{Netns: 4026531840}, Tuple: &req},
+		{TimeNS: 2000, Event: trace.KindRoute, Place: trace.Place{Netns: 4026531840}, Route: route(-101)},
+		{TimeNS: 2100, Event: trace.KindRoute, Place: trace.Place{Netns: 4026531840}, Route: route(-22)},
+		{TimeNS: 2200, Event: trace.KindRoute, Place: trace.Place{Netns: 4026531840}, Route: &trace.Route{Table: 100, Err: -11}},
+		{TimeNS: 3000, Event: trace.KindXmit, Place: trace.Place{Netns: 4026531840, Ifindex: 9}, Tuple: &snat},
+		{TimeNS: 1_234_567_000, Event: trace.KindDrop, Place: trace.Place{Netns: 4026531840, Ifname: "eth0"}, Tuple: &snat},
+	}, Fate: trace.Fate{Outcome: trace.Dropped, Place: trace.Place{Ifname: "eth0", Netns: 4026531840}}}
 	var buf bytes.Buffer
 	NewPrinter(&buf, Options{}).Packet(pk)
 	wantLines(t, buf.String(),

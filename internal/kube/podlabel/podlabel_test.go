@@ -114,13 +114,13 @@ func TestLabelsRealVeths(t *testing.T) {
 
 	p := trace.Packet{
 		Hops: []trace.Hop{
-			{Event: trace.KindXmit, Netns: topo.Pod.Inode(), Ifindex: podEth0, Ifname: "eth0"},
-			{Event: trace.KindReceive, Netns: topo.Node.Inode(), Ifindex: vethPod, Ifname: lab.NodePodIf},
-			{Event: trace.KindRoute, Netns: topo.Node.Inode(), Ifname: lab.NodePodIf},
-			{Event: trace.KindXmit, Netns: topo.Node.Inode(), Ifindex: vethExt, Ifname: lab.NodeExtIf},
-			{Event: trace.KindReceive, Netns: topo.Ext.Inode(), Ifname: lab.ExtIf},
+			{Event: trace.KindXmit, Place: trace.Place{Netns: topo.Pod.Inode(), Ifindex: podEth0, Ifname: "eth0"}},
+			{Event: trace.KindReceive, Place: trace.Place{Netns: topo.Node.Inode(), Ifindex: vethPod, Ifname: lab.NodePodIf}},
+			{Event: trace.KindRoute, Place: trace.Place{Netns: topo.Node.Inode(), Ifname: lab.NodePodIf}},
+			{Event: trace.KindXmit, Place: trace.Place{Netns: topo.Node.Inode(), Ifindex: vethExt, Ifname: lab.NodeExtIf}},
+			{Event: trace.KindReceive, Place: trace.Place{Netns: topo.Ext.Inode(), Ifname: lab.ExtIf}},
 		},
-		Fate: trace.Fate{Outcome: trace.Dropped, Netns: topo.Node.Inode(), Ifname: lab.NodePodIf},
+		Fate: trace.Fate{Outcome: trace.Dropped, Place: trace.Place{Netns: topo.Node.Inode(), Ifname: lab.NodePodIf}},
 	}
 	l.Label(&p)
 	want := []struct{ pod, dev string }{{"default/web", ""}, {"", "default/web"}, {"", "default/web"}, {"", ""}, {"", ""}}
@@ -182,7 +182,7 @@ func TestRefreshOnUnknown(t *testing.T) {
 func TestListerError(t *testing.T) {
 	lister := &pods{err: errors.New("connection refused")}
 	l := New(lister, Options{MinRefresh: 10 * time.Millisecond})
-	p := trace.Packet{Hops: []trace.Hop{{Netns: 4026531840, Ifindex: 2}}}
+	p := trace.Packet{Hops: []trace.Hop{{Place: trace.Place{Netns: 4026531840, Ifindex: 2}}}}
 	l.Label(&p)
 	if p.Hops[0].Pod != "" || p.Hops[0].DevicePod != "" {
 		t.Errorf("labelled %+v without any pods", p.Hops[0])
@@ -278,13 +278,13 @@ func BenchmarkLabel(b *testing.B) {
 	}
 	p := trace.Packet{
 		Hops: []trace.Hop{
-			{Netns: topo.Pod.Inode(), Ifindex: 2, Ifname: "eth0"},
-			{Netns: topo.Node.Inode(), Ifindex: 2, Ifname: lab.NodePodIf},
-			{Netns: topo.Node.Inode(), Ifname: lab.NodePodIf},
-			{Netns: topo.Node.Inode(), Ifindex: 3, Ifname: lab.NodeExtIf},
-			{Netns: topo.Ext.Inode(), Ifindex: 2, Ifname: lab.ExtIf},
+			{Place: trace.Place{Netns: topo.Pod.Inode(), Ifindex: 2, Ifname: "eth0"}},
+			{Place: trace.Place{Netns: topo.Node.Inode(), Ifindex: 2, Ifname: lab.NodePodIf}},
+			{Place: trace.Place{Netns: topo.Node.Inode(), Ifname: lab.NodePodIf}},
+			{Place: trace.Place{Netns: topo.Node.Inode(), Ifindex: 3, Ifname: lab.NodeExtIf}},
+			{Place: trace.Place{Netns: topo.Ext.Inode(), Ifindex: 2, Ifname: lab.ExtIf}},
 		},
-		Fate: trace.Fate{Netns: topo.Ext.Inode(), Ifname: lab.ExtIf},
+		Fate: trace.Fate{Place: trace.Place{Netns: topo.Ext.Inode(), Ifname: lab.ExtIf}},
 	}
 	b.ResetTimer()
 	for range b.N {

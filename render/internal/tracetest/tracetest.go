@@ -65,7 +65,7 @@ func hop(us float64, kind trace.Kind, ns uint32, name, ifname string, h *trace.H
 		trace.KindXmit: "net:net_dev_start_xmit", trace.KindRoute: "fib:fib_table_lookup",
 		trace.KindDrop: "skb:kfree_skb", trace.KindConsume: "skb:consume_skb",
 	}[kind]
-	hp := trace.Hop{TimeNS: uint64(us * 1000), Event: kind, Probe: probe, Netns: ns, NetnsName: name, Ifname: ifname, Tuple: h}
+	hp := trace.Hop{TimeNS: uint64(us * 1000), Event: kind, Probe: probe, Place: trace.Place{Netns: ns, NetnsName: name, Ifname: ifname}, Tuple: h}
 	if h != nil && kind != trace.KindRoute {
 		hp.Len = 84
 	}
@@ -104,14 +104,14 @@ func ForwardDrop() *trace.Trace {
 				at(hop(base+45, trace.KindDrop, nodeNS, "node", "veth-pod", ptr(h)), "IP_INADDRERRORS", "ip_error+0x5a"),
 			},
 			Fate: trace.Fate{Outcome: trace.Dropped, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a",
-				Ifname: "veth-pod", Netns: nodeNS, NetnsName: "node"},
+				Place: trace.Place{Ifname: "veth-pod", Netns: nodeNS, NetnsName: "node"}},
 		})
 	}
 	t.Flows = []trace.FlowSummary{{
 		Tuple:    trace.Tuple{Proto: trace.ProtoICMP, Src: podA, Dst: ext},
 		Requests: 3,
 		Drops: []trace.DropSite{{Flow: trace.Request, Reason: "IP_INADDRERRORS", Location: "ip_error+0x5a",
-			Ifname: "veth-pod", NetnsName: "node", Count: 3}},
+			Place: trace.Place{Ifname: "veth-pod", NetnsName: "node"}, Count: 3}},
 	}}
 	t.Verdict = trace.Verdict{
 		Outcome:    "dropped",
@@ -145,7 +145,7 @@ func HealthyPing() *trace.Trace {
 			hop(30, trace.KindReceive, extNS, "ext", "eth0", ptr(req)),
 			at(hop(38, trace.KindConsume, extNS, "ext", "eth0", ptr(req)), "", "icmp_rcv+0x1c5"),
 		},
-		Fate: trace.Fate{Outcome: trace.Delivered, Location: "icmp_rcv+0x1c5", Ifname: "eth0", Netns: extNS, NetnsName: "ext"},
+		Fate: trace.Fate{Outcome: trace.Delivered, Location: "icmp_rcv+0x1c5", Place: trace.Place{Ifname: "eth0", Netns: extNS, NetnsName: "ext"}},
 	}, {
 		ID: 2, Flow: trace.Reply, Tuple: rep,
 		Hops: []trace.Hop{
@@ -155,7 +155,7 @@ func HealthyPing() *trace.Trace {
 			hop(80, trace.KindReceive, podNS, "pod-a", "eth0", ptr(rep)),
 			at(hop(1093, trace.KindConsume, podNS, "pod-a", "eth0", ptr(rep)), "", "skb_free_datagram+0x11"),
 		},
-		Fate: trace.Fate{Outcome: trace.Delivered, Location: "skb_free_datagram+0x11", Ifname: "eth0", Netns: podNS, NetnsName: "pod-a"},
+		Fate: trace.Fate{Outcome: trace.Delivered, Location: "skb_free_datagram+0x11", Place: trace.Place{Ifname: "eth0", Netns: podNS, NetnsName: "pod-a"}},
 	}}
 	t.Flows = []trace.FlowSummary{{
 		Tuple: trace.Tuple{Proto: trace.ProtoICMP, Src: podA, Dst: ext, Sport: 4660, Dport: 4660}, Requests: 1, Replies: 1, Delivered: 2,
@@ -195,7 +195,7 @@ func NATRewrite() *trace.Trace {
 			hop(33, trace.KindQueue, nodeNS, "node", "eth0", ptr(dnat)),
 			hop(36, trace.KindXmit, nodeNS, "node", "eth0", ptr(dnat)),
 		},
-		Fate: trace.Fate{Outcome: trace.LeftHost, Ifname: "eth0", Netns: nodeNS, NetnsName: "node"},
+		Fate: trace.Fate{Outcome: trace.LeftHost, Place: trace.Place{Ifname: "eth0", Netns: nodeNS, NetnsName: "node"}},
 	}, {
 		ID: 2, Flow: trace.Reply, Tuple: synack,
 		Hops: []trace.Hop{
@@ -204,7 +204,7 @@ func NATRewrite() *trace.Trace {
 			hop(433, trace.KindReceive, podNS, "pod-a", "eth0", ptr(undo)),
 			at(hop(441, trace.KindConsume, podNS, "pod-a", "eth0", ptr(undo)), "", "tcp_rcv_state_process+0x1b4"),
 		},
-		Fate: trace.Fate{Outcome: trace.Delivered, Location: "tcp_rcv_state_process+0x1b4", Ifname: "eth0", Netns: podNS, NetnsName: "pod-a"},
+		Fate: trace.Fate{Outcome: trace.Delivered, Location: "tcp_rcv_state_process+0x1b4", Place: trace.Place{Ifname: "eth0", Netns: podNS, NetnsName: "pod-a"}},
 	}}
 	t.Flows = []trace.FlowSummary{{
 		Tuple: trace.Tuple{Proto: trace.ProtoTCP, Src: podA, Dst: service, Sport: 43210, Dport: 80}, Requests: 1, Replies: 1, LeftHost: 1, Delivered: 1,
@@ -234,11 +234,11 @@ func RouteError() *trace.Trace {
 			}),
 			at(hop(19, trace.KindDrop, nodeNS, "node", "veth-pod", ptr(h)), "NOT_SPECIFIED", "ip_error+0x8f"),
 		},
-		Fate: trace.Fate{Outcome: trace.Dropped, Reason: "NOT_SPECIFIED", Location: "ip_error+0x8f", Ifname: "veth-pod", Netns: nodeNS, NetnsName: "node"},
+		Fate: trace.Fate{Outcome: trace.Dropped, Reason: "NOT_SPECIFIED", Location: "ip_error+0x8f", Place: trace.Place{Ifname: "veth-pod", Netns: nodeNS, NetnsName: "node"}},
 	}}
 	t.Flows = []trace.FlowSummary{{
 		Tuple: trace.Tuple{Proto: trace.ProtoICMP, Src: podA, Dst: nowhere}, Requests: 1,
-		Drops: []trace.DropSite{{Flow: trace.Request, Reason: "NOT_SPECIFIED", Location: "ip_error+0x8f", Ifname: "veth-pod", NetnsName: "node", Count: 1}},
+		Drops: []trace.DropSite{{Flow: trace.Request, Reason: "NOT_SPECIFIED", Location: "ip_error+0x8f", Place: trace.Place{Ifname: "veth-pod", NetnsName: "node"}, Count: 1}},
 	}}
 	t.Verdict = trace.Verdict{
 		Outcome:    "dropped",
