@@ -171,8 +171,7 @@ func (f *formatter) expr(e expr.Any) {
 		if e.Over {
 			s += "over "
 		}
-		unit := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute",
-			expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day", expr.LimitTimeWeek: "week"}[e.Unit]
+		unit := limitUnits[e.Unit]
 		if e.Type == expr.LimitTypePktBytes {
 			s += fmt.Sprintf("%d bytes/%s", e.Rate, unit)
 		} else {
@@ -202,8 +201,7 @@ func (f *formatter) expr(e expr.Any) {
 	case *expr.Notrack:
 		f.add(stmt{text: "notrack"})
 	case *expr.Objref:
-		kinds := map[int]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 7: "ct timeout", 8: "secmark", 10: "synproxy", 9: "ct expectation"}
-		k := kinds[e.Type]
+		k := objrefKinds[e.Type]
 		if k == "" {
 			k = "objref"
 		}
@@ -224,6 +222,13 @@ func (f *formatter) expr(e expr.Any) {
 		f.add(stmt{text: strings.TrimPrefix(fmt.Sprintf("%T", e), "*")})
 	}
 }
+
+var (
+	limitUnits = map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute",
+		expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day", expr.LimitTimeWeek: "week"}
+	// objrefKinds name the stateful objects by NFT_OBJECT_* type.
+	objrefKinds = map[int]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 7: "ct timeout", 8: "secmark", 10: "synproxy", 9: "ct expectation"}
+)
 
 // reg returns what register n holds, or a placeholder.
 func (f *formatter) reg(n uint32) *operand {
@@ -290,44 +295,39 @@ func (f *formatter) cmp(e *expr.Cmp) {
 	f.add(s)
 }
 
-func cmpOpText(op expr.CmpOp) string {
-	switch op {
-	case expr.CmpOpNeq:
-		return "!= "
-	case expr.CmpOpLt:
-		return "< "
-	case expr.CmpOpLte:
-		return "<= "
-	case expr.CmpOpGt:
-		return "> "
-	case expr.CmpOpGte:
-		return ">= "
-	}
-	return ""
+// cmpOps are the comparisons' words, each with the space that follows it; equality has none.
+var cmpOps = map[expr.CmpOp]string{
+	expr.CmpOpNeq: "!= ",
+	expr.CmpOpLt:  "< ",
+	expr.CmpOpLte: "<= ",
+	expr.CmpOpGt:  "> ",
+	expr.CmpOpGte: ">= ",
+}
+
+func cmpOpText(op expr.CmpOp) string { return cmpOps[op] }
+
+// verdicts are the verdicts' words; jump and goto are followed by their chain.
+var verdicts = map[expr.VerdictKind]string{
+	expr.VerdictAccept:   "accept",
+	expr.VerdictDrop:     "drop",
+	expr.VerdictContinue: "continue",
+	expr.VerdictReturn:   "return",
+	expr.VerdictJump:     "jump",
+	expr.VerdictGoto:     "goto",
+	expr.VerdictQueue:    "queue",
+	expr.VerdictStolen:   "stolen",
+	expr.VerdictBreak:    "break",
 }
 
 func verdictText(v *expr.Verdict) string {
-	switch v.Kind {
-	case expr.VerdictAccept:
-		return "accept"
-	case expr.VerdictDrop:
-		return "drop"
-	case expr.VerdictContinue:
-		return "continue"
-	case expr.VerdictReturn:
-		return "return"
-	case expr.VerdictJump:
-		return "jump " + v.Chain
-	case expr.VerdictGoto:
-		return "goto " + v.Chain
-	case expr.VerdictQueue:
-		return "queue"
-	case expr.VerdictStolen:
-		return "stolen"
-	case expr.VerdictBreak:
-		return "break"
+	name, ok := verdicts[v.Kind]
+	switch {
+	case !ok:
+		return fmt.Sprintf("verdict %d", v.Kind)
+	case v.Kind == expr.VerdictJump || v.Kind == expr.VerdictGoto:
+		return name + " " + v.Chain
 	}
-	return fmt.Sprintf("verdict %d", v.Kind)
+	return name
 }
 
 var l4Names = map[byte]string{
@@ -344,226 +344,207 @@ func providesL4(data []byte) string {
 	return ""
 }
 
-func metaOperand(k expr.MetaKey) *operand {
-	op := &operand{bits: -1}
-	switch k {
-	case expr.MetaKeyIIFNAME:
-		op.text, op.kind = "iifname", kindIfname
-	case expr.MetaKeyOIFNAME:
-		op.text, op.kind = "oifname", kindIfname
-	case expr.MetaKeyBRIIIFNAME:
-		op.text, op.kind = "meta ibrname", kindIfname
-	case expr.MetaKeyBRIOIFNAME:
-		op.text, op.kind = "meta obrname", kindIfname
-	case expr.MetaKeyIIF:
-		op.text, op.kind = "iif", kindU32
-	case expr.MetaKeyOIF:
-		op.text, op.kind = "oif", kindU32
-	case expr.MetaKeyL4PROTO:
-		op.text, op.kind, op.provides = "meta l4proto", kindL4, providesL4
-	case expr.MetaKeyNFPROTO:
-		op.text, op.kind = "meta nfproto", kindNFProto
-		op.provides = func(d []byte) string {
-			if len(d) == 1 && d[0] == unix.NFPROTO_IPV4 {
-				return "ip"
-			}
-			if len(d) == 1 && d[0] == unix.NFPROTO_IPV6 {
-				return "ip6"
-			}
-			return ""
-		}
-	case expr.MetaKeyPROTOCOL:
-		op.text, op.kind = "meta protocol", kindEther
-		op.provides = func(d []byte) string {
-			if len(d) == 2 {
-				switch binary.BigEndian.Uint16(d) {
-				case unix.ETH_P_IP:
-					return "ip"
-				case unix.ETH_P_IPV6:
-					return "ip6"
-				}
-			}
-			return ""
-		}
-	case expr.MetaKeyMARK:
-		op.text, op.kind = "meta mark", kindMark
-	case expr.MetaKeyNFTRACE:
-		op.text, op.kind = "meta nftrace", kindU8
-	case expr.MetaKeySKUID:
-		op.text, op.kind = "meta skuid", kindU32
-	case expr.MetaKeySKGID:
-		op.text, op.kind = "meta skgid", kindU32
-	case expr.MetaKeyPKTTYPE:
-		op.text, op.kind = "meta pkttype", kindU8
-	case expr.MetaKeyLEN:
-		op.text, op.kind = "meta length", kindU32
-	case expr.MetaKeyPRIORITY:
-		op.text, op.kind = "meta priority", kindMark
-	case expr.MetaKeyIIFTYPE:
-		op.text = "meta iiftype"
-	case expr.MetaKeyOIFTYPE:
-		op.text = "meta oiftype"
-	case expr.MetaKeyCPU:
-		op.text, op.kind = "meta cpu", kindU32
-	case expr.MetaKeyCGROUP:
-		op.text, op.kind = "meta cgroup", kindU32
-	default:
-		op.text = fmt.Sprintf("meta key%d", k)
+// providesL3 is what an equality on meta nfproto establishes.
+func providesL3(d []byte) string {
+	if len(d) == 1 {
+		return l3Names[d[0]]
 	}
-	return op
+	return ""
 }
+
+// providesEtherL3 is what an equality on meta protocol establishes.
+func providesEtherL3(d []byte) string {
+	if len(d) == 2 {
+		return etherL3Names[binary.BigEndian.Uint16(d)]
+	}
+	return ""
+}
+
+// l3Names and etherL3Names are the network protocols a match can establish, by nfproto and by
+// ethertype.
+var (
+	l3Names      = map[byte]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}
+	etherL3Names = map[uint16]string{unix.ETH_P_IP: "ip", unix.ETH_P_IPV6: "ip6"}
+)
+
+// A field is how nft names a loaded value and prints it, and what an equality on it
+// establishes (nil: nothing).
+type field struct {
+	text     string
+	kind     valueKind
+	provides func(data []byte) string
+}
+
+var metaFields = map[expr.MetaKey]field{
+	expr.MetaKeyIIFNAME:    {"iifname", kindIfname, nil},
+	expr.MetaKeyOIFNAME:    {"oifname", kindIfname, nil},
+	expr.MetaKeyBRIIIFNAME: {"meta ibrname", kindIfname, nil},
+	expr.MetaKeyBRIOIFNAME: {"meta obrname", kindIfname, nil},
+	expr.MetaKeyIIF:        {"iif", kindU32, nil},
+	expr.MetaKeyOIF:        {"oif", kindU32, nil},
+	expr.MetaKeyL4PROTO:    {"meta l4proto", kindL4, providesL4},
+	expr.MetaKeyNFPROTO:    {"meta nfproto", kindNFProto, providesL3},
+	expr.MetaKeyPROTOCOL:   {"meta protocol", kindEther, providesEtherL3},
+	expr.MetaKeyMARK:       {"meta mark", kindMark, nil},
+	expr.MetaKeyNFTRACE:    {"meta nftrace", kindU8, nil},
+	expr.MetaKeySKUID:      {"meta skuid", kindU32, nil},
+	expr.MetaKeySKGID:      {"meta skgid", kindU32, nil},
+	expr.MetaKeyPKTTYPE:    {"meta pkttype", kindU8, nil},
+	expr.MetaKeyLEN:        {"meta length", kindU32, nil},
+	expr.MetaKeyPRIORITY:   {"meta priority", kindMark, nil},
+	expr.MetaKeyIIFTYPE:    {"meta iiftype", kindRaw, nil},
+	expr.MetaKeyOIFTYPE:    {"meta oiftype", kindRaw, nil},
+	expr.MetaKeyCPU:        {"meta cpu", kindU32, nil},
+	expr.MetaKeyCGROUP:     {"meta cgroup", kindU32, nil},
+}
+
+func metaOperand(k expr.MetaKey) *operand {
+	f, ok := metaFields[k]
+	if !ok {
+		f.text = fmt.Sprintf("meta key%d", k)
+	}
+	return &operand{text: f.text, kind: f.kind, provides: f.provides, bits: -1}
+}
+
+// A ctField is a conntrack key's field; a directional one names the direction it reads,
+// "ct original saddr".
+type ctField struct {
+	name        string
+	kind        valueKind
+	directional bool
+}
+
+var ctFields = map[expr.CtKey]ctField{
+	expr.CtKeySTATE:      {"state", kindCtState, false},
+	expr.CtKeySTATUS:     {"status", kindMark, false},
+	expr.CtKeyMARK:       {"mark", kindMark, false},
+	expr.CtKeyDIRECTION:  {"direction", kindCtDir, false},
+	expr.CtKeyZONE:       {"zone", kindRaw, false},
+	expr.CtKeySRC:        {"saddr", kindAddr, true},
+	expr.CtKeyDST:        {"daddr", kindAddr, true},
+	expr.CtKeyPROTOSRC:   {"proto-src", kindPort, true},
+	expr.CtKeyPROTODST:   {"proto-dst", kindPort, true},
+	expr.CtKeyL3PROTOCOL: {"l3proto", kindNFProto, true},
+	expr.CtKeyPROTOCOL:   {"protocol", kindL4, true},
+}
+
+// ctDirections are the words of a directional ct key's direction; other directions have none.
+var ctDirections = map[uint32]string{0: "original ", 1: "reply "}
 
 func ctOperand(e *expr.Ct) *operand {
-	op := &operand{bits: -1}
+	f, ok := ctFields[e.Key]
+	if !ok {
+		return &operand{text: fmt.Sprintf("ct key%d", e.Key), bits: -1}
+	}
 	dir := ""
-	if e.Direction == 0 && ctDirectional(e.Key) {
-		dir = "original "
-	} else if e.Direction == 1 && ctDirectional(e.Key) {
-		dir = "reply "
+	if f.directional {
+		dir = ctDirections[e.Direction]
 	}
-	switch e.Key {
-	case expr.CtKeySTATE:
-		op.text, op.kind = "ct state", kindCtState
-	case expr.CtKeySTATUS:
-		op.text, op.kind = "ct status", kindMark
-	case expr.CtKeyMARK:
-		op.text, op.kind = "ct mark", kindMark
-	case expr.CtKeyDIRECTION:
-		op.text, op.kind = "ct direction", kindCtDir
-	case expr.CtKeyZONE:
-		op.text = "ct zone"
-	case expr.CtKeySRC:
-		op.text, op.kind = "ct "+dir+"saddr", kindAddr
-	case expr.CtKeyDST:
-		op.text, op.kind = "ct "+dir+"daddr", kindAddr
-	case expr.CtKeyPROTOSRC:
-		op.text, op.kind = "ct "+dir+"proto-src", kindPort
-	case expr.CtKeyPROTODST:
-		op.text, op.kind = "ct "+dir+"proto-dst", kindPort
-	case expr.CtKeyL3PROTOCOL:
-		op.text, op.kind = "ct "+dir+"l3proto", kindNFProto
-	case expr.CtKeyPROTOCOL:
-		op.text, op.kind = "ct "+dir+"protocol", kindL4
-	default:
-		op.text = fmt.Sprintf("ct key%d", e.Key)
-	}
-	return op
+	return &operand{text: "ct " + dir + f.name, kind: f.kind, bits: -1}
 }
 
-func ctDirectional(k expr.CtKey) bool {
-	switch k {
-	case expr.CtKeySRC, expr.CtKeyDST, expr.CtKeyPROTOSRC, expr.CtKeyPROTODST, expr.CtKeyL3PROTOCOL, expr.CtKeyPROTOCOL:
-		return true
-	}
-	return false
+// A fieldAt is where a payload field is: its offset and length in bytes.
+type fieldAt struct{ offset, len uint32 }
+
+// A header is the fields nft names in one protocol's header, and the protocol a match on one
+// of them needs (which a preceding match establishes and nft then leaves out).
+type header struct {
+	needs  string
+	fields map[fieldAt]field
 }
 
-// payloadName names a payload field the way nft does where it knows it.
+// networkHeaders are the network headers' fields by nfproto; guessL3 says which protocol an
+// address field's shape implies when none is known yet.
+var (
+	networkHeaders = map[byte]header{
+		unix.NFPROTO_IPV4: {"ip", map[fieldAt]field{
+			{12, 4}: {"ip saddr", kindAddr, nil},
+			{16, 4}: {"ip daddr", kindAddr, nil},
+			{9, 1}:  {"ip protocol", kindL4, providesL4},
+			{8, 1}:  {"ip ttl", kindU8, nil},
+			{2, 2}:  {"ip length", kindPort, nil},
+		}},
+		unix.NFPROTO_IPV6: {"ip6", map[fieldAt]field{
+			{8, 16}:  {"ip6 saddr", kindAddr, nil},
+			{24, 16}: {"ip6 daddr", kindAddr, nil},
+			{6, 1}:   {"ip6 nexthdr", kindL4, providesL4},
+			{7, 1}:   {"ip6 hoplimit", kindU8, nil},
+		}},
+	}
+	guessL3 = map[fieldAt]byte{
+		{12, 4}: unix.NFPROTO_IPV4, {16, 4}: unix.NFPROTO_IPV4,
+		{8, 16}: unix.NFPROTO_IPV6, {24, 16}: unix.NFPROTO_IPV6,
+	}
+)
+
+// transportHeaders are the transport headers' fields by protocol; anyTransport is what nft
+// names in a transport header whose protocol is not known (or not one of those).
+var (
+	transportHeaders = map[string]header{
+		"tcp": {"tcp", map[fieldAt]field{
+			{0, 2}:  {"tcp sport", kindPort, nil},
+			{2, 2}:  {"tcp dport", kindPort, nil},
+			{13, 1}: {"tcp flags", kindU8, nil},
+		}},
+		"udp":     {"udp", portFields("udp")},
+		"udplite": {"udplite", portFields("udplite")},
+		"sctp":    {"sctp", portFields("sctp")},
+		"dccp":    {"dccp", portFields("dccp")},
+		"icmp":    {"icmp", icmpFields("icmp")},
+		"icmpv6":  {"icmpv6", icmpFields("icmpv6")},
+	}
+	anyTransport = header{"", portFields("th")}
+)
+
+func portFields(proto string) map[fieldAt]field {
+	return map[fieldAt]field{
+		{0, 2}: {proto + " sport", kindPort, nil},
+		{2, 2}: {proto + " dport", kindPort, nil},
+	}
+}
+
+func icmpFields(proto string) map[fieldAt]field {
+	return map[fieldAt]field{
+		{0, 1}: {proto + " type", kindU8, nil},
+		{1, 1}: {proto + " code", kindU8, nil},
+	}
+}
+
+var etherHeader = header{"", map[fieldAt]field{
+	{12, 2}: {"ether type", kindEther, nil},
+	{0, 6}:  {"ether daddr", kindRaw, nil},
+	{6, 6}:  {"ether saddr", kindRaw, nil},
+}}
+
+// payloadName names a payload field the way nft does where it knows it, and as raw bits
+// ("@nh,96,32") where it does not.
 func (f *formatter) payloadName(e *expr.Payload) *operand {
-	op := &operand{bits: -1}
-	raw := func(base string) {
-		op.text = fmt.Sprintf("@%s,%d,%d", base, e.Offset*8, e.Len*8)
-	}
+	at := fieldAt{e.Offset, e.Len}
+	var h header
+	var base string
 	switch e.Base {
 	case expr.PayloadBaseNetworkHeader:
 		l3 := f.l3
 		if l3 == 0 {
-			// Guess from the field's shape.
-			switch {
-			case e.Len == 4 && (e.Offset == 12 || e.Offset == 16):
-				l3 = unix.NFPROTO_IPV4
-			case e.Len == 16 && (e.Offset == 8 || e.Offset == 24):
-				l3 = unix.NFPROTO_IPV6
-			}
+			l3 = guessL3[at]
 		}
-		switch l3 {
-		case unix.NFPROTO_IPV4:
-			op.needs = "ip"
-			switch {
-			case e.Offset == 12 && e.Len == 4:
-				op.text, op.kind = "ip saddr", kindAddr
-			case e.Offset == 16 && e.Len == 4:
-				op.text, op.kind = "ip daddr", kindAddr
-			case e.Offset == 9 && e.Len == 1:
-				op.text, op.kind, op.provides = "ip protocol", kindL4, providesL4
-			case e.Offset == 8 && e.Len == 1:
-				op.text, op.kind = "ip ttl", kindU8
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = "ip length", kindPort
-			default:
-				raw("nh")
-				op.needs = ""
-			}
-		case unix.NFPROTO_IPV6:
-			op.needs = "ip6"
-			switch {
-			case e.Offset == 8 && e.Len == 16:
-				op.text, op.kind = "ip6 saddr", kindAddr
-			case e.Offset == 24 && e.Len == 16:
-				op.text, op.kind = "ip6 daddr", kindAddr
-			case e.Offset == 6 && e.Len == 1:
-				op.text, op.kind, op.provides = "ip6 nexthdr", kindL4, providesL4
-			case e.Offset == 7 && e.Len == 1:
-				op.text, op.kind = "ip6 hoplimit", kindU8
-			default:
-				raw("nh")
-				op.needs = ""
-			}
-		default:
-			raw("nh")
-		}
+		h, base = networkHeaders[l3], "nh"
 	case expr.PayloadBaseTransportHeader:
-		proto := f.l4
-		switch proto {
-		case "tcp", "udp", "udplite", "sctp", "dccp":
-			op.needs = proto
-			switch {
-			case e.Offset == 0 && e.Len == 2:
-				op.text, op.kind = proto+" sport", kindPort
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = proto+" dport", kindPort
-			case proto == "tcp" && e.Offset == 13 && e.Len == 1:
-				op.text, op.kind = "tcp flags", kindU8
-			default:
-				raw("th")
-				op.needs = ""
-			}
-		case "icmp", "icmpv6":
-			op.needs = proto
-			switch {
-			case e.Offset == 0 && e.Len == 1:
-				op.text, op.kind = proto+" type", kindU8
-			case e.Offset == 1 && e.Len == 1:
-				op.text, op.kind = proto+" code", kindU8
-			default:
-				raw("th")
-				op.needs = ""
-			}
-		default:
-			switch {
-			case e.Offset == 0 && e.Len == 2:
-				op.text, op.kind = "th sport", kindPort
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = "th dport", kindPort
-			default:
-				raw("th")
-			}
+		var ok bool
+		if h, ok = transportHeaders[f.l4]; !ok {
+			h = anyTransport
 		}
+		base = "th"
 	case expr.PayloadBaseLLHeader:
-		switch {
-		case e.Offset == 12 && e.Len == 2:
-			op.text, op.kind = "ether type", kindEther
-		case e.Offset == 0 && e.Len == 6:
-			op.text = "ether daddr"
-		case e.Offset == 6 && e.Len == 6:
-			op.text = "ether saddr"
-		default:
-			raw("ll")
-		}
+		h, base = etherHeader, "ll"
 	default:
-		raw(fmt.Sprintf("base%d", e.Base))
+		base = fmt.Sprintf("base%d", e.Base)
 	}
-	return op
+	fl, ok := h.fields[at]
+	if !ok {
+		return &operand{text: fmt.Sprintf("@%s,%d,%d", base, e.Offset*8, e.Len*8), bits: -1}
+	}
+	return &operand{text: fl.text, kind: fl.kind, provides: fl.provides, needs: h.needs, bits: -1}
 }
 
 // formatValue prints register contents as the operand's type.
@@ -589,28 +570,18 @@ func formatValue(op *operand, d []byte) string {
 		}
 	case kindNFProto:
 		if len(d) == 1 {
-			switch d[0] {
-			case unix.NFPROTO_IPV4:
-				return "ipv4"
-			case unix.NFPROTO_IPV6:
-				return "ipv6"
+			if n, ok := nfprotoNames[d[0]]; ok {
+				return n
 			}
 			return strconv.Itoa(int(d[0]))
 		}
 	case kindEther:
 		if len(d) == 2 {
-			switch v := binary.BigEndian.Uint16(d); v {
-			case unix.ETH_P_IP:
-				return "ip"
-			case unix.ETH_P_IPV6:
-				return "ip6"
-			case unix.ETH_P_ARP:
-				return "arp"
-			case unix.ETH_P_8021Q:
-				return "vlan"
-			default:
-				return fmt.Sprintf("0x%04x", v)
+			v := binary.BigEndian.Uint16(d)
+			if n, ok := etherNames[v]; ok {
+				return n
 			}
+			return fmt.Sprintf("0x%04x", v)
 		}
 	case kindIfname:
 		if i := strings.IndexByte(string(d), 0); i >= 0 {
@@ -645,13 +616,19 @@ func formatValue(op *operand, d []byte) string {
 	return fmt.Sprintf("0x%x", d)
 }
 
-func ctStateText(v uint32) string {
-	names := []struct {
+var (
+	nfprotoNames = map[byte]string{unix.NFPROTO_IPV4: "ipv4", unix.NFPROTO_IPV6: "ipv6"}
+	etherNames   = map[uint16]string{unix.ETH_P_IP: "ip", unix.ETH_P_IPV6: "ip6", unix.ETH_P_ARP: "arp", unix.ETH_P_8021Q: "vlan"}
+	// ctStates are the ct state bits in the order nft lists them.
+	ctStates = []struct {
 		bit  uint32
 		name string
 	}{{1, "invalid"}, {2, "established"}, {4, "related"}, {8, "new"}, {64, "untracked"}}
+)
+
+func ctStateText(v uint32) string {
 	var out []string
-	for _, n := range names {
+	for _, n := range ctStates {
 		if v&n.bit != 0 {
 			out = append(out, n.name)
 			v &^= n.bit
