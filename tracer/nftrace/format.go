@@ -1,9 +1,7 @@
 package nftrace
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -46,24 +44,6 @@ func FormatRule(r *nftables.Rule) string {
 	}
 	return strings.Join(words, " ")
 }
-
-// valueKind says how register contents are printed.
-type valueKind int
-
-const (
-	kindRaw valueKind = iota
-	kindAddr
-	kindPort // big endian u16
-	kindL4   // protocol number
-	kindNFProto
-	kindEther  // big endian ethertype
-	kindIfname // NUL padded interface name
-	kindU32    // host endian u32
-	kindMark   // host endian u32, hex
-	kindCtState
-	kindCtDir
-	kindU8
-)
 
 // operand is what a register holds: a description of the loaded field.
 type operand struct {
@@ -171,8 +151,7 @@ func (f *formatter) expr(e expr.Any) {
 		if e.Over {
 			s += "over "
 		}
-		unit := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute",
-			expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day", expr.LimitTimeWeek: "week"}[e.Unit]
+		unit := limitUnits[e.Unit]
 		if e.Type == expr.LimitTypePktBytes {
 			s += fmt.Sprintf("%d bytes/%s", e.Rate, unit)
 		} else {
@@ -202,8 +181,7 @@ func (f *formatter) expr(e expr.Any) {
 	case *expr.Notrack:
 		f.add(stmt{text: "notrack"})
 	case *expr.Objref:
-		kinds := map[int]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 7: "ct timeout", 8: "secmark", 10: "synproxy", 9: "ct expectation"}
-		k := kinds[e.Type]
+		k := objrefKinds[e.Type]
 		if k == "" {
 			k = "objref"
 		}
@@ -224,6 +202,13 @@ func (f *formatter) expr(e expr.Any) {
 		f.add(stmt{text: strings.TrimPrefix(fmt.Sprintf("%T", e), "*")})
 	}
 }
+
+var (
+	limitUnits = map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute",
+		expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day", expr.LimitTimeWeek: "week"}
+	// objrefKinds name the stateful objects by NFT_OBJECT_* type.
+	objrefKinds = map[int]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 7: "ct timeout", 8: "secmark", 10: "synproxy", 9: "ct expectation"}
+)
 
 // reg returns what register n holds, or a placeholder.
 func (f *formatter) reg(n uint32) *operand {
@@ -290,380 +275,39 @@ func (f *formatter) cmp(e *expr.Cmp) {
 	f.add(s)
 }
 
-func cmpOpText(op expr.CmpOp) string {
-	switch op {
-	case expr.CmpOpNeq:
-		return "!= "
-	case expr.CmpOpLt:
-		return "< "
-	case expr.CmpOpLte:
-		return "<= "
-	case expr.CmpOpGt:
-		return "> "
-	case expr.CmpOpGte:
-		return ">= "
-	}
-	return ""
+// cmpOps are the comparisons' words, each with the space that follows it; equality has none.
+var cmpOps = map[expr.CmpOp]string{
+	expr.CmpOpNeq: "!= ",
+	expr.CmpOpLt:  "< ",
+	expr.CmpOpLte: "<= ",
+	expr.CmpOpGt:  "> ",
+	expr.CmpOpGte: ">= ",
+}
+
+func cmpOpText(op expr.CmpOp) string { return cmpOps[op] }
+
+// verdicts are the verdicts' words; jump and goto are followed by their chain.
+var verdicts = map[expr.VerdictKind]string{
+	expr.VerdictAccept:   "accept",
+	expr.VerdictDrop:     "drop",
+	expr.VerdictContinue: "continue",
+	expr.VerdictReturn:   "return",
+	expr.VerdictJump:     "jump",
+	expr.VerdictGoto:     "goto",
+	expr.VerdictQueue:    "queue",
+	expr.VerdictStolen:   "stolen",
+	expr.VerdictBreak:    "break",
 }
 
 func verdictText(v *expr.Verdict) string {
-	switch v.Kind {
-	case expr.VerdictAccept:
-		return "accept"
-	case expr.VerdictDrop:
-		return "drop"
-	case expr.VerdictContinue:
-		return "continue"
-	case expr.VerdictReturn:
-		return "return"
-	case expr.VerdictJump:
-		return "jump " + v.Chain
-	case expr.VerdictGoto:
-		return "goto " + v.Chain
-	case expr.VerdictQueue:
-		return "queue"
-	case expr.VerdictStolen:
-		return "stolen"
-	case expr.VerdictBreak:
-		return "break"
+	name, ok := verdicts[v.Kind]
+	switch {
+	case !ok:
+		return fmt.Sprintf("verdict %d", v.Kind)
+	case v.Kind == expr.VerdictJump || v.Kind == expr.VerdictGoto:
+		return name + " " + v.Chain
 	}
-	return fmt.Sprintf("verdict %d", v.Kind)
-}
-
-var l4Names = map[byte]string{
-	unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_ICMP: "icmp",
-	unix.IPPROTO_ICMPV6: "icmpv6", unix.IPPROTO_SCTP: "sctp", unix.IPPROTO_UDPLITE: "udplite",
-	unix.IPPROTO_DCCP: "dccp", unix.IPPROTO_GRE: "gre", unix.IPPROTO_ESP: "esp", unix.IPPROTO_AH: "ah",
-	unix.IPPROTO_IPIP: "ipip",
-}
-
-func providesL4(data []byte) string {
-	if len(data) == 1 {
-		return l4Names[data[0]]
-	}
-	return ""
-}
-
-func metaOperand(k expr.MetaKey) *operand {
-	op := &operand{bits: -1}
-	switch k {
-	case expr.MetaKeyIIFNAME:
-		op.text, op.kind = "iifname", kindIfname
-	case expr.MetaKeyOIFNAME:
-		op.text, op.kind = "oifname", kindIfname
-	case expr.MetaKeyBRIIIFNAME:
-		op.text, op.kind = "meta ibrname", kindIfname
-	case expr.MetaKeyBRIOIFNAME:
-		op.text, op.kind = "meta obrname", kindIfname
-	case expr.MetaKeyIIF:
-		op.text, op.kind = "iif", kindU32
-	case expr.MetaKeyOIF:
-		op.text, op.kind = "oif", kindU32
-	case expr.MetaKeyL4PROTO:
-		op.text, op.kind, op.provides = "meta l4proto", kindL4, providesL4
-	case expr.MetaKeyNFPROTO:
-		op.text, op.kind = "meta nfproto", kindNFProto
-		op.provides = func(d []byte) string {
-			if len(d) == 1 && d[0] == unix.NFPROTO_IPV4 {
-				return "ip"
-			}
-			if len(d) == 1 && d[0] == unix.NFPROTO_IPV6 {
-				return "ip6"
-			}
-			return ""
-		}
-	case expr.MetaKeyPROTOCOL:
-		op.text, op.kind = "meta protocol", kindEther
-		op.provides = func(d []byte) string {
-			if len(d) == 2 {
-				switch binary.BigEndian.Uint16(d) {
-				case unix.ETH_P_IP:
-					return "ip"
-				case unix.ETH_P_IPV6:
-					return "ip6"
-				}
-			}
-			return ""
-		}
-	case expr.MetaKeyMARK:
-		op.text, op.kind = "meta mark", kindMark
-	case expr.MetaKeyNFTRACE:
-		op.text, op.kind = "meta nftrace", kindU8
-	case expr.MetaKeySKUID:
-		op.text, op.kind = "meta skuid", kindU32
-	case expr.MetaKeySKGID:
-		op.text, op.kind = "meta skgid", kindU32
-	case expr.MetaKeyPKTTYPE:
-		op.text, op.kind = "meta pkttype", kindU8
-	case expr.MetaKeyLEN:
-		op.text, op.kind = "meta length", kindU32
-	case expr.MetaKeyPRIORITY:
-		op.text, op.kind = "meta priority", kindMark
-	case expr.MetaKeyIIFTYPE:
-		op.text = "meta iiftype"
-	case expr.MetaKeyOIFTYPE:
-		op.text = "meta oiftype"
-	case expr.MetaKeyCPU:
-		op.text, op.kind = "meta cpu", kindU32
-	case expr.MetaKeyCGROUP:
-		op.text, op.kind = "meta cgroup", kindU32
-	default:
-		op.text = fmt.Sprintf("meta key%d", k)
-	}
-	return op
-}
-
-func ctOperand(e *expr.Ct) *operand {
-	op := &operand{bits: -1}
-	dir := ""
-	if e.Direction == 0 && ctDirectional(e.Key) {
-		dir = "original "
-	} else if e.Direction == 1 && ctDirectional(e.Key) {
-		dir = "reply "
-	}
-	switch e.Key {
-	case expr.CtKeySTATE:
-		op.text, op.kind = "ct state", kindCtState
-	case expr.CtKeySTATUS:
-		op.text, op.kind = "ct status", kindMark
-	case expr.CtKeyMARK:
-		op.text, op.kind = "ct mark", kindMark
-	case expr.CtKeyDIRECTION:
-		op.text, op.kind = "ct direction", kindCtDir
-	case expr.CtKeyZONE:
-		op.text = "ct zone"
-	case expr.CtKeySRC:
-		op.text, op.kind = "ct "+dir+"saddr", kindAddr
-	case expr.CtKeyDST:
-		op.text, op.kind = "ct "+dir+"daddr", kindAddr
-	case expr.CtKeyPROTOSRC:
-		op.text, op.kind = "ct "+dir+"proto-src", kindPort
-	case expr.CtKeyPROTODST:
-		op.text, op.kind = "ct "+dir+"proto-dst", kindPort
-	case expr.CtKeyL3PROTOCOL:
-		op.text, op.kind = "ct "+dir+"l3proto", kindNFProto
-	case expr.CtKeyPROTOCOL:
-		op.text, op.kind = "ct "+dir+"protocol", kindL4
-	default:
-		op.text = fmt.Sprintf("ct key%d", e.Key)
-	}
-	return op
-}
-
-func ctDirectional(k expr.CtKey) bool {
-	switch k {
-	case expr.CtKeySRC, expr.CtKeyDST, expr.CtKeyPROTOSRC, expr.CtKeyPROTODST, expr.CtKeyL3PROTOCOL, expr.CtKeyPROTOCOL:
-		return true
-	}
-	return false
-}
-
-// payloadName names a payload field the way nft does where it knows it.
-func (f *formatter) payloadName(e *expr.Payload) *operand {
-	op := &operand{bits: -1}
-	raw := func(base string) {
-		op.text = fmt.Sprintf("@%s,%d,%d", base, e.Offset*8, e.Len*8)
-	}
-	switch e.Base {
-	case expr.PayloadBaseNetworkHeader:
-		l3 := f.l3
-		if l3 == 0 {
-			// Guess from the field's shape.
-			switch {
-			case e.Len == 4 && (e.Offset == 12 || e.Offset == 16):
-				l3 = unix.NFPROTO_IPV4
-			case e.Len == 16 && (e.Offset == 8 || e.Offset == 24):
-				l3 = unix.NFPROTO_IPV6
-			}
-		}
-		switch l3 {
-		case unix.NFPROTO_IPV4:
-			op.needs = "ip"
-			switch {
-			case e.Offset == 12 && e.Len == 4:
-				op.text, op.kind = "ip saddr", kindAddr
-			case e.Offset == 16 && e.Len == 4:
-				op.text, op.kind = "ip daddr", kindAddr
-			case e.Offset == 9 && e.Len == 1:
-				op.text, op.kind, op.provides = "ip protocol", kindL4, providesL4
-			case e.Offset == 8 && e.Len == 1:
-				op.text, op.kind = "ip ttl", kindU8
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = "ip length", kindPort
-			default:
-				raw("nh")
-				op.needs = ""
-			}
-		case unix.NFPROTO_IPV6:
-			op.needs = "ip6"
-			switch {
-			case e.Offset == 8 && e.Len == 16:
-				op.text, op.kind = "ip6 saddr", kindAddr
-			case e.Offset == 24 && e.Len == 16:
-				op.text, op.kind = "ip6 daddr", kindAddr
-			case e.Offset == 6 && e.Len == 1:
-				op.text, op.kind, op.provides = "ip6 nexthdr", kindL4, providesL4
-			case e.Offset == 7 && e.Len == 1:
-				op.text, op.kind = "ip6 hoplimit", kindU8
-			default:
-				raw("nh")
-				op.needs = ""
-			}
-		default:
-			raw("nh")
-		}
-	case expr.PayloadBaseTransportHeader:
-		proto := f.l4
-		switch proto {
-		case "tcp", "udp", "udplite", "sctp", "dccp":
-			op.needs = proto
-			switch {
-			case e.Offset == 0 && e.Len == 2:
-				op.text, op.kind = proto+" sport", kindPort
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = proto+" dport", kindPort
-			case proto == "tcp" && e.Offset == 13 && e.Len == 1:
-				op.text, op.kind = "tcp flags", kindU8
-			default:
-				raw("th")
-				op.needs = ""
-			}
-		case "icmp", "icmpv6":
-			op.needs = proto
-			switch {
-			case e.Offset == 0 && e.Len == 1:
-				op.text, op.kind = proto+" type", kindU8
-			case e.Offset == 1 && e.Len == 1:
-				op.text, op.kind = proto+" code", kindU8
-			default:
-				raw("th")
-				op.needs = ""
-			}
-		default:
-			switch {
-			case e.Offset == 0 && e.Len == 2:
-				op.text, op.kind = "th sport", kindPort
-			case e.Offset == 2 && e.Len == 2:
-				op.text, op.kind = "th dport", kindPort
-			default:
-				raw("th")
-			}
-		}
-	case expr.PayloadBaseLLHeader:
-		switch {
-		case e.Offset == 12 && e.Len == 2:
-			op.text, op.kind = "ether type", kindEther
-		case e.Offset == 0 && e.Len == 6:
-			op.text = "ether daddr"
-		case e.Offset == 6 && e.Len == 6:
-			op.text = "ether saddr"
-		default:
-			raw("ll")
-		}
-	default:
-		raw(fmt.Sprintf("base%d", e.Base))
-	}
-	return op
-}
-
-// formatValue prints register contents as the operand's type.
-func formatValue(op *operand, d []byte) string {
-	switch op.kind {
-	case kindAddr:
-		if a, ok := netip.AddrFromSlice(d); ok {
-			if op.bits >= 0 && op.bits < a.BitLen() {
-				return netip.PrefixFrom(a, op.bits).String()
-			}
-			return a.String()
-		}
-	case kindPort:
-		if len(d) == 2 {
-			return strconv.Itoa(int(binary.BigEndian.Uint16(d)))
-		}
-	case kindL4:
-		if len(d) == 1 {
-			if n, ok := l4Names[d[0]]; ok {
-				return n
-			}
-			return strconv.Itoa(int(d[0]))
-		}
-	case kindNFProto:
-		if len(d) == 1 {
-			switch d[0] {
-			case unix.NFPROTO_IPV4:
-				return "ipv4"
-			case unix.NFPROTO_IPV6:
-				return "ipv6"
-			}
-			return strconv.Itoa(int(d[0]))
-		}
-	case kindEther:
-		if len(d) == 2 {
-			switch v := binary.BigEndian.Uint16(d); v {
-			case unix.ETH_P_IP:
-				return "ip"
-			case unix.ETH_P_IPV6:
-				return "ip6"
-			case unix.ETH_P_ARP:
-				return "arp"
-			case unix.ETH_P_8021Q:
-				return "vlan"
-			default:
-				return fmt.Sprintf("0x%04x", v)
-			}
-		}
-	case kindIfname:
-		if i := strings.IndexByte(string(d), 0); i >= 0 {
-			return strconv.Quote(string(d[:i]))
-		}
-		// A prefix compare: iifname "veth*".
-		return strconv.Quote(string(d) + "*")
-	case kindU32:
-		if len(d) == 4 {
-			return strconv.FormatUint(uint64(binary.NativeEndian.Uint32(d)), 10)
-		}
-	case kindMark:
-		if len(d) == 4 {
-			return fmt.Sprintf("0x%08x", binary.NativeEndian.Uint32(d))
-		}
-	case kindU8:
-		if len(d) == 1 {
-			return strconv.Itoa(int(d[0]))
-		}
-	case kindCtState:
-		if len(d) == 4 {
-			return ctStateText(binary.NativeEndian.Uint32(d))
-		}
-	case kindCtDir:
-		if len(d) == 1 {
-			if d[0] == 0 {
-				return "original"
-			}
-			return "reply"
-		}
-	}
-	return fmt.Sprintf("0x%x", d)
-}
-
-func ctStateText(v uint32) string {
-	names := []struct {
-		bit  uint32
-		name string
-	}{{1, "invalid"}, {2, "established"}, {4, "related"}, {8, "new"}, {64, "untracked"}}
-	var out []string
-	for _, n := range names {
-		if v&n.bit != 0 {
-			out = append(out, n.name)
-			v &^= n.bit
-		}
-	}
-	if v != 0 {
-		out = append(out, fmt.Sprintf("0x%x", v))
-	}
-	if len(out) == 0 {
-		return "0x0"
-	}
-	return strings.Join(out, ",")
+	return name
 }
 
 func fibText(e *expr.Fib) string {
