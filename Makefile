@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test
 
 all: build
 
@@ -78,14 +78,12 @@ clean:
 	rm -rf bin
 
 # End-to-end suite on Debian's cloud kernels under qemu (scripts/vmtest.sh; VMTEST_KERNELS=bookworm).
-.PHONY: vmtest
 vmtest:
 	./scripts/vmtest.sh $(VMTEST_ARGS)
 
 # What pathtrace costs a node: iperf3 through a lab (pod -- node -- ext) with no tracer, with
 # pathtrace filtering the traffic out, tracing it, and with bpftrace doing the same; attach,
-# detach and drop-to-verdict times; userspace assembly speed. Root; about 5 minutes. See bench/README.md.
-.PHONY: bench
+# detach and drop-to-verdict times; userspace assembly speed. Root; how long and what it runs: bench/README.md.
 bench: build
 	./scripts/bench-deps.sh
 	$(GO) build -o bin/bench ./bench
@@ -94,7 +92,6 @@ bench: build
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,
 # podman load and ctr images import all take, named $(IMAGE). See deploy/README.md.
-.PHONY: image image-test
 IMAGE ?= localhost/pathtrace:dev
 image:
 	IMAGE=$(IMAGE) ./scripts/image.sh

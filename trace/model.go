@@ -4,7 +4,9 @@
 package trace
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -301,4 +303,32 @@ type Event struct {
 	// Gap says events of this packet were lost before this one.
 	Gap bool `json:"gap,omitempty"`
 	Hop Hop  `json:"hop"`
+}
+
+// SortHops puts hops in time order, keeping the order of hops at the same time: hops from
+// different CPUs can arrive out of order, and a story told out of order misleads.
+func SortHops(hops []Hop) {
+	if inTimeOrder(hops) {
+		return // the usual case; a hop is a large struct to compare by value
+	}
+	slices.SortStableFunc(hops, func(x, y Hop) int { return cmp.Compare(x.TimeNS, y.TimeNS) })
+}
+
+// InTimeOrder is hops in time order: hops itself when they already are, else a sorted copy.
+func InTimeOrder(hops []Hop) []Hop {
+	if inTimeOrder(hops) {
+		return hops
+	}
+	hops = slices.Clone(hops)
+	SortHops(hops)
+	return hops
+}
+
+func inTimeOrder(hops []Hop) bool {
+	for i := 1; i < len(hops); i++ {
+		if hops[i-1].TimeNS > hops[i].TimeNS {
+			return false
+		}
+	}
+	return true
 }

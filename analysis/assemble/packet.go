@@ -1,8 +1,6 @@
 package assemble
 
 import (
-	"slices"
-
 	"github.com/pathtrace/pathtrace/trace"
 )
 
@@ -127,14 +125,14 @@ const initialHops = 8
 // own buffer when nothing was cut, good only until that buffer grows another packet's hops.
 func (p *packet) hops() []trace.Hop {
 	if len(p.tail) == 0 {
-		sortHops(p.head)
+		trace.SortHops(p.head)
 		return p.head
 	}
 	hs := make([]trace.Hop, 0, len(p.head)+len(p.tail))
 	hs = append(hs, p.head...)
 	hs = append(hs, p.tail[p.tailNext:]...)
 	hs = append(hs, p.tail[:p.tailNext]...)
-	sortHops(hs)
+	trace.SortHops(hs)
 	return hs
 }
 
@@ -142,7 +140,7 @@ func (p *packet) hops() []trace.Hop {
 // first among hops of the same time. It sorts p.copies. The slice is new and exactly as long
 // as it needs to be: the packet handed out keeps it for as long as its trace is kept.
 func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
-	sortHops(p.copies)
+	trace.SortHops(p.copies)
 	hs := make([]trace.Hop, 0, len(own)+len(p.copies))
 	i, j := 0, 0
 	for i < len(own) || j < len(p.copies) {
@@ -155,26 +153,6 @@ func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
 		}
 	}
 	return hs
-}
-
-func sortHops(hs []trace.Hop) {
-	// Hops mostly arrive in time order; a hop is a large struct to compare by value.
-	sorted := true
-	for i := 1; i < len(hs) && sorted; i++ {
-		sorted = hs[i-1].TimeNS <= hs[i].TimeNS
-	}
-	if sorted {
-		return
-	}
-	slices.SortStableFunc(hs, func(x, y trace.Hop) int {
-		switch {
-		case x.TimeNS < y.TimeNS:
-			return -1
-		case x.TimeNS > y.TimeNS:
-			return 1
-		}
-		return 0
-	})
 }
 
 // lruList holds the open packets, least recently active first, linked through the packets

@@ -180,6 +180,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		}
 	}
 	var enc *json.Encoder
+	var recErr error // the first failed write: a recording cut short is no fixture
 	if rec.f != nil {
 		enc = json.NewEncoder(rec.f)
 	}
@@ -188,8 +189,10 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if !scope.admit(&ev) {
 			return // another "node"'s hop: filtered before anything sees it
 		}
-		if enc != nil {
-			_ = enc.Encode(ev)
+		if enc != nil && recErr == nil {
+			if err := enc.Encode(ev); err != nil {
+				recErr = fmt.Errorf("write %s: %w", rec.path, err)
+			}
 		}
 		if nf != nil {
 			nf.Seen(ev.Hop.Netns)
@@ -225,6 +228,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	pr.SummaryOf(t, kept.n)
 
 	if rec.f != nil {
+		if recErr != nil {
+			return t, recErr // abort removes the partial file
+		}
 		if err := rec.commit(); err != nil {
 			return t, err
 		}

@@ -27,17 +27,7 @@ func (p *Printer) Packet(pk trace.Packet) {
 	}
 	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(head))
 
-	hops := slices.Clone(pk.Hops)
-	// Hops from different CPUs can arrive out of order; a story told out of order misleads.
-	slices.SortStableFunc(hops, func(a, b trace.Hop) int {
-		switch {
-		case a.TimeNS < b.TimeNS:
-			return -1
-		case a.TimeNS > b.TimeNS:
-			return 1
-		}
-		return 0
-	})
+	hops := trace.InTimeOrder(pk.Hops)
 	rows := make([][]cell, len(hops))
 	tails := make([][]span, len(hops))
 	// A merged trace's packet crossed several nodes: each hop says which.
