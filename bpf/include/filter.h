@@ -88,13 +88,6 @@ static __always_inline bool proto_rejects(__u8 proto)
 	return (f->sport || f->dport) && proto != IPPROTO_TCP && proto != IPPROTO_UDP;
 }
 
-/* Whether the 8 bytes after a UDP header look like VXLAN or Geneve (as parse_encap reads them). */
-static __always_inline bool tunnel_header(const __u8 *h)
-{
-	return (h[0] == 0x08 && !h[1] && !h[2] && !h[3] && !h[7]) ||
-	       ((h[0] >> 6) == 0 && h[2] == 0x65 && h[3] == 0x58);
-}
-
 /* Aligned: the addresses are compared as 32-bit words, and the verifier wants stack loads
  * aligned. */
 struct quick4 {
@@ -188,7 +181,7 @@ static __always_inline bool quick_reject(struct sk_buff *skb, bool at_data, int 
 			if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6)
 				return false;
 			if (proto == IPPROTO_UDP && !(h.ip.frag_off & bpf_htons(0x1fff)) &&
-			    ((h.ip.ihl_version & 0x0f) != 5 || tunnel_header(h.tun)))
+			    ((h.ip.ihl_version & 0x0f) != 5 || udp_tunnel(h.tun)))
 				return false;
 		}
 		/* Carrying no other packet: the filter sees this one. */
@@ -204,7 +197,7 @@ static __always_inline bool quick_reject(struct sk_buff *skb, bool at_data, int 
 	__u8 proto = h.ip.nexthdr;
 	if (proto == 0 || proto == 43 || proto == 60 || proto == 44)
 		return false;
-	if (tunnels && proto == IPPROTO_UDP && tunnel_header(h.tun))
+	if (tunnels && proto == IPPROTO_UDP && udp_tunnel(h.tun))
 		return false;
 	if (f->family == 4 || proto_rejects(proto))
 		return true;

@@ -157,6 +157,16 @@ static __always_inline int parse_l3(unsigned char *l3, __be16 protocol, struct p
 #define ETH_HLEN 14
 #define UDP_HLEN 8
 
+/* What the 8 bytes after a UDP header are: a VXLAN or a Geneve header, or neither (0). */
+static __always_inline enum encap_kind udp_tunnel(const __u8 *h)
+{
+	if (h[0] == 0x08 && !h[1] && !h[2] && !h[3] && !h[7])
+		return ENCAP_VXLAN; /* flags: only I; reserved bytes zero */
+	if ((h[0] >> 6) == 0 && h[2] == 0x65 && h[3] == 0x58)
+		return ENCAP_GENEVE; /* version 0, protocol Transparent Ethernet Bridging */
+	return ENCAP_NONE;
+}
+
 /* Finds a packet carried inside p (at l3, transport at l4off): VXLAN and Geneve by the shape
  * of their headers on any UDP port, IP-in-IP by protocol. Returns the encap kind, or 0. */
 static __always_inline enum encap_kind parse_encap(unsigned char *l3, const struct packet *p,
@@ -179,17 +189,11 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 	__u8 h[8];
 	if (bpf_probe_read_kernel(h, sizeof(h), tun))
 		return ENCAP_NONE;
-	enum encap_kind kind;
-	__u32 eth_off;
-	if (h[0] == 0x08 && !h[1] && !h[2] && !h[3] && !h[7]) {
-		kind = ENCAP_VXLAN; /* flags: only I; reserved bytes zero */
-		eth_off = 8;
-	} else if ((h[0] >> 6) == 0 && h[2] == 0x65 && h[3] == 0x58) {
-		kind = ENCAP_GENEVE; /* version 0, protocol Transparent Ethernet Bridging */
-		eth_off = 8 + (h[0] & 0x3f) * 4;
-	} else {
+	enum encap_kind kind = udp_tunnel(h);
+	if (!kind)
 		return ENCAP_NONE;
-	}
+	/* The carried Ethernet frame follows VXLAN's 8 bytes, or Geneve's 8 and its options. */
+	__u32 eth_off = kind == ENCAP_VXLAN ? 8 : 8 + (h[0] & 0x3f) * 4;
 	__be16 ethertype;
 	if (bpf_probe_read_kernel(&ethertype, sizeof(ethertype), tun + eth_off + 12))
 		return ENCAP_NONE;
@@ -198,9 +202,8 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 	return kind;
 }
 
-/* Where the IP header is depends on the hook: at receive skb->data points at it (the MAC
- * header has been pulled); elsewhere the stack has set network_header. */
-/* Where the IP header starts, or 0 when the stack has not set it. */
+/* Where the IP header starts, or 0 when the stack has not set it. At receive skb->data points
+ * at it (the MAC header has been pulled); elsewhere the stack has set network_header. */
 static __always_inline unsigned char *l3_of(struct sk_buff *skb, bool at_data, int rd)
 {
 	if (at_data)

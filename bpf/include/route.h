@@ -47,8 +47,7 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	}
 
 	/* Under overload the packets themselves are left out (see track_skb): so are their lookups. */
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
-	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 * 3) {
+	if (ring_filling()) {
 		count(STAT_ROUTES_SKIPPED);
 		return;
 	}
