@@ -13,10 +13,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/bpf"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
 )

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
+	"github.com/pathtrace/pathtrace/trace"
 )
 
 // MaxSkew is how far apart two nodes' clocks may be for their packets to be matched: NTP keeps

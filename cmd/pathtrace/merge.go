@@ -6,10 +6,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pathtrace/pathtrace/analysis/merge"
 	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
-	"github.com/pathtrace/pathtrace/analysis/merge"
 )
 
 func newMergeCmd() *cobra.Command {

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
-	"github.com/pathtrace/pathtrace/analysis/diagnose"
 )
 
 type benchRecording struct {

@@ -9,11 +9,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
 )
 
 // The trace's meta counts the events the run received: a replay, every event recorded.

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
+	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/netnsname"
 	"github.com/pathtrace/pathtrace/tracer/nftrace"
 	"github.com/pathtrace/pathtrace/tracer/nodestate"

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
