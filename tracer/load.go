@@ -112,7 +112,7 @@ func (p loadedProbe) Close() error {
 }
 
 // hookBuild is one build of the hooks' programs. They differ in how they read kernel memory
-// (see enum read_mode in bpf/pathtrace.c), which decides what a packet of another flow costs.
+// (see enum read_mode in bpf/include/parse.h), which decides what a packet of another flow costs.
 type hookBuild struct {
 	name string // in errors
 	kind string // trace.Probe.Program: tp_btf or raw_tp

@@ -1,0 +1,133 @@
+/* The maps the programs share and the configuration userspace sets before load (CFG), with
+ * the small accessors every part uses: the gates, the per-CPU working space, the counters. */
+#pragma once
+
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "pathtrace.h"
+
+volatile const struct config CFG = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+	__type(value, struct event); /* puts struct event into BTF for bpf2go */
+} events SEC(".maps");
+
+/* What is remembered of a tracked sk_buff: the flow it last carried, to see NAT rewrite it. */
+struct track {
+	__u64 first_ts;
+	struct flow_key flow;
+	/* What no NAT rewrites: a tracked address carrying other values is a new sk_buff that
+	 * reuses the memory of one freed where no tracepoint saw it (TCP frees pure ACKs so). */
+	__be32 seq; /* TCP sequence number or ICMP echo sequence */
+	__be16 ip_id;
+	__u16 flags; /* TRACK_* */
+};
+
+#define TRACK_SKIPPED 1 /* left out under overload: no events until it is freed */
+#define TRACK_GAP 2     /* an event was lost: the next one says so */
+
+/* sk_buffs seen matching. LRU so a packet freed behind our back (a path with no tracepoint)
+ * cannot fill the map for good. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct track);
+} tracked SEC(".maps");
+
+/* Flows a tracked packet was rewritten into by NAT, with when: the reply to a MASQUERADEd
+ * request comes back addressed to the node, not to the pod the user named. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct flow_key);
+	__type(value, __u64);
+} learned SEC(".maps");
+
+/* What lets a packet of another flow be turned away after one read of its IP header. */
+struct gates {
+	/* How many flows were ever learned: while none was, a packet's addresses decide. */
+	__u64 learned;
+	/* sk_buffs tracked, or more: raised before a packet is tracked, lowered when a tracked
+	 * one is forgotten. Entries the LRU evicts are never lowered for, so it can only be too
+	 * high, which costs a lookup; while it is 0 no sk_buff is tracked and none is looked up. */
+	__s64 tracked;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gates);
+} gates SEC(".maps");
+
+static __always_inline struct gates *gates_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&gates, &zero);
+}
+
+/* Working space for one hook run: two packets and flow keys do not fit the 512-byte BPF stack.
+ * A hook that interrupts another on the same CPU (a softirq on the way out of an interrupt)
+ * finds it busy and counts itself lost rather than overwrite it. */
+struct scratch {
+	struct packet p;
+	struct packet inner;
+	struct track nt;
+	struct flow_key k;
+	__u32 busy;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* A tracked packet inside nf_hook_slow, per task: the drop happens inside the call (the packet
+ * is freed before the function returns), so kfree_skb takes the hook from here. */
+struct nf_call {
+	__u64 skb;
+	__u8 hook;
+	__u8 pf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct nf_call);
+} nf_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, enum stat_index);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(enum stat_index idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct scratch *enter(void)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc)
+		return 0;
+	if (sc->busy) {
+		count(STAT_LOST);
+		return 0;
+	}
+	sc->busy = 1;
+	return sc;
+}

@@ -1,0 +1,79 @@
+/* Route lookups (fib:fib_table_lookup) of the traced flow. */
+#pragma once
+
+#include "maps.h"
+#include "parse.h"
+#include "filter.h"
+#include "nat.h"
+#include "emit.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* A FIB lookup does not see the sk_buff, only the flow: match it on addresses (and protocol
+ * when the caller filled it in). Userspace ties it to the packet on the same CPU. */
+static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err,
+				   int rd)
+{
+	const volatile struct filter *f = &CFG.filter;
+
+	if (f->family == 6)
+		return;
+	__u8 proto = KREAD(rd, flp, __fl_common.flowic_proto);
+	if (f->proto && proto && f->proto != proto)
+		return;
+	__be32 s = KREAD(rd, flp, saddr), d = KREAD(rd, flp, daddr);
+	struct packet p = {};
+	p.family = 4;
+	p.proto = proto;
+	__builtin_memcpy(p.saddr, &s, 4);
+	__builtin_memcpy(p.daddr, &d, 4);
+	/* Ports are not reliably filled in for input lookups: match addresses only. */
+	if (!match4(s, d) && !match4(d, s)) {
+		struct gates *g = gates_get();
+		if (!g || !g->learned)
+			return;
+		struct scratch *sc = enter();
+		if (!sc)
+			return;
+		__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+		sc->inner.family = 4;
+		__builtin_memcpy(sc->inner.saddr, p.saddr, 4);
+		__builtin_memcpy(sc->inner.daddr, p.daddr, 4);
+		bool hit = learned_match(&sc->inner, &sc->k);
+		sc->busy = 0;
+		if (!hit)
+			return;
+	}
+
+	/* Under overload the packets themselves are left out (see track_skb): so are their lookups. */
+	if (ring_filling()) {
+		count(STAT_ROUTES_SKIPPED);
+		return;
+	}
+	struct event *e = new_event(EV_ROUTE);
+	if (!e)
+		return;
+	e->pkt = p;
+	e->route.table = table;
+	e->route.err = err;
+	e->route.iif = BPF_CORE_READ(flp, __fl_common.flowic_iif);
+	if (nhc && err == 0) {
+		struct net_device *dev = BPF_CORE_READ(nhc, nhc_dev);
+		if (dev) {
+			e->route.out_ifindex = BPF_CORE_READ(dev, ifindex);
+			BPF_CORE_READ_STR_INTO(&e->route.out_ifname, dev, name);
+			e->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		}
+		__u8 gwf = BPF_CORE_READ(nhc, nhc_gw_family);
+		if (gwf == AF_INET) {
+			__be32 gw = BPF_CORE_READ(nhc, nhc_gw.ipv4);
+			__builtin_memcpy(e->route.gw, &gw, 4);
+			e->route.gw_family = 4;
+		} else if (gwf == AF_INET6) {
+			BPF_CORE_READ_INTO(&e->route.gw, nhc, nhc_gw.ipv6);
+			e->route.gw_family = 6;
+		}
+	}
+	submit(e);
+}

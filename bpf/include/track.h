@@ -1,0 +1,164 @@
+/* Following an sk_buff: a packet that matches starts being tracked, and each later hook that
+ * sees its sk_buff reports a hop, until it is freed. on_skb is the body of every sk_buff hook. */
+#pragma once
+
+#include "maps.h"
+#include "parse.h"
+#include "filter.h"
+#include "nat.h"
+#include "emit.h"
+
+/* Forgets a tracked sk_buff. */
+static __always_inline void untrack(__u64 key)
+{
+	if (bpf_map_delete_elem(&tracked, &key))
+		return;
+	struct gates *g = gates_get();
+	if (g)
+		__sync_fetch_and_add(&g->tracked, -1);
+}
+
+static __always_inline void identity_of(const struct packet *p, struct track *t)
+{
+	t->seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	t->ip_id = p->ip_id;
+}
+
+/* Whether p can be the packet t was tracking, NAT or not. */
+static __always_inline bool same_life(const struct track *t, const struct packet *p)
+{
+	__be32 seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	return t->flow.family == p->family && t->flow.proto == p->proto && t->ip_id == p->ip_id &&
+	       t->seq == seq;
+}
+
+/* A packet not tracked yet: report it and track it if it matches. Under overload whole packets
+ * are lost, not hops: with the ring three quarters full (or full) a new packet is not started;
+ * it is remembered as left out, so its later hops cost one lookup and it is counted once. */
+static __always_inline void new_packet(struct scratch *sc, struct sighting *s, struct packet *flow)
+{
+	if (s->parsed)
+		return;
+	if (!filter_match(flow) && !(s->encap && filter_match(&sc->p)) && !learned_match(flow, &sc->k))
+		return;
+	sc->nt.first_ts = bpf_ktime_get_ns();
+	sc->nt.flags = 0;
+	flow_of(flow, &sc->nt.flow);
+	identity_of(flow, &sc->nt);
+	if (!s->freed) {
+		/* Raised before the entry exists: a CPU that sees the entry sees the count. */
+		struct gates *g = gates_get();
+		if (g)
+			__sync_fetch_and_add(&g->tracked, 1);
+	}
+	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
+				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+		count(STAT_SKIPPED);
+		if (!s->freed) {
+			sc->nt.flags = TRACK_SKIPPED;
+			bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY);
+		}
+		return;
+	}
+	if (!s->freed && bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY))
+		count(STAT_TRACK_FULL);
+	if (!emit(sc, s, true, false) && !s->freed) {
+		/* Lost its first event after all (another CPU filled the ring): leave it out whole. */
+		sc->nt.flags = TRACK_SKIPPED;
+		/* Only if still there: one freed meanwhile must not come back uncounted (gates). */
+		bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_EXIST);
+	}
+}
+
+/* A tracked packet: report the hop, learn the flow NAT rewrote it into, forget it when freed.
+ * An event the full ring could not take leaves a mark, so the next one says hops are missing. */
+static __always_inline void tracked_packet(struct scratch *sc, struct sighting *s, struct packet *flow,
+					   struct track *t)
+{
+	if (t->flags & TRACK_SKIPPED) {
+		if (s->freed)
+			untrack(s->key);
+		return;
+	}
+	bool gap = t->flags & TRACK_GAP;
+	if (!s->parsed) {
+		flow_of(flow, &sc->k);
+		if (!flow_equal(&sc->k, &t->flow)) {
+			t->flow = sc->k;
+			learn(&sc->k);
+		}
+	}
+	if (s->freed) {
+		untrack(s->key);
+	} else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
+		   bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+		t->flags |= TRACK_GAP;
+		count(STAT_LOST);
+		return;
+	} else if (gap) {
+		t->flags &= ~TRACK_GAP;
+	}
+	if (!emit(sc, s, false, gap) && !s->freed)
+		t->flags |= TRACK_GAP;
+}
+
+/* The whole path of an sk_buff hook, for a tracked packet (t) or one quick_reject let through. */
+static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
+				      __u32 kind, bool at_data, int rd, __u64 location, __u32 reason,
+				      struct track *t, bool learned)
+{
+	struct sighting s = {
+		.skb = skb, .dev = dev, .key = (__u64)skb, .location = location, .kind = kind,
+		.reason = reason, .freed = kind == EV_DROP || kind == EV_CONSUME,
+	};
+
+	__builtin_memset(&sc->p, 0, sizeof(sc->p));
+	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
+	/* A packet not tracked is read no further than it can match; a tracked one is read whole,
+	 * tunnels and all. */
+	struct parse_gate g = {};
+	if (!t) {
+		g.on = true;
+		g.learned = learned;
+		g.tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
+	}
+	s.parsed = parse_skb(skb, at_data, rd, &sc->p, &sc->inner, &s.encap, g);
+	/* The flow is what the user follows: the carried packet when there is one. */
+	struct packet *flow = s.encap ? &sc->inner : &sc->p;
+
+	if (!t) {
+		new_packet(sc, &s, flow);
+		return;
+	}
+	/* A tracked address carrying another packet: the old one was freed where no tracepoint
+	 * sees (TCP's pure ACKs are), and this is a new packet. */
+	if (s.parsed == PARSE_NOT_IP || (!s.parsed && !same_life(t, flow))) {
+		untrack(s.key);
+		new_packet(sc, &s, flow);
+		return;
+	}
+	tracked_packet(sc, &s, flow, t);
+}
+
+/* Every sk_buff hook. Most sk_buffs on a node are not the traced flow, and while nothing is
+ * tracked they are turned away before any map but gates is touched. */
+static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, __u32 kind,
+				   bool at_data, int rd, __u64 location, __u32 reason)
+{
+	struct gates *g = gates_get();
+	if (!g)
+		return;
+	__u64 key = (__u64)skb;
+	struct track *t = 0;
+	if (g->tracked)
+		t = bpf_map_lookup_elem(&tracked, &key);
+	bool learned = g->learned != 0;
+	/* A tunnel packet is first seen where it enters or leaves a device. */
+	if (!t && quick_reject(skb, at_data, rd, kind == EV_RECEIVE || kind == EV_QUEUE, learned))
+		return;
+	struct scratch *sc = enter();
+	if (!sc)
+		return;
+	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, learned);
+	sc->busy = 0;
+}
