@@ -16,12 +16,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer"
-	"github.com/pathtrace/pathtrace/analysis/assemble"
-	"github.com/pathtrace/pathtrace/analysis/diagnose"
 )
 
 // Options are one run's settings.

@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // rulesetWatch waits, in a namespace without nf_tables tables, for one to
@@ -30,12 +32,12 @@ type rulesetWatch struct {
 // pathtrace's marking tables; then (or on error) no watch is returned.
 // Subscribing first means a table created in between is not missed.
 func watchRuleset(nsPath string) (w *rulesetWatch, has bool, err error) {
-	fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	ns, err := netns.Open(nsPath)
 	if err != nil {
-		return nil, false, &os.PathError{Op: "open", Path: nsPath, Err: err}
+		return nil, false, err
 	}
-	defer unix.Close(fd)
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
+	defer ns.Close()
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: ns.Fd()})
 	if err != nil {
 		return nil, false, fmt.Errorf("netlink socket: %w", err)
 	}
@@ -43,7 +45,7 @@ func watchRuleset(nsPath string) (w *rulesetWatch, has bool, err error) {
 		conn.Close()
 		return nil, false, fmt.Errorf("join NFNLGRP_NFTABLES: %w", err)
 	}
-	has, err = hasOtherTables(fd)
+	has, err = hasOtherTables(ns)
 	if err != nil || has {
 		conn.Close()
 		return nil, has, err
@@ -53,10 +55,10 @@ func watchRuleset(nsPath string) (w *rulesetWatch, has bool, err error) {
 	return w, false, nil
 }
 
-// hasOtherTables reports whether the namespace (an open fd) has an nf_tables
-// table of any family that is not a pathtrace marking table.
-func hasOtherTables(nsFd int) (bool, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(nsFd))
+// hasOtherTables reports whether the namespace has an nf_tables table of any
+// family that is not a pathtrace marking table.
+func hasOtherTables(ns *netns.File) (bool, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(ns.Fd()))
 	if err != nil {
 		return false, fmt.Errorf("netlink socket: %w", err)
 	}
@@ -128,3 +130,4 @@ func (w *rulesetWatch) Close() error {
 	})
 	return err
 }
+
