@@ -23,8 +23,12 @@ type netfilterWatch struct {
 
 // watchNetfilter starts tracing in the host namespace and every named one, before the probes
 // are reported ready, and passes every drop it sees to d. netnsDirs are where named namespaces
-// are (nil: netns.DefaultDirs).
-func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *netfilterWatch {
+// are (nil: netns.DefaultDirs). The error says why this kernel cannot trace nftables at all
+// (no nf_tables, no CAP_NET_ADMIN); the run goes on without.
+func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (*netfilterWatch, error) {
+	if err := nftrace.Available(); err != nil {
+		return nil, err
+	}
 	if len(netnsDirs) == 0 {
 		netnsDirs = netns.DefaultDirs
 	}
@@ -60,7 +64,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *
 	for _, n := range netns.List(netnsDirs...) {
 		w.watch(n.Inode, n.Path)
 	}
-	return w
+	return w, nil
 }
 
 func (w *netfilterWatch) watch(ino uint32, path string) {

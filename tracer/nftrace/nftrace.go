@@ -187,9 +187,9 @@ func normalizePair(a, b netip.Prefix) (netip.Prefix, netip.Prefix, error) {
 // marked by the new rules can be missed, then creates the table.
 func (s *Session) setup() error {
 	var err error
-	s.trace, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: s.ns.Fd()})
+	s.trace, err = dialIn(s.ns)
 	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+		return err
 	}
 	if err := s.trace.JoinGroup(unix.NFNLGRP_NFTRACE); err != nil {
 		return fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
@@ -215,9 +215,7 @@ func (s *Session) setup() error {
 // session of this process already traces the namespace.
 func (s *Session) createTable(prio int32) error {
 	var owner *netlink.Conn
-	conn, err := nftables.New(
-		nftables.AsLasting(),
-		nftables.WithNetNSFd(s.ns.Fd()),
+	conn, err := lastingConnIn(s.ns,
 		nftables.WithSockOptions(func(c *netlink.Conn) error {
 			owner = c
 			// Error messages from the kernel ("Could not process rule: ...").
@@ -226,7 +224,7 @@ func (s *Session) createTable(prio int32) error {
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+		return err
 	}
 	if owner == nil {
 		_ = conn.CloseLasting()
