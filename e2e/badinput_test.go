@@ -113,6 +113,7 @@ func requireOneLineError(t *testing.T, cmd *exec.Cmd, want string) {
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	requireNoCrash(t, cmd.Args, stdout.String(), stderr.String())
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("%v: want a non-zero exit, got %v (stderr %q)", cmd.Args, err, stderr.String())

@@ -15,7 +15,7 @@ import (
 func TestDemo(t *testing.T) {
 	testutil.RequireRoot(t, "build the demo's network namespaces")
 	js := filepath.Join(t.TempDir(), "demo.json")
-	out, err := exec.Command(binary, "demo", "--color", "never", "--json", js).CombinedOutput()
+	out, err := combinedOutput(t, exec.Command(binary, "demo", "--color", "never", "--json", js))
 	if err != nil {
 		t.Fatalf("pathtrace demo: %v\n%s", err, out)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,6 +80,7 @@ func start(t *testing.T, args ...string) *session {
 			s.cmd.Process.Kill()
 			<-s.done
 		}
+		requireNoCrash(t, s.cmd.Args, s.stdout.String(), s.stderr.String())
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -122,10 +124,35 @@ func (s *session) stop(sig syscall.Signal) *trace.Trace {
 	return tr
 }
 
+// crash matches what the Go runtime prints when a program crashes: a panic, a fatal error, a
+// goroutine's stack.
+var crash = regexp.MustCompile(`(?m)^(panic: |fatal error: |goroutine \d+ \[)`)
+
+// requireNoCrash fails the test if a pathtrace run printed a Go crash, whatever its exit
+// status: pathtrace degrades, it never panics (a kernel without nf_tables once made it).
+func requireNoCrash(t testing.TB, args []string, outputs ...string) {
+	t.Helper()
+	for _, out := range outputs {
+		if loc := crash.FindStringIndex(out); loc != nil {
+			t.Errorf("%v crashed:\n%s", args, out[loc[0]:])
+			return
+		}
+	}
+}
+
+// combinedOutput runs cmd (a pathtrace) as exec.Cmd.CombinedOutput does, and fails the test if
+// it crashed.
+func combinedOutput(t testing.TB, cmd *exec.Cmd) ([]byte, error) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	requireNoCrash(t, cmd.Args, string(out))
+	return out, err
+}
+
 // showText re-renders the saved trace with `pathtrace show`; it must equal the live output.
 func (s *session) showText() string {
 	s.t.Helper()
-	out, err := exec.Command(binary, "show", "--color", "never", s.json).CombinedOutput()
+	out, err := combinedOutput(s.t, exec.Command(binary, "show", "--color", "never", s.json))
 	if err != nil {
 		s.t.Fatalf("pathtrace show: %v\n%s", err, out)
 	}
@@ -172,4 +199,20 @@ func netnsSeen(p trace.Packet) []string {
 		}
 	}
 	return out
+}
+
+// The crash pattern catches the runtime's own words, not a user's text that mentions them.
+func TestCrashPattern(t *testing.T) {
+	for out, want := range map[string]bool{
+		"panic: runtime error: invalid memory address or nil pointer dereference\n": true,
+		"header\nfatal error: concurrent map writes\n":                              true,
+		"ok\ngoroutine 1 [running]:\nmain.main()\n":                                 true,
+		"degraded  nftables tracing unavailable: ...\n":                             false,
+		"a line about a panic: in the middle\n":                                     false,
+		"the goroutine count is fine\n":                                             false,
+	} {
+		if got := crash.MatchString(out); got != want {
+			t.Errorf("crash.MatchString(%q) = %v, want %v", out, got, want)
+		}
+	}
 }

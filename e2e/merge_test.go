@@ -208,12 +208,12 @@ func mergeTraces(t *testing.T, a, b string) (*trace.Trace, string) {
 	n1, n2, out := filepath.Join(dir, "node1.json"), filepath.Join(dir, "node2.json"), filepath.Join(dir, "merged.json")
 	copyFile(t, a, n1)
 	copyFile(t, b, n2)
-	text, err := exec.Command(binary, "merge", n1, n2, "--json", out, "--color", "never").CombinedOutput()
+	text, err := combinedOutput(t, exec.Command(binary, "merge", n1, n2, "--json", out, "--color", "never"))
 	if err != nil {
 		t.Fatalf("pathtrace merge: %v\n%s", err, text)
 	}
 	t.Logf("pathtrace merge:\n%s", text)
-	shown, err := exec.Command(binary, "show", "--color", "never", out).CombinedOutput()
+	shown, err := combinedOutput(t, exec.Command(binary, "show", "--color", "never", out))
 	if err != nil {
 		t.Fatalf("pathtrace show: %v\n%s", err, shown)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // be16 is the value a __be16 field holds in memory when the wire carries v: the kernel copies
@@ -314,7 +314,7 @@ func readySymbols(t *ksym.Table) *symbols {
 // testTracer is a Tracer with just what convert needs: no kernel, no BPF.
 func testTracer(t testing.TB, reasons dropreason.Names) *Tracer {
 	t.Helper()
-	r, err := netnsname.New([]string{"/proc/self/ns/net"})
+	r, err := netns.NewNamer([]string{"/proc/self/ns/net"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func testTracer(t testing.TB, reasons dropreason.Names) *Tracer {
 
 func hostIno(t testing.TB) uint32 {
 	t.Helper()
-	ino, err := netnsname.Inode("/proc/self/ns/net")
+	ino, err := netns.Inode("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // symbols is the kernel's symbol table, read in the background from the end of Open on (it
@@ -61,7 +61,7 @@ type netnsName struct {
 const netnsTTL = uint64(10 * time.Millisecond)
 
 // netnsName names namespace ino for an event at nowNS (kernel monotonic time).
-func (c *nameCache) netnsName(ino uint32, nowNS uint64, r *netnsname.Resolver) string {
+func (c *nameCache) netnsName(ino uint32, nowNS uint64, r *netns.Namer) string {
 	if e, ok := c.netns[ino]; ok && nowNS >= e.atNS && nowNS-e.atNS < netnsTTL {
 		return e.name
 	}

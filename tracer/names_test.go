@@ -4,19 +4,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // A namespace's name is the resolver's, asked again once netnsTTL of event time has passed
 // since: a namespace named after the trace started (ip netns add, a pod's) gets its name.
-// Any file stands in for a namespace, as in netnsname's own tests.
+// Any file stands in for a namespace, as in the netns package's own tests.
 func TestNetnsNameCache(t *testing.T) {
 	dir := t.TempDir()
-	r, err := netnsname.New([]string{"/proc/self/ns/net"}, dir)
+	r, err := netns.NewNamer([]string{"/proc/self/ns/net"}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,11 +23,10 @@ func TestNetnsNameCache(t *testing.T) {
 	if err := os.WriteFile(outside, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(outside)
+	ino, err := netns.Inode(outside)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ino := uint32(fi.Sys().(*syscall.Stat_t).Ino)
 	unnamed := fmt.Sprintf("netns:%d", ino)
 
 	var c nameCache

@@ -17,7 +17,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 func needRoot(t *testing.T) {
@@ -367,7 +367,7 @@ func TestRunSeesDrop(t *testing.T) {
 	if h.Tuple.Tuple != want {
 		t.Errorf("drop tuple %+v, want %+v", h.Tuple.Tuple, want)
 	}
-	self, err := netnsname.Inode("/proc/self/ns/net")
+	self, err := netns.Inode("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/pathtrace/pathtrace/bpf"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // Config is what the tracer needs to start.
@@ -27,10 +27,10 @@ type Config struct {
 	Filter trace.Filter
 	// KernelBTF is the kernel's BTF file; "" means /sys/kernel/btf/vmlinux.
 	KernelBTF string
-	// Kallsyms and HostNetns default to /proc/kallsyms and netnsname.HostCandidates.
+	// Kallsyms and HostNetns default to /proc/kallsyms and netns.HostCandidates.
 	Kallsyms  string
 	HostNetns []string
-	// NetnsDirs are where named namespaces live; default /run/netns and /var/run/netns.
+	// NetnsDirs are where named namespaces live; default netns.DefaultDirs.
 	NetnsDirs []string
 	// RingBufferBytes sizes the event ring buffer (a power of two); 0 keeps the default 8 MiB.
 	RingBufferBytes uint32
@@ -50,7 +50,7 @@ type Tracer struct {
 	backend  string
 
 	reasons  dropreason.Names
-	netns    *netnsname.Resolver
+	netns    *netns.Namer
 	syms     *symbols // being read from the end of Open on
 	names    nameCache
 	received uint64 // records read from the ring buffer
@@ -71,10 +71,10 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("raise the locked-memory limit for BPF maps: %w", err)
 	}
 	if cfg.HostNetns == nil {
-		cfg.HostNetns = netnsname.HostCandidates
+		cfg.HostNetns = netns.HostCandidates
 	}
 	if cfg.NetnsDirs == nil {
-		cfg.NetnsDirs = []string{"/run/netns", "/var/run/netns"}
+		cfg.NetnsDirs = netns.DefaultDirs
 	}
 	t := &Tracer{}
 	defer func() {
@@ -83,7 +83,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 
-	if t.netns, err = netnsname.New(cfg.HostNetns, cfg.NetnsDirs...); err != nil {
+	if t.netns, err = netns.NewNamer(cfg.HostNetns, cfg.NetnsDirs...); err != nil {
 		return nil, err
 	}
 	t.reasons, err = dropreason.FromBTF(kernel)

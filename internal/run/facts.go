@@ -3,8 +3,6 @@ package run
 import (
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/tracer/nodestate"
 )
@@ -39,18 +37,5 @@ func (f nodeFacts) Offload(netns uint32, dev string) (diagnose.Offload, error) {
 }
 
 func (f nodeFacts) VXLANDevices(netns uint32) (map[string]uint16, error) {
-	devs := map[string]uint16{}
-	err := f.r.Do(netns, func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if v, ok := l.(*netlink.Vxlan); ok {
-				devs[v.Attrs().Name] = uint16(v.Port)
-			}
-		}
-		return nil
-	})
-	return devs, err
+	return f.r.VXLANDevices(netns)
 }

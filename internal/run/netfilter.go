@@ -2,15 +2,12 @@ package run
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 	"github.com/pathtrace/pathtrace/tracer/nftrace"
-	"github.com/pathtrace/pathtrace/tracer/nodestate"
 )
 
 // netfilterWatch turns on the kernel's nftables tracing for the traced flow in every namespace
@@ -18,7 +15,7 @@ import (
 // netlink sockets: the kernel removes them when pathtrace exits, however it exits.
 type netfilterWatch struct {
 	mgr    *nftrace.Manager
-	reader *nodestate.Reader
+	finder *netns.Finder
 	mu     sync.Mutex
 	seen   map[uint32]bool
 	done   chan struct{}
@@ -26,10 +23,14 @@ type netfilterWatch struct {
 
 // watchNetfilter starts tracing in the host namespace and every named one, before the probes
 // are reported ready, and passes every drop it sees to d. netnsDirs are where named namespaces
-// are (nil: nodestate.DefaultNetnsDirs).
-func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *netfilterWatch {
+// are (nil: netns.DefaultDirs). The error says why this kernel cannot trace nftables at all
+// (no nf_tables, no CAP_NET_ADMIN); the run goes on without.
+func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (*netfilterWatch, error) {
+	if err := nftrace.Available(); err != nil {
+		return nil, err
+	}
 	if len(netnsDirs) == 0 {
-		netnsDirs = nodestate.DefaultNetnsDirs
+		netnsDirs = netns.DefaultDirs
 	}
 	any := netip.MustParsePrefix("0.0.0.0/0")
 	if f.IsV6() {
@@ -44,7 +45,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *
 	}
 	w := &netfilterWatch{
 		mgr:    nftrace.NewManager(a, b),
-		reader: nodestate.New("/proc", netnsDirs...),
+		finder: netns.NewFinder("/proc", netnsDirs...),
 		seen:   map[uint32]bool{},
 		done:   make(chan struct{}),
 	}
@@ -57,22 +58,13 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) *
 			})
 		}
 	}()
-	for _, p := range netnsname.HostCandidates {
-		if ino, err := netnsname.Inode(p); err == nil {
-			w.watch(ino, p)
-			break
-		}
+	if p, ino, err := netns.Host(netns.HostCandidates); err == nil {
+		w.watch(ino, p)
 	}
-	for _, dir := range netnsDirs {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			p := filepath.Join(dir, e.Name())
-			if ino, err := netnsname.Inode(p); err == nil {
-				w.watch(ino, p)
-			}
-		}
+	for _, n := range netns.List(netnsDirs...) {
+		w.watch(n.Inode, n.Path)
 	}
-	return w
+	return w, nil
 }
 
 func (w *netfilterWatch) watch(ino uint32, path string) {
@@ -98,7 +90,7 @@ func (w *netfilterWatch) Seen(ino uint32) {
 		return
 	}
 	go func() {
-		if p, err := w.reader.Path(ino); err == nil {
+		if p, err := w.finder.Path(ino); err == nil {
 			w.watch(ino, p)
 		}
 	}()

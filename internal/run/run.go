@@ -116,16 +116,20 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	asm := assemble.New(o.Filter, assemble.Options{})
 	diag := diagnose.New(o.Facts)
 	var nf *netfilterWatch
+	defer func() {
+		if nf != nil {
+			nf.Close()
+		}
+	}()
 	if o.NFTrace {
-		nf = watchNetfilter(o.Filter, diag, o.NetnsDirs)
-		defer func() {
-			if nf != nil {
-				nf.Close()
+		// Said before tracing starts: a netfilter drop's rule will not be named (anywhere, or
+		// in the namespaces of the warnings).
+		if nf, err = watchNetfilter(o.Filter, diag, o.NetnsDirs); err != nil {
+			t.Meta.Degraded = append(t.Meta.Degraded, "nftables tracing unavailable: "+err.Error()+": rule names not shown")
+		} else {
+			for _, w := range nf.mgr.Warnings() {
+				t.Meta.Degraded = append(t.Meta.Degraded, "nftables tracing unavailable: "+w)
 			}
-		}()
-		// Said before tracing starts: a netfilter drop's rule will not be named there.
-		for _, w := range nf.mgr.Warnings() {
-			t.Meta.Degraded = append(t.Meta.Degraded, "nftables tracing unavailable: "+w)
 		}
 	}
 	// The kernel's symbols were read meanwhile: from the ready file on, no drop waits for them.

@@ -28,6 +28,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // Drop is one packet of the traced flow dropped by an nf_tables rule or by a
@@ -89,7 +91,7 @@ type Session struct {
 	priority int32
 	a, b     netip.Prefix
 
-	nsFd int
+	ns *netns.File
 
 	// connMu serialises use of the owner socket (conn/owner) between the
 	// resolver and Close.
@@ -136,20 +138,15 @@ func open(nsPath string, a, b netip.Prefix, inode uint32) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	ns, err := netns.Open(nsPath)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: nsPath, Err: err}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, &os.PathError{Op: "stat", Path: nsPath, Err: err}
+		return nil, err
 	}
 	s := &Session{
-		netns:   uint32(st.Ino),
+		netns:   ns.Inode(),
 		a:       a,
 		b:       b,
-		nsFd:    fd,
+		ns:      ns,
 		drops:   make(chan Drop, drainBuffer),
 		pending: make(chan candidate, pendingBuffer),
 		done:    make(chan struct{}),
@@ -190,9 +187,9 @@ func normalizePair(a, b netip.Prefix) (netip.Prefix, netip.Prefix, error) {
 // marked by the new rules can be missed, then creates the table.
 func (s *Session) setup() error {
 	var err error
-	s.trace, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: s.nsFd})
+	s.trace, err = dialIn(s.ns)
 	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+		return err
 	}
 	if err := s.trace.JoinGroup(unix.NFNLGRP_NFTRACE); err != nil {
 		return fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
@@ -218,9 +215,7 @@ func (s *Session) setup() error {
 // session of this process already traces the namespace.
 func (s *Session) createTable(prio int32) error {
 	var owner *netlink.Conn
-	conn, err := nftables.New(
-		nftables.AsLasting(),
-		nftables.WithNetNSFd(s.nsFd),
+	conn, err := lastingConnIn(s.ns,
 		nftables.WithSockOptions(func(c *netlink.Conn) error {
 			owner = c
 			// Error messages from the kernel ("Could not process rule: ...").
@@ -229,7 +224,7 @@ func (s *Session) createTable(prio int32) error {
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+		return err
 	}
 	if owner == nil {
 		_ = conn.CloseLasting()
@@ -348,10 +343,7 @@ func (s *Session) teardown() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.nsFd >= 0 {
-		unix.Close(s.nsFd)
-		s.nsFd = -1
-	}
+	s.ns.Close()
 	return errors.Join(errs...)
 }
 

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/internal/lab"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 func needRoot(t *testing.T) {
@@ -446,7 +447,77 @@ func TestMain(m *testing.M) {
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	}
+	if os.Getenv("PT_NFTRACE_NOFD") == "1" {
+		os.Exit(dialWithoutDescriptors())
+	}
+	if os.Getenv("PT_NFTRACE_AVAILABLE") == "1" {
+		if err := Available(); err != nil {
+			os.Stdout.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// dialWithoutDescriptors makes the socket of a dial in a namespace fail, as a kernel without
+// nfnetlink does (there EPROTONOSUPPORT, here EMFILE): the namespace file is open, and the
+// descriptor limit leaves room for exactly one more, which entering takes. It prints what the
+// dial returned; a panic (mdlayher/socket losing the error) ends the process.
+func dialWithoutDescriptors() int {
+	ns, err := netns.Open("/proc/self/ns/net")
+	if err != nil {
+		os.Stdout.WriteString("open: " + err.Error() + "\n")
+		return 2
+	}
+	free, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 2
+	}
+	unix.Close(free)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free) + 1, Max: uint64(free) + 1}); err != nil {
+		return 2
+	}
+	c, err := dialIn(ns)
+	if err == nil {
+		c.Close()
+		os.Stdout.WriteString("dialed\n")
+		return 0
+	}
+	os.Stdout.WriteString("error: " + err.Error() + "\n")
+	return 1
+}
+
+// A socket that cannot be made in the namespace is an error, not a panic: dialIn makes it on
+// a thread inside the namespace instead of handing the namespace to mdlayher/socket, which
+// loses that error and returns a nil socket netlink.Dial then uses.
+func TestDialInSocketFails(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PT_NFTRACE_NOFD=1")
+	out, err := cmd.CombinedOutput()
+	if strings.Contains(string(out), "panic:") || !strings.Contains(string(out), "error: netlink socket: ") || !strings.Contains(string(out), "too many open files") {
+		t.Errorf("dial with no descriptor left: %v\n%s\nwant an error naming EMFILE", err, out)
+	}
+}
+
+// This kernel has nf_tables; without CAP_NET_ADMIN (dropped from the bounding set before exec,
+// as a container without it would have) nf_tables answers nothing, and Available says so.
+func TestAvailable(t *testing.T) {
+	needRoot(t)
+	if err := Available(); err != nil {
+		t.Fatalf("Available on a kernel with nf_tables: %v", err)
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv to drop CAP_NET_ADMIN with")
+	}
+	cmd := exec.Command(setpriv, "--bounding-set=-net_admin", "--inh-caps=-net_admin", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PT_NFTRACE_AVAILABLE=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "needs CAP_NET_ADMIN") {
+		t.Errorf("Available without CAP_NET_ADMIN = %v: %s, want it to name CAP_NET_ADMIN", err, out)
+	}
 }
 
 func TestManager(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // rulesetWatch waits, in a namespace without nf_tables tables, for one to
@@ -30,20 +32,20 @@ type rulesetWatch struct {
 // pathtrace's marking tables; then (or on error) no watch is returned.
 // Subscribing first means a table created in between is not missed.
 func watchRuleset(nsPath string) (w *rulesetWatch, has bool, err error) {
-	fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	ns, err := netns.Open(nsPath)
 	if err != nil {
-		return nil, false, &os.PathError{Op: "open", Path: nsPath, Err: err}
+		return nil, false, err
 	}
-	defer unix.Close(fd)
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
+	defer ns.Close()
+	conn, err := dialIn(ns)
 	if err != nil {
-		return nil, false, fmt.Errorf("netlink socket: %w", err)
+		return nil, false, err
 	}
 	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
 		conn.Close()
 		return nil, false, fmt.Errorf("join NFNLGRP_NFTABLES: %w", err)
 	}
-	has, err = hasOtherTables(fd)
+	has, err = hasOtherTables(ns)
 	if err != nil || has {
 		conn.Close()
 		return nil, has, err
@@ -53,13 +55,14 @@ func watchRuleset(nsPath string) (w *rulesetWatch, has bool, err error) {
 	return w, false, nil
 }
 
-// hasOtherTables reports whether the namespace (an open fd) has an nf_tables
-// table of any family that is not a pathtrace marking table.
-func hasOtherTables(nsFd int) (bool, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(nsFd))
+// hasOtherTables reports whether the namespace has an nf_tables table of any
+// family that is not a pathtrace marking table.
+func hasOtherTables(ns *netns.File) (bool, error) {
+	c, err := lastingConnIn(ns)
 	if err != nil {
-		return false, fmt.Errorf("netlink socket: %w", err)
+		return false, err
 	}
+	defer c.CloseLasting()
 	tables, err := c.ListTables()
 	if err != nil {
 		return false, fmt.Errorf("list tables: %w", err)
@@ -127,4 +130,70 @@ func (w *rulesetWatch) Close() error {
 		}
 	})
 	return err
+}
+
+// dialIn opens a NETLINK_NETFILTER socket in the namespace ns. The socket is made by a thread
+// that entered the namespace (netns.File.Do), not through netlink.Config.NetNS: with a
+// namespace set, mdlayher/socket v0.5.1 loses the error of a socket that could not be made
+// there (a kernel without nfnetlink answers EPROTONOSUPPORT) and hands netlink.Dial a nil
+// socket, which then panics in (*socket.Conn).control.
+func dialIn(ns *netns.File) (*netlink.Conn, error) {
+	var c *netlink.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	return c, nil
+}
+
+// lastingConnIn opens a lasting nftables connection in the namespace ns; the caller closes it
+// with CloseLasting. Its socket is made inside the namespace, as dialIn's (not with
+// nftables.WithNetNSFd, which goes through netlink.Config.NetNS).
+func lastingConnIn(ns *netns.File, opts ...nftables.ConnOption) (*nftables.Conn, error) {
+	var c *nftables.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, opts...)...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	return c, nil
+}
+
+// Available says why this kernel cannot trace nftables at all, or nil when it can: it opens a
+// NETLINK_NETFILTER socket in our own namespace and lists the tables, which loads nfnetlink
+// and nf_tables where they are modules the kernel may load. A kernel with neither (a node
+// without a CNI's or a firewall's rules, booted with no netfilter modules) cannot run an
+// nf_tables rule, so there is none to name; without CAP_NET_ADMIN nf_tables answers nothing.
+func Available() error {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		return errors.New("the kernel has no nfnetlink (not built in, module not loaded)")
+	}
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	c.Close()
+	nft, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	defer nft.CloseLasting()
+	_, err = nft.ListTables()
+	switch {
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("nf_tables needs CAP_NET_ADMIN (list tables: %w)", err)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP):
+		// nfnetlink answers EINVAL for a subsystem that is not there and cannot be loaded.
+		return fmt.Errorf("the kernel has no nf_tables (not built in, module not loaded): list tables: %w", err)
+	case err != nil:
+		return fmt.Errorf("list tables: %w", err)
+	}
+	return nil
 }

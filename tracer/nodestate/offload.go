@@ -51,6 +51,25 @@ func (r *Reader) ChecksumOffload(ino uint32, dev string) (Offload, error) {
 	return o, nil
 }
 
+// VXLANDevices lists the VXLAN devices in the namespace with inode ino, by name, with their UDP
+// destination port.
+func (r *Reader) VXLANDevices(ino uint32) (map[string]uint16, error) {
+	devs := map[string]uint16{}
+	err := r.withNetlink(ino, func(h *netlink.Handle) error {
+		links, err := dump(h.LinkList)
+		if err != nil {
+			return fmt.Errorf("list devices: %w", err)
+		}
+		for _, l := range links {
+			if v, ok := l.(*netlink.Vxlan); ok {
+				devs[v.Attrs().Name] = uint16(v.Port)
+			}
+		}
+		return nil
+	})
+	return devs, err
+}
+
 // ethtoolValue issues an ethtool command that takes and returns a struct ethtool_value.
 func ethtoolValue(fd int, dev string, cmd, data uint32) (uint32, error) {
 	ifr, err := unix.NewIfreq(dev)

@@ -75,6 +75,10 @@ func TestChecksumOffloadVXLAN(t *testing.T) {
 	if got.Kind != "vxlan" || got.VXLANPort != 8472 {
 		t.Errorf("flannel.1: %+v, want kind vxlan on port 8472", got)
 	}
+	devs, err := r.VXLANDevices(o.Node1.Inode())
+	if err != nil || len(devs) != 1 || devs[o.VXLANDev] != 8472 {
+		t.Errorf("VXLANDevices = %v, %v; want %s on 8472 alone", devs, err, o.VXLANDev)
+	}
 	// A device name with a dot, in the dotted form.
 	want, err := o.Node1.ReadSysctl("net/ipv4/conf/flannel.1/forwarding")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/internal/kube/cri"
 	"github.com/pathtrace/pathtrace/internal/privilege"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // DebugPodMount is where `kubectl debug node/...` mounts the node's root filesystem.
@@ -124,11 +125,13 @@ func netnsDirs(e Env) []string {
 	// The node's own first: in a debug pod /run/netns is the pod's (empty) and the names
 	// that matter are the node's.
 	if e.DebugPod {
-		add(e.hostFile("/run/netns"))
-		add(e.hostFile("/var/run/netns"))
+		for _, d := range netns.DefaultDirs {
+			add(e.hostFile(d))
+		}
 	}
-	add(filepath.Join(e.Root, "run/netns"))
-	add(filepath.Join(e.Root, "var/run/netns"))
+	for _, d := range netns.DefaultDirs {
+		add(filepath.Join(e.Root, d))
+	}
 	return dirs
 }
 

@@ -8,17 +8,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/internal/kube/cri"
 	"github.com/pathtrace/pathtrace/trace"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // Lister lists the node's pods: the CRI client, or anything answering like it.
@@ -181,36 +180,20 @@ func (l *Labeller) place(netns, ifindex uint32, ifname string) (pod, devicePod s
 	return pod, devicePod
 }
 
-// nsFile is an open network namespace file.
+// nsFile is an open network namespace file (netns.Open refuses a file that is not one: from a
+// debug pod without mount propagation, a namespace bind-mounted on the node after the pod
+// started shows as the empty file under it).
 type nsFile struct {
-	f   *os.File
-	ino uint32
+	*netns.File
 	pod string // for a pod's namespace
 }
 
-// openNetns opens a network namespace file, and refuses a file that is not one: from a debug
-// pod without mount propagation, a namespace bind-mounted on the node after the pod started
-// shows as the empty file under it.
 func openNetns(path string) (*nsFile, error) {
-	f, err := os.Open(path)
+	f, err := netns.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	var sfs unix.Statfs_t
-	var st unix.Stat_t
-	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("statfs %s: %w", path, err)
-	}
-	if sfs.Type != unix.NSFS_MAGIC {
-		f.Close()
-		return nil, fmt.Errorf("%s is not a namespace file (not on nsfs)", path)
-	}
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	return &nsFile{f: f, ino: uint32(st.Ino)}, nil
+	return &nsFile{File: f}, nil
 }
 
 // refresh rebuilds every map from scratch: the pods' namespaces from the runtime, and for the
@@ -229,7 +212,7 @@ func (l *Labeller) refresh(ctx context.Context) error {
 	var podNS []*nsFile
 	defer func() {
 		for _, n := range podNS {
-			n.f.Close()
+			n.Close()
 		}
 	}()
 	for _, p := range pods {
@@ -240,20 +223,20 @@ func (l *Labeller) refresh(ctx context.Context) error {
 		if err != nil {
 			continue // a stopped sandbox's namespace is gone
 		}
-		if _, dup := byNetns[n.ino]; dup {
-			n.f.Close() // pods come ready first: an old sandbox does not take the name
+		if _, dup := byNetns[n.Inode()]; dup {
+			n.Close() // pods come ready first: an old sandbox does not take the name
 			continue
 		}
 		n.pod = p.Key()
-		byNetns[n.ino] = n.pod
-		seen[n.ino] = true
+		byNetns[n.Inode()] = n.pod
+		seen[n.Inode()] = true
 		podNS = append(podNS, n)
 	}
 
 	var nodeNS []*nsFile
 	defer func() {
 		for _, n := range nodeNS {
-			n.f.Close()
+			n.Close()
 		}
 	}()
 	add := func(path string) bool {
@@ -261,11 +244,11 @@ func (l *Labeller) refresh(ctx context.Context) error {
 		if err != nil {
 			return false
 		}
-		if seen[n.ino] {
-			n.f.Close()
+		if seen[n.Inode()] {
+			n.Close()
 			return true
 		}
-		seen[n.ino] = true
+		seen[n.Inode()] = true
 		nodeNS = append(nodeNS, n)
 		return true
 	}
@@ -274,11 +257,8 @@ func (l *Labeller) refresh(ctx context.Context) error {
 			break
 		}
 	}
-	for _, d := range l.opts.NetnsDirs {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			add(filepath.Join(d, e.Name()))
-		}
+	for _, n := range netns.List(l.opts.NetnsDirs...) {
+		add(n.Path)
 	}
 
 	byDev := map[devKey]string{}
@@ -298,20 +278,20 @@ func (l *Labeller) refresh(ctx context.Context) error {
 // pod's namespace (IFLA_LINK_NETNSID: the peer of a veth, the lower device of netkit...) the
 // pod. The partner's namespace is known to n by an id; n is asked the id of each pod's.
 func devicesIn(n *nsFile, pods []*nsFile, byDev map[devKey]string, byName map[nameKey]string) error {
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.f.Fd()), unix.NETLINK_ROUTE)
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
-		return fmt.Errorf("netlink in netns %d: %w", n.ino, err)
+		return fmt.Errorf("netlink in netns %d: %w", n.Inode(), err)
 	}
 	defer h.Close()
 	ids := map[int]string{}
 	for _, p := range pods {
-		if id, err := h.GetNetNsIdByFd(int(p.f.Fd())); err == nil && id >= 0 {
+		if id, err := h.GetNetNsIdByFd(p.Fd()); err == nil && id >= 0 {
 			ids[id] = p.pod
 		}
 	}
 	links, err := h.LinkList()
 	if err != nil {
-		return fmt.Errorf("list devices in netns %d: %w", n.ino, err)
+		return fmt.Errorf("list devices in netns %d: %w", n.Inode(), err)
 	}
 	for _, link := range links {
 		a := link.Attrs()
@@ -319,8 +299,8 @@ func devicesIn(n *nsFile, pods []*nsFile, byDev map[devKey]string, byName map[na
 		if a.NetNsID >= 0 {
 			pod = ids[a.NetNsID]
 		}
-		byDev[devKey{n.ino, uint32(a.Index)}] = pod
-		byName[nameKey{n.ino, a.Name}] = pod
+		byDev[devKey{n.Inode(), uint32(a.Index)}] = pod
+		byName[nameKey{n.Inode(), a.Name}] = pod
 	}
 	return nil
 }

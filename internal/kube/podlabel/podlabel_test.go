@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/internal/kube/cri"
@@ -18,7 +18,7 @@ import (
 	"github.com/pathtrace/pathtrace/internal/lab"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
-	"github.com/pathtrace/pathtrace/tracer/netnsname"
+	"github.com/pathtrace/pathtrace/tracer/netns"
 )
 
 // pods is a Lister whose answer the test changes, counting the calls.
@@ -56,7 +56,7 @@ func topology(t *testing.T, name string, net uint8) *lab.Topology {
 // ifindex is the index of dev in the namespace at path.
 func ifindex(t *testing.T, path, dev string) uint32 {
 	t.Helper()
-	ns, err := netns.GetFromPath(path)
+	ns, err := vnetns.GetFromPath(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestLabelsRealVeths(t *testing.T) {
 	topo := topology(t, "veth", 61)
 	lister := &pods{}
 	lister.set(web(topo.Pod.Path()), cri.Pod{Namespace: "kube-system", Name: "cilium", HostNetwork: true, Ready: true})
-	l := New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}})
+	l := New(lister, Options{HostNetns: netns.HostCandidates, NetnsDirs: []string{"/run/netns"}})
 	if err := l.Refresh(context.Background()); err != nil {
 		t.Fatalf("Refresh: %v", err)
 	}
@@ -140,7 +140,7 @@ func TestRefreshOnUnknown(t *testing.T) {
 	topo := topology(t, "cache", 62)
 	lister := &pods{}
 	lister.set(web(topo.Pod.Path()))
-	l := New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}, MinRefresh: 300 * time.Millisecond, MaxAge: time.Hour})
+	l := New(lister, Options{HostNetns: netns.HostCandidates, NetnsDirs: []string{"/run/netns"}, MinRefresh: 300 * time.Millisecond, MaxAge: time.Hour})
 	if err := l.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestDebugPodPaths(t *testing.T) {
 	}
 	lister := &pods{}
 	lister.set(web("/var/run/netns/cni-5b1e"), cri.Pod{Namespace: "default", Name: "gone", Ready: true, NetnsPath: "/var/run/netns/cni-stale"})
-	l := New(lister, Options{HostPath: env.HostPath, HostNetns: netnsname.HostCandidates, NetnsDirs: append(env.NetnsDirs, "/run/netns")})
+	l := New(lister, Options{HostPath: env.HostPath, HostNetns: netns.HostCandidates, NetnsDirs: append(env.NetnsDirs, "/run/netns")})
 	if err := l.Refresh(context.Background()); err != nil {
 		t.Fatalf("Refresh: %v", err)
 	}
@@ -248,11 +248,11 @@ func TestDebugPodPaths(t *testing.T) {
 	if got := l.DevicePod(topo.Node.Inode(), 0, lab.NodePodIf); got != "default/web" {
 		t.Errorf("DevicePod(node veth-pod) = %q, want default/web", got)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(stale, &st); err != nil {
+	staleIno, err := netns.Inode(stale)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := l.Pod(uint32(st.Ino)); got != "" {
+	if got := l.Pod(staleIno); got != "" {
 		t.Errorf("the placeholder file's inode is labelled %q", got)
 	}
 }
@@ -268,7 +268,7 @@ func benchLab(b *testing.B, maxAge time.Duration) (*lab.Topology, *Labeller) {
 	b.Cleanup(func() { _ = topo.Close() })
 	lister := &pods{}
 	lister.set(web(topo.Pod.Path()))
-	return topo, New(lister, Options{HostNetns: netnsname.HostCandidates, NetnsDirs: []string{"/run/netns"}, MaxAge: maxAge})
+	return topo, New(lister, Options{HostNetns: netns.HostCandidates, NetnsDirs: []string{"/run/netns"}, MaxAge: maxAge})
 }
 
 func BenchmarkLabel(b *testing.B) {

@@ -1,4 +1,4 @@
-package nodestate
+package netns
 
 import (
 	"errors"
@@ -7,19 +7,38 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/internal/lab"
+	"github.com/pathtrace/pathtrace/internal/testutil"
 )
+
+// standard builds the lab's pod/node/ext topology for one test.
+func standard(t *testing.T, prefix string, net uint8) *lab.Topology {
+	t.Helper()
+	testutil.RequireRoot(t, "create network namespaces")
+	topo, err := lab.Standard(prefix, net)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return topo
+}
 
 func selfNetns(t *testing.T) uint32 {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+	ino, err := Inode("/proc/thread-self/ns/net")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return uint32(st.Ino)
+	return ino
 }
 
 func TestDoUnknownInode(t *testing.T) {
-	r := New("/proc", t.TempDir())
+	r := NewFinder("/proc", t.TempDir())
 	const ino = 12345 // nsfs numbers start at 0xf0000000
 	called := false
 	err := r.Do(ino, func() error { called = true; return nil })
@@ -29,18 +48,18 @@ func TestDoUnknownInode(t *testing.T) {
 	if called {
 		t.Error("fn ran although the namespace was not found")
 	}
-	if _, err := r.Sysctl(ino, "net.ipv4.ip_forward"); err == nil || !strings.Contains(err.Error(), "netns 12345") {
-		t.Errorf("Sysctl in unknown netns: %v", err)
+	if _, err := r.Path(ino); err == nil || !strings.Contains(err.Error(), "netns 12345") {
+		t.Errorf("Path of an unknown netns: %v", err)
 	}
 }
 
 func TestDoOwnNamespaceThroughSelf(t *testing.T) {
-	needRoot(t, "enter a network namespace")
+	testutil.RequireRoot(t, "enter a network namespace")
 	if _, err := os.Stat("/proc/thread-self/ns/net"); err != nil {
 		t.Skip("no /proc/thread-self")
 	}
 	// Neither the directories nor hostProc know us: only /proc/self is left.
-	r := New(t.TempDir()+"/proc", t.TempDir())
+	r := NewFinder(t.TempDir()+"/proc", t.TempDir())
 	self := selfNetns(t)
 	var inside uint32
 	err := r.Do(self, func() error {
@@ -58,8 +77,8 @@ func TestDoOwnNamespaceThroughSelf(t *testing.T) {
 }
 
 func TestDoReturnsErrorsAndPanics(t *testing.T) {
-	needRoot(t, "enter a network namespace")
-	r := New("/proc")
+	testutil.RequireRoot(t, "enter a network namespace")
+	r := NewFinder("/proc")
 	self := selfNetns(t)
 	want := errors.New("boom")
 	if err := r.Do(self, func() error { return want }); !errors.Is(err, want) {
@@ -72,7 +91,7 @@ func TestDoReturnsErrorsAndPanics(t *testing.T) {
 
 func TestDoEntersAndLeaves(t *testing.T) {
 	topo := standard(t, "ptns-do", 230)
-	r := New("/proc")
+	r := NewFinder("/proc")
 	before := selfNetns(t)
 	for range 20 {
 		var inside uint32
@@ -109,23 +128,31 @@ func TestDoFindsProcessNamespace(t *testing.T) {
 	if err := os.MkdirAll(proc+"/self", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := New(proc, t.TempDir())
-	v, err := r.Sysctl(topo.Node.Inode(), "net.ipv4.ip_forward")
-	if err != nil || v != "1" {
-		t.Fatalf("node ip_forward through %s = %q, %v; want 1", proc, v, err)
+	r := NewFinder(proc, t.TempDir())
+	var inside uint32
+	err := r.Do(topo.Node.Inode(), func() error {
+		var err error
+		inside, err = Inode("/proc/thread-self/ns/net")
+		return err
+	})
+	if err != nil || inside != topo.Node.Inode() {
+		t.Fatalf("entered netns %d through %s, %v; want node's %d", inside, proc, err, topo.Node.Inode())
 	}
 	if got, want := r.paths[topo.Node.Inode()], proc+"/4242/ns/net"; got != want {
 		t.Errorf("found at %q, want %q", got, want)
 	}
-	// The pod's namespace is nowhere this Reader looks.
-	if _, err := r.Sysctl(topo.Pod.Inode(), "net.ipv4.ip_forward"); err == nil {
+	if got, err := r.Path(topo.Node.Inode()); err != nil || got != proc+"/4242/ns/net" {
+		t.Errorf("Path = %q, %v; want %s", got, err, proc+"/4242/ns/net")
+	}
+	// The pod's namespace is nowhere this Finder looks.
+	if _, err := r.Path(topo.Pod.Inode()); err == nil {
 		t.Error("pod namespace found although no path leads to it")
 	}
 }
 
 func TestDoNamedNamespace(t *testing.T) {
 	topo := standard(t, "ptns-named", 234)
-	r := New("/proc")
+	r := NewFinder("/proc")
 	if err := r.Do(topo.Ext.Inode(), func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package netnsname
+package netns
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 )
 
 func selfIno(t *testing.T) uint32 {
@@ -23,9 +23,9 @@ func selfIno(t *testing.T) uint32 {
 }
 
 func TestHostFromFirstReadableCandidate(t *testing.T) {
-	r, err := New([]string{"/nonexistent", "/proc/self/ns/net"})
+	r, err := NewNamer([]string{"/nonexistent", "/proc/self/ns/net"})
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		t.Fatalf("NewNamer: %v", err)
 	}
 	self := selfIno(t)
 	if r.Host() != self {
@@ -62,12 +62,12 @@ func TestInode(t *testing.T) {
 }
 
 func TestAllCandidatesFail(t *testing.T) {
-	r, err := New([]string{"/nonexistent/a", "/nonexistent/b"}, t.TempDir())
+	r, err := NewNamer([]string{"/nonexistent/a", "/nonexistent/b"}, t.TempDir())
 	if err == nil {
-		t.Fatalf("New = %+v, want an error", r)
+		t.Fatalf("NewNamer = %+v, want an error", r)
 	}
 	if r != nil {
-		t.Errorf("New returned a Resolver with its error")
+		t.Errorf("NewNamer returned a Namer with its error")
 	}
 	for _, s := range []string{"host network namespace", "/nonexistent/a", "/nonexistent/b"} {
 		if !strings.Contains(err.Error(), s) {
@@ -77,9 +77,9 @@ func TestAllCandidatesFail(t *testing.T) {
 }
 
 func TestNoCandidates(t *testing.T) {
-	r, err := New(nil)
+	r, err := NewNamer(nil)
 	if err == nil {
-		t.Fatalf("New(nil) = %+v, want an error", r)
+		t.Fatalf("NewNamer(nil) = %+v, want an error", r)
 	}
 	if !strings.Contains(err.Error(), "host network namespace") {
 		t.Errorf("error %q", err)
@@ -109,7 +109,7 @@ func TestNamesFromDirs(t *testing.T) {
 	if err := os.Link(filepath.Join(d1, "red"), filepath.Join(d2, "red-alias")); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New([]string{"/proc/self/ns/net"}, filepath.Join(t.TempDir(), "missing"), d1, d2)
+	r, err := NewNamer([]string{"/proc/self/ns/net"}, filepath.Join(t.TempDir(), "missing"), d1, d2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestNamesFromDirs(t *testing.T) {
 func TestRescan(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Now()
-	r, err := New([]string{"/proc/self/ns/net"}, dir)
+	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestRescan(t *testing.T) {
 	// well within the interval, so a slow machine does not make it flaky.
 	if time.Since(start) < 50*time.Millisecond {
 		if got := r.Name(ino); got != fallback {
-			t.Errorf("Name right after New = %q, want %q (no rescan yet)", got, fallback)
+			t.Errorf("Name right after NewNamer = %q, want %q (no rescan yet)", got, fallback)
 		}
 	}
 
@@ -157,7 +157,7 @@ func TestNamedNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
-	r, err := New([]string{"/nonexistent", "/proc/self/ns/net"}, "/run/netns", "/var/run/netns")
+	r, err := NewNamer([]string{"/nonexistent", "/proc/self/ns/net"}, "/run/netns", "/var/run/netns")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,25 +168,25 @@ func TestNamedNetns(t *testing.T) {
 		// switch back before anything else runs here.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
+		orig, err := vnetns.Get()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer orig.Close()
-		h, err := netns.NewNamed(name)
+		h, err := vnetns.NewNamed(name)
 		if err != nil {
-			if serr := netns.Set(orig); serr != nil {
+			if serr := vnetns.Set(orig); serr != nil {
 				panic(fmt.Sprintf("cannot return to the original netns: %v", serr))
 			}
 			t.Fatalf("NewNamed(%s): %v", name, err)
 		}
 		t.Cleanup(func() {
-			if err := netns.DeleteNamed(name); err != nil {
+			if err := vnetns.DeleteNamed(name); err != nil {
 				t.Errorf("DeleteNamed(%s): %v", name, err)
 			}
 		})
 		defer h.Close()
-		if err := netns.Set(orig); err != nil {
+		if err := vnetns.Set(orig); err != nil {
 			panic(fmt.Sprintf("cannot return to the original netns: %v", err))
 		}
 		var st syscall.Stat_t
@@ -213,7 +213,7 @@ func TestNamedNetns(t *testing.T) {
 	}
 
 	// A resolver started now finds it in its first scan, without waiting.
-	r2, err := New([]string{"/proc/self/ns/net"}, "/run/netns")
+	r2, err := NewNamer([]string{"/proc/self/ns/net"}, "/run/netns")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestNamedNetns(t *testing.T) {
 
 // With no candidates at all the error should still read well.
 func TestNoCandidatesMessage(t *testing.T) {
-	_, err := New(nil)
+	_, err := NewNamer(nil)
 	if err == nil || strings.Contains(err.Error(), "%!") {
 		t.Errorf("error %q", err)
 	}
@@ -244,7 +244,7 @@ func TestReusedInodeGetsNewName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := New([]string{"/proc/self/ns/net"}, dir)
+	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
