@@ -97,7 +97,7 @@ func leftHostVerdict(t *trace.Trace, p trace.Packet) trace.Verdict {
 	}
 	src, dst := egress.Tuple.Src, egress.Tuple.Dst
 	v.Evidence = []trace.Evidence{
-		{What: "egress device", Value: egress.Ifname + " in " + egress.NetnsName, Source: egress.Probe},
+		{What: "egress device", Value: egress.Place.String(), Source: egress.Probe},
 		{What: "source address on the wire", Value: src.String(), Source: egress.Probe},
 		{What: "replies seen", Value: "0", Source: "trace"},
 	}
