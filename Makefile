@@ -61,6 +61,7 @@ FUZZTIME ?= 10s
 FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	FuzzRead:./render/jsontrace \
+	FuzzScan:./render/jsontrace \
 	FuzzParseAddr:./trace \
 	FuzzNewFilter:./trace \
 	FuzzDecode:./tracer \

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/trace"
 )
 
 func newShowCmd() *cobra.Command {
@@ -20,11 +22,28 @@ func newShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := jsontrace.ReadFile(args[0])
-			if err != nil {
-				return err
+			// Each packet is printed as it is read and then let go: a trace of any size is shown
+			// in the memory of one packet (jsontrace.MaxValueBytes at most).
+			out := bufio.NewWriterSize(os.Stdout, 64<<10)
+			p := text.NewPrinter(out, text.Options{Color: color})
+			n := 0
+			t, err := jsontrace.ScanFile(args[0], func(head *trace.Trace) error {
+				p.Header(head)
+				return p.Err()
+			}, func(pk *trace.Packet) error {
+				p.Packet(*pk)
+				n++
+				return p.Err()
+			})
+			if err == nil {
+				p.SummaryOf(t, n)
+				err = p.Err()
 			}
-			return text.Render(os.Stdout, t, text.Options{Color: color})
+			// What was shown before an error is shown: the error says where the file went wrong.
+			if ferr := out.Flush(); err == nil {
+				err = ferr
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
