@@ -23,23 +23,31 @@ func newShowCmd() *cobra.Command {
 				return err
 			}
 			// Each packet is printed as it is read and then let go: a trace of any size is shown
-			// in the memory of one packet (jsontrace.MaxValueBytes at most).
+			// in the memory of one packet (jsontrace.MaxValueBytes at most). The header waits for
+			// the first packet, so that a file broken before it prints only the error; one broken
+			// later prints the packets before the break, then the error.
 			out := bufio.NewWriterSize(os.Stdout, 64<<10)
 			p := text.NewPrinter(out, text.Options{Color: color})
+			var head *trace.Trace
 			n := 0
-			t, err := jsontrace.ScanFile(args[0], func(head *trace.Trace) error {
-				p.Header(head)
-				return p.Err()
+			t, err := jsontrace.ScanFile(args[0], func(h *trace.Trace) error {
+				head = h
+				return nil
 			}, func(pk *trace.Packet) error {
+				if n == 0 {
+					p.Header(head)
+				}
 				p.Packet(*pk)
 				n++
 				return p.Err()
 			})
 			if err == nil {
+				if n == 0 {
+					p.Header(t)
+				}
 				p.SummaryOf(t, n)
 				err = p.Err()
 			}
-			// What was shown before an error is shown: the error says where the file went wrong.
 			if ferr := out.Flush(); err == nil {
 				err = ferr
 			}
