@@ -44,6 +44,7 @@ type Reader struct {
 	array, arrayDone bool
 	n                int // packets read
 	err              error
+	file             *os.File // opened by OpenFile
 }
 
 type readState int
@@ -79,6 +80,25 @@ func NewReader(r io.Reader, name string) *Reader {
 		}
 	}
 	return &Reader{name: name, lx: lexer{r: r, mark: -1, buf: make([]byte, 0, readChunk)}}
+}
+
+// OpenFile opens the file at path for a Reader, whose errors name path. Close it.
+func OpenFile(path string) (*Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &readError{name: path, err: err}
+	}
+	r := NewReader(f, path)
+	r.file = f
+	return r, nil
+}
+
+// Close closes the file OpenFile opened; it does nothing for a Reader made by NewReader.
+func (r *Reader) Close() error {
+	if r.file == nil {
+		return nil
+	}
+	return r.file.Close()
 }
 
 // Head reads the document up to its first packet and returns what it has read of it: the
@@ -143,7 +163,10 @@ func (r *Reader) Tail() (*trace.Trace, error) {
 // error from either stops it and is returned. It returns the document without its packets,
 // with the flows and the verdict that follow them.
 func Scan(r io.Reader, name string, head func(*trace.Trace) error, packet func(*trace.Packet) error) (*trace.Trace, error) {
-	rd := NewReader(r, name)
+	return NewReader(r, name).scan(head, packet)
+}
+
+func (rd *Reader) scan(head func(*trace.Trace) error, packet func(*trace.Packet) error) (*trace.Trace, error) {
 	h, err := rd.Head()
 	if err != nil {
 		return nil, err
@@ -171,31 +194,30 @@ func Scan(r io.Reader, name string, head func(*trace.Trace) error, packet func(*
 
 // ScanFile is Scan on the file at path; its errors name path.
 func ScanFile(path string, head func(*trace.Trace) error, packet func(*trace.Packet) error) (*trace.Trace, error) {
-	f, err := os.Open(path)
+	r, err := OpenFile(path)
 	if err != nil {
-		return nil, &readError{name: path, err: err}
+		return nil, err
 	}
-	defer f.Close()
-	return Scan(f, path, head, packet)
+	defer r.Close()
+	return r.scan(head, packet)
 }
 
 // ReadFile reads a saved trace, all its packets in memory: Scan and ScanFile do not hold them.
 // Its errors are one line and name the file.
 func ReadFile(path string) (*trace.Trace, error) {
-	f, err := os.Open(path)
+	r, err := OpenFile(path)
 	if err != nil {
-		return nil, &readError{name: path, err: err}
+		return nil, err
 	}
-	defer f.Close()
-	return read(f, path)
+	defer r.Close()
+	return r.read()
 }
 
 // Read reads a saved trace from r, all its packets in memory. Errors name r's file when it is
 // one (os.Stdin is "/dev/stdin"), "input" otherwise.
-func Read(r io.Reader) (*trace.Trace, error) { return read(r, "") }
+func Read(r io.Reader) (*trace.Trace, error) { return NewReader(r, "").read() }
 
-func read(r io.Reader, name string) (*trace.Trace, error) {
-	rd := NewReader(r, name)
+func (rd *Reader) read() (*trace.Trace, error) {
 	var packets []trace.Packet
 	for {
 		p, err := rd.Next()
@@ -630,7 +652,7 @@ func (l *lexer) fill() error {
 	}
 	if cap(l.buf)-len(l.buf) < readChunk/4 {
 		// Only a captured value grows the buffer, to at most MaxValueBytes and a chunk.
-		nb := make([]byte, len(l.buf), 2*cap(l.buf)+readChunk)
+		nb := make([]byte, len(l.buf), min(2*cap(l.buf)+readChunk, MaxValueBytes+readChunk))
 		copy(nb, l.buf)
 		l.buf = nb
 	}
