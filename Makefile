@@ -91,6 +91,12 @@ bench: build
 	$(GO) build -o bin/bench ./bench
 	./bin/bench -bin $(BIN) -go $(GO)
 
+# Peak RSS of `pathtrace show` on a ~1 GB trace, /dev/zero and 300 MB non-traces (under 64 MB,
+# or it fails), and of merge at its bound. No root; ~1.5 GB of $$TMPDIR; a minute or two.
+.PHONY: show-rss
+show-rss:
+	GO=$(GO) ./scripts/show-rss.sh
+
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,
 # podman load and ctr images import all take, named $(IMAGE). See deploy/README.md.
