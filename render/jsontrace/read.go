@@ -16,7 +16,10 @@ import (
 // Reading streams the document: a Reader holds the fields around the packets and one packet
 // at a time, never the whole file, so `show` and `merge` run in bounded memory on a trace of
 // any size, and stop at the first byte that cannot be part of a pathtrace trace (a binary
-// file, /dev/zero) instead of reading it all first.
+// file, /dev/zero) instead of reading it all first. Streaming needs the fields in the order
+// Write puts them: the schema first, and meta and filter before a packets array (the header is
+// printed before the packets); each field once. A document in another order, which
+// encoding/json would take, is rejected with a message that says so.
 
 // MaxValueBytes is the most a Reader reads of one top-level field of the document (meta,
 // filter, flows, verdict, a field it does not know) or of one packet. A packet has at most a
