@@ -61,6 +61,7 @@ FUZZTIME ?= 10s
 FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	FuzzRead:./render/jsontrace \
+	FuzzScan:./render/jsontrace \
 	FuzzParseAddr:./trace \
 	FuzzJSONIsV1:./trace \
 	FuzzNewFilter:./trace \
@@ -88,6 +89,12 @@ bench: build
 	./scripts/bench-deps.sh
 	$(GO) build -o bin/bench ./bench
 	./bin/bench -bin $(BIN) -go $(GO)
+
+# Peak RSS of `pathtrace show` on a ~1 GB trace, /dev/zero and 300 MB non-traces (under 64 MB,
+# or it fails), and of merge at its bound. No root; ~1.5 GB of $$TMPDIR; a minute or two.
+.PHONY: show-rss
+show-rss:
+	GO=$(GO) ./scripts/show-rss.sh
 
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,

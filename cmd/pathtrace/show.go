@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
+	"github.com/pathtrace/pathtrace/trace"
 )
 
 func newShowCmd() *cobra.Command {
@@ -20,11 +22,36 @@ func newShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := jsontrace.ReadFile(args[0])
-			if err != nil {
-				return err
+			// Each packet is printed as it is read and then let go: a trace of any size is shown
+			// in the memory of one packet (jsontrace.MaxValueBytes at most). The header waits for
+			// the first packet, so that a file broken before it prints only the error; one broken
+			// later prints the packets before the break, then the error.
+			out := bufio.NewWriterSize(os.Stdout, 64<<10)
+			p := text.NewPrinter(out, text.Options{Color: color})
+			var head *trace.Trace
+			n := 0
+			t, err := jsontrace.ScanFile(args[0], func(h *trace.Trace) error {
+				head = h
+				return nil
+			}, func(pk *trace.Packet) error {
+				if n == 0 {
+					p.Header(head)
+				}
+				p.Packet(*pk)
+				n++
+				return p.Err()
+			})
+			if err == nil {
+				if n == 0 {
+					p.Header(t)
+				}
+				p.SummaryOf(t, n)
+				err = p.Err()
 			}
-			return text.Render(os.Stdout, t, text.Options{Color: color})
+			if ferr := out.Flush(); err == nil {
+				err = ferr
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
