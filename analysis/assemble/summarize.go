@@ -4,38 +4,31 @@ import "github.com/pathtrace/pathtrace/trace"
 
 // Summarize counts packets per flow, a flow being the request-direction tuple, and groups each
 // flow's drops by where they happened. Flows and drop sites keep the order they first appear.
-// Packets read from a file carry no flow of their own: they are classified here, in order, as
-// assembly would have.
 func Summarize(f trace.Filter, packets []trace.Packet) []trace.FlowSummary {
-	s := NewSummarizer()
-	nat := natMemory{}
+	s := NewSummarizer(f)
 	for _, p := range packets {
-		if !classified(&p) {
-			p.FlowTuple = oriented(p.Flow, p.Tuple.Tuple)
-			if dir, flow, ok := classify(f, nat, p.Hops); ok {
-				p.FlowTuple = flow
-				nat.learn(f, dir, flow, p.Hops)
-			}
-		}
 		s.Add(p)
 	}
 	return s.Flows()
 }
 
-func classified(p *trace.Packet) bool {
-	return p.FlowTuple.Src.IsValid() || p.FlowTuple.Dst.IsValid() || p.FlowTuple.Proto != trace.ProtoAny
-}
-
 // Summarizer counts packets into flows as they complete, so a long run need not keep them.
 type Summarizer struct {
+	f      trace.Filter
+	nat    natMemory
 	out    []trace.FlowSummary
 	flowAt map[trace.Tuple]int
 	dropAt map[trace.Tuple]map[trace.SiteKey]int
 }
 
-// NewSummarizer counts the packets an Assembler hands out, by the flow it classified each into.
-func NewSummarizer() *Summarizer {
-	return &Summarizer{flowAt: map[trace.Tuple]int{}, dropAt: map[trace.Tuple]map[trace.SiteKey]int{}}
+// NewSummarizer counts packets traced with filter f: by the flow assembly classified each
+// into, or, for a packet read from a file (which carries none), as assembly would have.
+func NewSummarizer(f trace.Filter) *Summarizer {
+	return &Summarizer{f: f, nat: natMemory{}, flowAt: map[trace.Tuple]int{}, dropAt: map[trace.Tuple]map[trace.SiteKey]int{}}
+}
+
+func classified(p *trace.Packet) bool {
+	return p.FlowTuple.Src.IsValid() || p.FlowTuple.Dst.IsValid() || p.FlowTuple.Proto != trace.ProtoAny
 }
 
 // Flows are the flows so far.
@@ -44,6 +37,13 @@ func (sm *Summarizer) Flows() []trace.FlowSummary { return sm.out }
 // Add counts one packet.
 func (sm *Summarizer) Add(p trace.Packet) {
 	key := p.FlowTuple
+	if !classified(&p) {
+		key = oriented(p.Flow, p.Tuple.Tuple)
+		if dir, flow, ok := classify(sm.f, sm.nat, p.Hops); ok {
+			key = flow
+			sm.nat.learn(sm.f, dir, flow, p.Hops)
+		}
+	}
 	i, ok := sm.flowAt[key]
 	if !ok {
 		i = len(sm.out)

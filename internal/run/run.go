@@ -157,7 +157,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		go o.OnReady()
 	}
 
-	flows := assemble.NewSummarizer()
+	flows := assemble.NewSummarizer(o.Filter)
 	completed := 0
 	emit := func(done []trace.Packet) {
 		for _, p := range done {
