@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss
 
 all: build
 
@@ -92,7 +92,6 @@ bench: build
 
 # Peak RSS of `pathtrace show` on a ~1 GB trace, /dev/zero and 300 MB non-traces (under 64 MB,
 # or it fails), and of merge at its bound. No root; ~1.5 GB of $$TMPDIR; a minute or two.
-.PHONY: show-rss
 show-rss:
 	GO=$(GO) ./scripts/show-rss.sh
 
