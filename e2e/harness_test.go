@@ -23,6 +23,11 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The test binary as a wrapper that hides mounts from the pathtrace it then becomes (see
+	// withHidden).
+	if hide := os.Getenv(hideEnv); hide != "" {
+		os.Exit(hideAndExec(strings.Split(hide, ","), os.Args[1:]))
+	}
 	// PATHTRACE_BIN names a prebuilt pathtrace to test instead (make vmtest: the VM has no Go
 	// toolchain); nobody must be able to run it.
 	if binary = os.Getenv("PATHTRACE_BIN"); binary != "" {
@@ -60,6 +65,13 @@ type session struct {
 // probes are attached.
 func start(t *testing.T, args ...string) *session {
 	t.Helper()
+	return startWrapped(t, nil, args...)
+}
+
+// startWrapped is start with the command changed by wrap first (run under another program, in
+// other namespaces...).
+func startWrapped(t *testing.T, wrap func(*exec.Cmd), args ...string) *session {
+	t.Helper()
 	dir := t.TempDir()
 	s := &session{t: t, json: filepath.Join(dir, "trace.json"), done: make(chan error, 1)}
 	ready := filepath.Join(dir, "ready")
@@ -71,6 +83,9 @@ func start(t *testing.T, args ...string) *session {
 	}
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	if wrap != nil {
+		wrap(s.cmd)
+	}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start pathtrace: %v", err)
 	}

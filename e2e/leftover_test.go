@@ -77,6 +77,10 @@ func ourTracefsEvents() []string {
 
 // ourTables lists pathtrace's nftables tracing tables left in the host namespace or any named one.
 func ourTables() ([]string, error) {
+	if !hasNetfilter() {
+		// No nf_tables, no table; and nftables.WithNetNSFd would panic (see nftrace.dialIn).
+		return nil, nil
+	}
 	paths := []string{"/proc/self/ns/net"}
 	named, _ := filepath.Glob("/run/netns/*")
 	paths = append(paths, named...)

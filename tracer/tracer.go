@@ -86,6 +86,10 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if t.netns, err = netns.NewNamer(cfg.HostNetns, cfg.NetnsDirs...); err != nil {
 		return nil, err
 	}
+	if !netns.AnyDir(cfg.NetnsDirs...) {
+		t.degraded = append(t.degraded, fmt.Sprintf("no named network namespaces (%s absent): namespaces are shown as netns:<inode>",
+			strings.Join(cfg.NetnsDirs, ", ")))
+	}
 	t.reasons, err = dropreason.FromBTF(kernel)
 	if errors.Is(err, dropreason.ErrNoReasons) {
 		t.degraded = append(t.degraded, "kernel has no drop reasons (before 5.17): drops show their location only")

@@ -38,6 +38,19 @@ func (n *NS) Path() string { return filepath.Join(netnsRunDir, n.name) }
 // net:[N]; BPF programs see the same number in net->ns.inum.
 func (n *NS) Inode() uint32 { return n.inode }
 
+// Delete removes the namespace now, as `ip netns del` does: its name goes, and once nothing
+// else holds it (a socket, a process, another program's descriptor) the kernel destroys it
+// with its devices. Lab.Close then has nothing left to do for it.
+func (n *NS) Delete() error {
+	n.mu.Lock()
+	if n.fd >= 0 {
+		n.fd.Close()
+		n.fd = -1
+	}
+	n.mu.Unlock()
+	return removeOwned(n.name, n.inode)
+}
+
 // Lab returns the lab the namespace belongs to.
 func (n *NS) Lab() *Lab { return n.lab }
 
@@ -85,12 +98,14 @@ func (n *NS) dupFd() (int, error) {
 }
 
 // netlink runs fn with a netlink handle whose sockets live in the namespace,
-// which avoids moving any thread for link/address/route work.
+// which avoids moving any thread for link/address/route work. The handle speaks
+// rtnetlink alone: by default it would also open XFRM and NETFILTER sockets,
+// which a kernel without nfnetlink refuses.
 func (n *NS) netlink(fn func(h *netlink.Handle) error) error {
 	var h *netlink.Handle
 	err := n.withFd(func(fd netns.NsHandle) error {
 		var err error
-		h, err = netlink.NewHandleAt(fd)
+		h, err = netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
 		return err
 	})
 	if err != nil {

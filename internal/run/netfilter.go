@@ -3,6 +3,7 @@ package run
 import (
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/trace"
@@ -16,9 +17,12 @@ import (
 type netfilterWatch struct {
 	mgr    *nftrace.Manager
 	finder *netns.Finder
+	host   uint32
 	mu     sync.Mutex
 	seen   map[uint32]bool
 	done   chan struct{}
+	// stop ends releaseGone, which closes released.
+	stop, released chan struct{}
 }
 
 // watchNetfilter starts tracing in the host namespace and every named one, before the probes
@@ -44,10 +48,12 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (
 		b = any
 	}
 	w := &netfilterWatch{
-		mgr:    nftrace.NewManager(a, b),
-		finder: netns.NewFinder("/proc", netnsDirs...),
-		seen:   map[uint32]bool{},
-		done:   make(chan struct{}),
+		mgr:      nftrace.NewManager(a, b),
+		finder:   netns.NewFinder("/proc", netnsDirs...),
+		seen:     map[uint32]bool{},
+		done:     make(chan struct{}),
+		stop:     make(chan struct{}),
+		released: make(chan struct{}),
 	}
 	go func() {
 		defer close(w.done)
@@ -59,12 +65,47 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (
 		}
 	}()
 	if p, ino, err := netns.Host(netns.HostCandidates); err == nil {
+		w.host = ino
 		w.watch(ino, p)
 	}
 	for _, n := range netns.List(netnsDirs...) {
 		w.watch(n.Inode, n.Path)
 	}
+	go w.releaseGone(time.Second)
 	return w, nil
+}
+
+// releaseGone gives back, every period, the namespaces deleted meanwhile. nftrace's sockets in
+// a namespace keep it alive, and with it its devices: a deleted pod's namespace would go on
+// answering packets until pathtrace exits. A namespace no path leads to any more (no name, no
+// process in it) is gone for everyone else: its session is closed, and the kernel frees it.
+func (w *netfilterWatch) releaseGone(period time.Duration) {
+	defer close(w.released)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-tick.C:
+		}
+		w.mu.Lock()
+		var inos []uint32
+		for ino := range w.seen {
+			if ino != w.host {
+				inos = append(inos, ino)
+			}
+		}
+		w.mu.Unlock()
+		for _, ino := range inos {
+			if _, err := w.finder.Path(ino); err != nil {
+				w.mu.Lock()
+				delete(w.seen, ino)
+				w.mu.Unlock()
+				_ = w.mgr.Unwatch(ino)
+			}
+		}
+	}
 }
 
 func (w *netfilterWatch) watch(ino uint32, path string) {
@@ -98,6 +139,12 @@ func (w *netfilterWatch) Seen(ino uint32) {
 
 // Close removes every tracing table and waits for the last drops to be handed over.
 func (w *netfilterWatch) Close() error {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.released
 	err := w.mgr.Close()
 	<-w.done
 	return err

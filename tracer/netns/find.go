@@ -36,6 +36,17 @@ func List(dirs ...string) []Named {
 	return out
 }
 
+// AnyDir says whether any of dirs exists. Where none does, no namespace has a name: every
+// namespace but the host's is shown as netns:<inode>.
+func AnyDir(dirs ...string) bool {
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return true
+		}
+	}
+	return false
+}
+
 // Host returns the first of candidates (normally HostCandidates) whose inode can be read: the
 // host namespace's path and inode.
 func Host(candidates []string) (string, uint32, error) {

@@ -67,6 +67,10 @@ func TestListAndHost(t *testing.T) {
 		t.Errorf("List = %+v, want red then blue", got)
 	}
 
+	if !AnyDir(filepath.Join(t.TempDir(), "missing"), d1) || AnyDir(filepath.Join(t.TempDir(), "missing"), filepath.Join(d1, "red")) {
+		t.Error("AnyDir: want true with a directory among them, false with none (a file is not one)")
+	}
+
 	p, ino, err := Host([]string{"/nonexistent", "/proc/self/ns/net"})
 	self, _ := Inode("/proc/self/ns/net")
 	if err != nil || p != "/proc/self/ns/net" || ino != self {

@@ -5,14 +5,17 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // withNetlink runs fn inside the namespace with a netlink handle whose socket lives there.
 // The handle is made inside Do rather than with NewHandleAt because the callers also need the
-// thread itself in the namespace (ethtool ioctls, BPF queries by ifindex).
+// thread itself in the namespace (ethtool ioctls, BPF queries by ifindex). It speaks rtnetlink
+// alone: by default it would also open XFRM and NETFILTER sockets, and a kernel without
+// nfnetlink (no netfilter module loaded) refuses the handle then.
 func (r *Reader) withNetlink(ino uint32, fn func(h *netlink.Handle) error) error {
 	return r.Do(ino, func() error {
-		h, err := netlink.NewHandle()
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return fmt.Errorf("netlink: %w", err)
 		}

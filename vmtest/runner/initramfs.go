@@ -16,30 +16,38 @@ import (
 // and the libraries and crypto they use.
 var onDemandDirs = []string{"net", "drivers/net", "lib", "crypto", "kernel"}
 
-// buildInitramfs writes the kernel's initramfs into work and returns its path and the modules
-// it resolved.
-func buildInitramfs(c config, work string, k *Kernel, cm *common, base *vmspec.Manifest) (string, *Resolution, error) {
+// buildInitramfs writes the initramfs of one case on the kernel into work and returns its path
+// and the modules it resolved.
+func buildInitramfs(c config, work string, k *Kernel, vc vmCase, cm *common, base *vmspec.Manifest) (string, *Resolution, error) {
 	set, err := newModuleSet(k.ModulesDir)
 	if err != nil {
 		return "", nil, err
 	}
-	res, err := set.resolve(c.modules, onDemandDirs)
+	modules := c.modules
+	if vc.modules != nil {
+		modules = vc.modules
+	}
+	res, err := set.resolve(modules, onDemandDirs, vc.exclude)
 	if err != nil {
 		return "", nil, err
 	}
-	m := *base
+	mp, err := vc.manifest(base)
+	if err != nil {
+		return "", nil, err
+	}
+	m := *mp
 	m.Modules = nil
 	missing := map[string]bool{}
 	for _, n := range append(append([]string{}, res.Missing...), res.Builtin...) {
 		missing[n] = true
 	}
-	for _, n := range c.modules {
+	for _, n := range modules {
 		if !missing[n] {
 			m.Modules = append(m.Modules, n)
 		}
 	}
 
-	path := filepath.Join(work, k.Suite+".initramfs")
+	path := filepath.Join(work, vc.label(k.Suite)+".initramfs")
 	f, err := os.Create(path)
 	if err != nil {
 		return "", nil, err

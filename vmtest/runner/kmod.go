@@ -32,6 +32,7 @@ type moduleSet struct {
 	files   map[string]string // name -> path (.ko, .ko.xz, .ko.zst, .ko.gz)
 	builtin map[string]bool
 	loaded  map[string]*Module
+	tainted map[string]bool // excluded, or depending on an excluded module (see resolve)
 }
 
 func modName(file string) string {
@@ -169,13 +170,59 @@ type Resolution struct {
 	Missing []string            // wanted but neither a module nor built in
 }
 
+// excludedBy says whether module name is one of exclude's names or lies under one of its
+// directories (relative to the modules' kernel/ directory), or needs such a module.
+func (s *moduleSet) excludedBy(name string, exclude []string) (bool, error) {
+	if t, ok := s.tainted[name]; ok {
+		return t, nil
+	}
+	if s.tainted == nil {
+		s.tainted = map[string]bool{}
+	}
+	s.tainted[name] = false // a dependency cycle ends here
+	rel, _ := filepath.Rel(filepath.Join(s.dir, "kernel"), s.files[name])
+	for _, e := range exclude {
+		if name == strings.ReplaceAll(e, "-", "_") || (s.files[name] != "" && strings.HasPrefix(rel, e+"/")) {
+			s.tainted[name] = true
+			return true, nil
+		}
+	}
+	if _, ok := s.files[name]; !ok {
+		return false, nil // built in, or missing
+	}
+	m, err := s.load(name)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range m.Depends {
+		if t, err := s.excludedBy(d, exclude); err != nil || t {
+			s.tainted[name] = t
+			return t, err
+		}
+	}
+	return false, nil
+}
+
 // resolve returns the wanted modules, the modules under the onDemand directories (relative to
-// the modules' kernel/ directory) and everything they need, dependencies first.
-func (s *moduleSet) resolve(wanted, onDemand []string) (*Resolution, error) {
+// the modules' kernel/ directory) and everything they need, dependencies first. Modules that
+// exclude names (see excludedBy) are left out; wanting one is an error.
+func (s *moduleSet) resolve(wanted, onDemand, exclude []string) (*Resolution, error) {
 	r := &Resolution{Deps: map[string][]string{}}
 	state := map[string]int{} // 1 visiting, 2 done
 	var visit func(name string, required bool) error
 	visit = func(name string, required bool) error {
+		if len(exclude) > 0 {
+			out, err := s.excludedBy(name, exclude)
+			if err != nil {
+				return err
+			}
+			if out && required {
+				return fmt.Errorf("module %s is excluded (or needs an excluded module)", name)
+			}
+			if out {
+				return nil
+			}
+		}
 		switch state[name] {
 		case 1:
 			if !required {

@@ -45,6 +45,7 @@ var defaultSkip = map[string]string{
 
 type config struct {
 	kernels     []string
+	cases       []vmCase
 	pkgs        []string
 	cache       string
 	results     string
@@ -74,6 +75,7 @@ func main() {
 	kernels := flag.String("kernels", envOr("VMTEST_KERNELS", "bullseye,bookworm,trixie"),
 		"comma-separated Debian suites (suite or suite:linux-image-package) [$VMTEST_KERNELS]")
 	pkgs := flag.String("pkgs", "./e2e,./tracer", "comma-separated test packages to run in the VM")
+	cases := flag.String("cases", envOr("VMTEST_CASES", "default,minimal"), "comma-separated cases (runner/cases.go), or all: how each kernel is booted and what it runs [$VMTEST_CASES]")
 	flag.StringVar(&c.cache, "cache", defCache, "download and unpack cache [$PATHTRACE_VMTEST_CACHE]")
 	flag.StringVar(&c.results, "results", "vmtest/results", "directory for the console logs and summary")
 	flag.DurationVar(&c.timeout, "timeout", 20*time.Minute, "per-kernel limit for one VM, boot to power-off")
@@ -94,6 +96,10 @@ func main() {
 	flag.StringVar(&c.compression, "initramfs", "gzip", "initramfs compression: gzip or none")
 	flag.Parse()
 	c.kernels = splitList(*kernels)
+	var err error
+	if c.cases, err = selectCases(splitList(*cases)); err != nil {
+		fatalf("-cases: %v", err)
+	}
 	c.pkgs = splitList(*pkgs)
 	c.modules = splitList(*modules)
 	c.qemuArgs = strings.Fields(*qemuArgs)
@@ -171,23 +177,38 @@ func run(c config) int {
 	}
 	logf("built init, pathtrace and %d test binaries in %s", len(manifest.Tests), time.Since(t).Round(100*time.Millisecond))
 
-	results := make([]*VMResult, len(kernels))
-	sem := make(chan struct{}, max(1, c.parallel))
-	var wg sync.WaitGroup
+	// One VM per kernel and case that boots it, kernels in the order given.
+	type job struct {
+		k  *Kernel
+		vc vmCase
+	}
+	var jobs []job
+	var results []*VMResult
 	for i, k := range kernels {
 		if k == nil {
-			results[i] = &VMResult{Suite: strings.SplitN(c.kernels[i], ":", 2)[0], Err: fetchErr[i]}
+			results = append(results, &VMResult{Suite: strings.SplitN(c.kernels[i], ":", 2)[0], Err: fetchErr[i]})
 			continue
 		}
+		for _, vc := range c.cases {
+			if vc.boots(k.Suite) {
+				jobs = append(jobs, job{k, vc})
+			}
+		}
+	}
+	ran := make([]*VMResult, len(jobs))
+	sem := make(chan struct{}, max(1, c.parallel))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
 		wg.Add(1)
-		sem <- struct{}{} // in the loop: kernels start in the order given
+		sem <- struct{}{} // in the loop: VMs start in the order given
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			results[i] = runKernel(c, q, work, k, common, manifest)
+			ran[i] = runKernel(c, q, work, j.k, j.vc, common, manifest)
 		}()
 	}
 	wg.Wait()
+	results = append(results, ran...)
 
 	var summary bytes.Buffer
 	info := []string{fmt.Sprintf("QEMU %s, TCG, -cpu %s -smp %d -m %d", q.Version, c.cpu, c.smp, c.mem)}

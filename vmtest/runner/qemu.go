@@ -17,7 +17,7 @@ import (
 	"github.com/pathtrace/pathtrace/vmtest/vmspec"
 )
 
-// VMResult is one kernel's run.
+// VMResult is one kernel's run of one case.
 type VMResult struct {
 	Suite   string
 	Kernel  *Kernel
@@ -39,10 +39,11 @@ type VMResult struct {
 	Tail    []string // the console's last lines, for a run that did not finish
 }
 
-func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.Manifest) *VMResult {
-	r := &VMResult{Suite: k.Suite, Kernel: k, Exits: map[string]int{}, Report: newTestReport()}
+func runKernel(c config, q *QEMU, work string, k *Kernel, vc vmCase, cm *common, m *vmspec.Manifest) *VMResult {
+	name := vc.label(k.Suite)
+	r := &VMResult{Suite: name, Kernel: k, Exits: map[string]int{}, Report: newTestReport()}
 	t := time.Now()
-	initrd, res, err := buildInitramfs(c, work, k, cm, m)
+	initrd, res, err := buildInitramfs(c, work, k, vc, cm, m)
 	r.Build = time.Since(t)
 	if err != nil {
 		r.Err = fmt.Errorf("initramfs: %w", err)
@@ -51,9 +52,9 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 	defer os.Remove(initrd)
 	st, _ := os.Stat(initrd)
 	logf("%s: initramfs %.1f MiB, %d modules (wanted but built in: %s; no such module: %s), in %s",
-		k.Suite, float64(st.Size())/(1<<20), len(res.Order), listOrNone(res.Builtin), listOrNone(res.Missing), r.Build.Round(100*time.Millisecond))
+		name, float64(st.Size())/(1<<20), len(res.Order), listOrNone(res.Builtin), listOrNone(res.Missing), r.Build.Round(100*time.Millisecond))
 
-	r.Log = filepath.Join(c.results, k.Suite+".log")
+	r.Log = filepath.Join(c.results, name+".log")
 	logFile, err := os.Create(r.Log)
 	if err != nil {
 		r.Err = err
@@ -74,7 +75,7 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 		"-nographic", "-nic", "none", "-no-reboot",
 	)
 	args = append(args, c.qemuArgs...)
-	fmt.Fprintf(logFile, "# %s %s %s (%s)\n# QEMU %s: %s %s\n", k.Suite, k.Package, k.Version, k.Release, q.Version, q.Bin, strings.Join(args, " "))
+	fmt.Fprintf(logFile, "# %s %s %s (%s)\n# QEMU %s: %s %s\n", name, k.Package, k.Version, k.Release, q.Version, q.Bin, strings.Join(args, " "))
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
@@ -83,7 +84,7 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	start := time.Now()
-	logf("%s: booting %s", k.Suite, k.Release)
+	logf("%s: booting %s", name, k.Release)
 	if err := cmd.Start(); err != nil {
 		r.Err = fmt.Errorf("qemu: %w", err)
 		return r
@@ -116,7 +117,7 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 		elapsed := time.Since(start)
 		fmt.Fprintln(logFile, line)
 		if c.verbose {
-			logf("%s| %s", k.Suite, line)
+			logf("%s| %s", name, line)
 		}
 		if tail = append(tail, line); len(tail) > 40 {
 			tail = tail[1:]
@@ -134,7 +135,7 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 		ev, ok := vmspec.Parse(line)
 		if !ok {
 			if done := r.Report.Line(line); done != "" && !c.verbose {
-				logf("%s: %s (at %s)", k.Suite, done, elapsed.Round(time.Second))
+				logf("%s: %s (at %s)", name, done, elapsed.Round(time.Second))
 			}
 			continue
 		}
@@ -142,20 +143,20 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 		case vmspec.EvInit:
 			booted.Store(true)
 			r.Booted, r.Boot, r.Uname = true, elapsed, ev.Fields["kernel"]
-			logf("%s: booted %s in %s (guest uptime %ss)", k.Suite, r.Uname, elapsed.Round(100*time.Millisecond), ev.Fields["uptime"])
+			logf("%s: booted %s in %s (guest uptime %ss)", name, r.Uname, elapsed.Round(100*time.Millisecond), ev.Fields["uptime"])
 		case vmspec.EvModule:
 			if ev.Fields["result"] == "error" {
 				r.Notes = append(r.Notes, fmt.Sprintf("module %s: %s", ev.Fields["name"], ev.Fields["err"]))
 			}
 		case vmspec.EvBegin:
-			logf("%s: running %s (%s after boot)", k.Suite, ev.Fields["name"], (elapsed - r.Boot).Round(100*time.Millisecond))
+			logf("%s: running %s (%s after boot)", name, ev.Fields["name"], (elapsed - r.Boot).Round(100*time.Millisecond))
 		case vmspec.EvEnd:
 			code, _ := strconv.Atoi(ev.Fields["exit"])
 			r.Exits[ev.Fields["name"]] = code
 			secs, _ := strconv.ParseFloat(ev.Fields["seconds"], 64)
 			r.Tests += time.Duration(secs * float64(time.Second))
 			r.Report.End()
-			logf("%s: %s exited %d after %ss", k.Suite, ev.Fields["name"], code, ev.Fields["seconds"])
+			logf("%s: %s exited %d after %ss", name, ev.Fields["name"], code, ev.Fields["seconds"])
 		case vmspec.EvProbe:
 			req := ev.Fields["request"]
 			if res := ev.Fields["result"]; !strings.HasPrefix(res, "loaded") && !harmlessRequest(req) {
@@ -192,7 +193,7 @@ func runKernel(c config, q *QEMU, work string, k *Kernel, cm *common, m *vmspec.
 			r.Err = fmt.Errorf("did not boot: %w", r.Err)
 		}
 	}
-	logf("%s: VM finished in %s; console log %s", k.Suite, r.Total.Round(time.Second), r.Log)
+	logf("%s: VM finished in %s; console log %s", name, r.Total.Round(time.Second), r.Log)
 	return r
 }
 

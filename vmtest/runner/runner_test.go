@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pathtrace/pathtrace/vmtest/vmspec"
 )
 
 // readCPIO parses a newc archive back: name -> (mode, data).
@@ -115,5 +117,42 @@ func TestGoTestOutput(t *testing.T) {
 	ok := writeSummary(&out, []*VMResult{{Suite: "bookworm", Report: r, Exits: map[string]int{"./e2e": 1}, Booted: true}}, nil, time.Minute)
 	if ok || !strings.Contains(out.String(), "vmtest: 1 passed, 3 failed, 1 skipped") {
 		t.Errorf("summary ok=%v:\n%s", ok, out.String())
+	}
+}
+
+func TestCases(t *testing.T) {
+	all, err := selectCases([]string{"all"})
+	if err != nil || len(all) != len(vmCases) {
+		t.Fatalf("all cases: %v, %v", all, err)
+	}
+	if _, err := selectCases([]string{"nosuch"}); err == nil {
+		t.Error("unknown case accepted")
+	}
+	min, err := selectCases([]string{"minimal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc := min[0]
+	if !vc.boots("bookworm") || vc.boots("trixie") || vc.label("bookworm") != "bookworm-minimal" || vmCases[0].label("trixie") != "trixie" {
+		t.Errorf("minimal: boots bookworm %v, trixie %v, label %q", vc.boots("bookworm"), vc.boots("trixie"), vc.label("bookworm"))
+	}
+	base := &vmspec.Manifest{TimeoutSec: 60, Tests: []vmspec.Test{
+		{Name: "./e2e", Args: []string{"-test.v", "-test.run=X", "-test.skip=^TestIptablesForwardDrop$"}, Env: []string{"PATHTRACE_BIN=/bin/pathtrace"}},
+		{Name: "./tracer", Args: []string{"-test.v"}},
+	}}
+	m, err := vc.manifest(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []vmspec.Test{{Name: "./e2e", Args: []string{"-test.v", "-test.run=^TestWithoutNetfilter$"},
+		Env: []string{"PATHTRACE_BIN=/bin/pathtrace", "PATHTRACE_EXPECT_NO_NETFILTER=1"}}}
+	if fmt.Sprint(m.Tests) != fmt.Sprint(want) || m.TimeoutSec != 60 {
+		t.Errorf("minimal manifest = %+v, want %+v", m.Tests, want)
+	}
+	if len(base.Tests[0].Env) != 1 {
+		t.Errorf("the base manifest changed: %+v", base.Tests[0])
+	}
+	if _, err := vc.manifest(&vmspec.Manifest{Tests: base.Tests[1:]}); err == nil {
+		t.Error("a case whose package was not built: want an error")
 	}
 }
