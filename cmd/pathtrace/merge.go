@@ -13,7 +13,7 @@ import (
 )
 
 func newMergeCmd() *cobra.Command {
-	var colorMode, jsonPath string
+	var colorMode, jsonPath, pcapngPath, svgPath string
 	cmd := &cobra.Command{
 		Use:   "merge A.json B.json [C.json...]",
 		Short: "Join the traces of one flow taken on several nodes into one journey (no privileges needed)",
@@ -53,6 +53,9 @@ reference. The merged trace re-renders with 'pathtrace show'.`,
 					return err
 				}
 			}
+			if err := run.WriteArtifacts(pcapngPath, svgPath, merged); err != nil {
+				return err
+			}
 			if err := text.Render(os.Stdout, merged, text.Options{Color: color}); err != nil {
 				return err
 			}
@@ -62,5 +65,7 @@ reference. The merged trace re-renders with 'pathtrace show'.`,
 	}
 	cmd.Flags().StringVar(&jsonPath, "json", "", "write the merged trace as JSON to this file")
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
+	cmd.Flags().StringVar(&pcapngPath, pcapngFlag, "", pcapngUsage+": every node's hops, on the first node's clock (the traces must have been taken with --pcapng)")
+	cmd.Flags().StringVar(&svgPath, svgFlag, "", svgUsage+": a column per node")
 	return cmd
 }

@@ -5,12 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 )
 
 func newShowCmd() *cobra.Command {
-	var colorMode string
+	var colorMode, pcapngPath, svgPath string
 	cmd := &cobra.Command{
 		Use:   "show TRACE.json",
 		Short: "Print a saved trace as the live run did (no privileges needed)",
@@ -24,9 +25,14 @@ func newShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := run.WriteArtifacts(pcapngPath, svgPath, t); err != nil {
+				return err
+			}
 			return text.Render(os.Stdout, t, text.Options{Color: color})
 		},
 	}
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
+	cmd.Flags().StringVar(&pcapngPath, pcapngFlag, "", pcapngUsage+" (the trace must have been taken with --pcapng)")
+	cmd.Flags().StringVar(&svgPath, svgFlag, "", svgUsage)
 	return cmd
 }

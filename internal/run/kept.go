@@ -2,11 +2,13 @@ package run
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -29,7 +31,7 @@ type keptPackets struct {
 }
 
 // newKeptPackets keeps up to max packets (0: DefaultMaxPackets) for a trace file at jsonPath
-// ("" for none).
+// ("" for none), or for the postmortem artifacts written there.
 func newKeptPackets(jsonPath string, max int) (*keptPackets, error) {
 	if max <= 0 {
 		max = DefaultMaxPackets
@@ -113,4 +115,31 @@ func (k *keptPackets) close() {
 	if k.spill != nil {
 		k.spill.Close()
 	}
+}
+
+// packets reads the kept packets back, for the postmortem artifacts written at the end.
+func (k *keptPackets) packets() ([]trace.Packet, error) {
+	if k.spill == nil {
+		return nil, nil
+	}
+	err := k.err
+	if err == nil {
+		err = k.bw.Flush()
+	}
+	if err == nil {
+		_, err = k.spill.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(k.spill)
+	if err != nil {
+		return nil, err
+	}
+	// The spill is the elements of the document's packets array.
+	var ps []trace.Packet
+	if err := json.Unmarshal(slices.Concat([]byte("["), data, []byte("]")), &ps); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
