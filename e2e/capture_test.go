@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -58,6 +59,32 @@ func commentsWith(frames []testutil.Frame, s string) []testutil.Frame {
 		}
 	}
 	return out
+}
+
+// The issue's "done when": `pathtrace demo --pcapng demo.pcapng --svg demo.svg` makes both, and
+// tshark reads the capture with each hop's comment.
+func TestCaptureDemo(t *testing.T) {
+	testutil.RequireRoot(t, "build the demo's network namespaces")
+	testutil.RequireTshark(t)
+	dir := t.TempDir()
+	js, pcap, svg := filepath.Join(dir, "demo.json"), filepath.Join(dir, "demo.pcapng"), filepath.Join(dir, "demo.svg")
+	out, err := combinedOutput(t, exec.Command(binary, "demo", "--color", "never", "--json", js, "--pcapng", pcap, "--svg", svg))
+	if err != nil {
+		t.Fatalf("pathtrace demo: %v\n%s", err, out)
+	}
+	tr, err := jsontrace.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := testutil.CheckCapture(t, tr, pcap)
+	if n := len(commentsWith(frames, "on pathtrace-demo-node veth-pod; route table main -> veth-ext; fate: DROPPED IP_INADDRERRORS at ip_error+0x")); n != 3 {
+		t.Errorf("%d frames tell the drop, want the 3 pings'", n)
+	}
+	picture, err := os.ReadFile(svg)
+	if err != nil || !strings.Contains(string(picture), `id="drop"`) || !strings.Contains(string(picture), "pathtrace-demo-node") {
+		t.Errorf("demo.svg (%v) does not draw the drop on the node:\n%s", err, picture)
+	}
+	requireNothingLeft(t)
 }
 
 func TestCaptureForwardingDisabled(t *testing.T) {
@@ -217,6 +244,9 @@ func TestCaptureMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 	recordCapture(t, "merged", merged)
+	if picture, err := os.ReadFile(svg); err != nil || !strings.Contains(string(picture), "node: node2") {
+		t.Errorf("merged.svg (%v) has no frame for node2", err)
+	}
 	frames := testutil.CheckCapture(t, tr, pcap, "-d", "udp.port==8472,vxlan")
 	for _, name := range interfaces(frames) {
 		if !strings.HasPrefix(name, "node1: ") && !strings.HasPrefix(name, "node2: ") {

@@ -148,6 +148,10 @@ func Verdict(v trace.Verdict) string {
 	switch {
 	case v.Cause != "":
 		s += ": " + v.Cause
+		// A merged trace's verdict says on which node: "on node node2: the request...".
+		if on, _, ok := strings.Cut(v.Summary, ": "); ok && strings.HasPrefix(on, "on node ") {
+			s += " " + on
+		}
 	case v.Summary != "":
 		s += ": " + firstSentence(v.Summary)
 	}
