@@ -142,3 +142,29 @@ func snapWith(t *testing.T) {
 		t.Errorf("%d hops of the packet, want its way out and its drop", hops)
 	}
 }
+
+// BenchmarkDecodeSnap is BenchmarkDecode with --pcapng's records: each event followed by the
+// packet's first bytes (an IPv4 and UDP header and 64 bytes of payload, which are cut).
+func BenchmarkDecodeSnap(b *testing.B) {
+	tr := testTracer(b, nil)
+	recs := floodRecords(b)
+	var s bpf.PathtraceSnap
+	udp := []byte{0x45, 0, 0, 92, 0, 77, 0x40, 0, 64, 17, 0, 0, 10, 60, 1, 2, 10, 60, 2, 2, 0x9c, 0x40, 0x14, 0x51, 0, 72, 0, 0}
+	s.Len = uint16(copy(s.Data[:], append(udp, bytes.Repeat([]byte{0xaa}, 64)...)))
+	tail := unsafe.Slice((*byte)(unsafe.Pointer(&s)), unsafe.Sizeof(s))
+	for i := range recs {
+		recs[i] = append(recs[i], tail...)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		for _, raw := range recs {
+			if _, ok := tr.decode(raw); !ok {
+				b.Fatal("decode failed")
+			}
+			n++
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+}

@@ -15,22 +15,33 @@ func writeArtifacts(pcapngPath, svgPath string, t *trace.Trace, kept *keptPacket
 	if pcapngPath == "" && svgPath == "" {
 		return nil
 	}
-	packets, err := kept.packets()
+	var capture pcapng.Capture
+	var picture svg.Picture
+	err := kept.each(func(p *trace.Packet) {
+		if pcapngPath != "" {
+			capture.Add(p)
+		}
+		picture.Add(p)
+	})
 	if err != nil {
 		return fmt.Errorf("read back the trace's packets: %w", err)
 	}
-	full := *t
-	full.Packets = packets
-	return WriteArtifacts(pcapngPath, svgPath, &full)
+	return writeEach(pcapngPath, svgPath, t, capture.Write, picture.Write)
 }
 
 // WriteArtifacts writes t as a pcapng capture to pcapngPath and as an SVG picture to svgPath,
 // each whole or not at all; "" skips it. `pathtrace show` and `merge` write them so too.
 func WriteArtifacts(pcapngPath, svgPath string, t *trace.Trace) error {
+	return writeEach(pcapngPath, svgPath, t, pcapng.Write, svg.Write)
+}
+
+type writeFunc func(io.Writer, *trace.Trace) error
+
+func writeEach(pcapngPath, svgPath string, t *trace.Trace, capture, picture writeFunc) error {
 	for _, a := range []struct {
 		path  string
-		write func(io.Writer, *trace.Trace) error
-	}{{pcapngPath, pcapng.Write}, {svgPath, svg.Write}} {
+		write writeFunc
+	}{{pcapngPath, capture}, {svgPath, picture}} {
 		if a.path == "" {
 			continue
 		}

@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -117,10 +117,11 @@ func (k *keptPackets) close() {
 	}
 }
 
-// packets reads the kept packets back, for the postmortem artifacts written at the end.
-func (k *keptPackets) packets() ([]trace.Packet, error) {
+// each reads the kept packets back one at a time, for the postmortem artifacts written at
+// the end: a run does not hold its packets in memory, even then.
+func (k *keptPackets) each(fn func(*trace.Packet)) error {
 	if k.spill == nil {
-		return nil, nil
+		return nil
 	}
 	err := k.err
 	if err == nil {
@@ -130,16 +131,19 @@ func (k *keptPackets) packets() ([]trace.Packet, error) {
 		_, err = k.spill.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	data, err := io.ReadAll(k.spill)
-	if err != nil {
-		return nil, err
+	// The spill is the elements of the document's packets array, separated by commas.
+	dec := json.NewDecoder(io.MultiReader(strings.NewReader("["), bufio.NewReaderSize(k.spill, 256<<10), strings.NewReader("]")))
+	if _, err := dec.Token(); err != nil {
+		return err
 	}
-	// The spill is the elements of the document's packets array.
-	var ps []trace.Packet
-	if err := json.Unmarshal(slices.Concat([]byte("["), data, []byte("]")), &ps); err != nil {
-		return nil, err
+	for dec.More() {
+		p := new(trace.Packet)
+		if err := dec.Decode(p); err != nil {
+			return err
+		}
+		fn(p)
 	}
-	return ps, nil
+	return nil
 }

@@ -89,7 +89,7 @@ func Comment(p *trace.Packet, hops []trace.Hop, i int, prevTuple *trace.Tuple, r
 
 // record is one packet block to write.
 type record struct {
-	ts      uint64 // ns since the epoch
+	ts      uint64 // ns since the trace started
 	iface   uint32
 	data    []byte
 	comment string
@@ -99,53 +99,74 @@ type record struct {
 // Write writes t's hops that carry bytes as a pcapng file. It fails with ErrNoBytes when
 // the trace has packets but none of their hops carries bytes.
 func Write(w io.Writer, t *trace.Trace) error {
+	var c Capture
+	for i := range t.Packets {
+		c.Add(&t.Packets[i])
+	}
+	return c.Write(w, t)
+}
+
+// Capture collects the packet blocks of packets added one at a time (a live run reads its
+// packets back one by one), keeping of each only its bytes and comments.
+type Capture struct {
+	ifaces  map[trace.PlaceKey]uint32
+	idbs    [][]byte
+	recs    []record
+	packets int
+}
+
+// Add takes p's hops that carry bytes.
+func (c *Capture) Add(p *trace.Packet) {
+	if c.ifaces == nil {
+		c.ifaces = map[trace.PlaceKey]uint32{}
+	}
+	c.packets++
+	hops := trace.InTimeOrder(p.Hops)
+	var prev *trace.Tuple
+	var route *trace.Route
+	for i := range hops {
+		h := &hops[i]
+		if h.Route != nil && h.Event == trace.KindRoute {
+			route = h.Route // said on the packet block that follows it
+		}
+		if len(h.Bytes) > 0 {
+			key := h.Place.Key()
+			id, ok := c.ifaces[key]
+			if !ok {
+				id = uint32(len(c.idbs))
+				c.ifaces[key] = id
+				c.idbs = append(c.idbs, idb(h.Place))
+			}
+			c.recs = append(c.recs, record{ts: h.TimeNS, iface: id, data: h.Bytes,
+				comment: Comment(p, hops, i, prev, route), order: len(c.recs)})
+			route = nil
+		}
+		if h.Tuple != nil {
+			prev = &h.Tuple.Tuple
+		}
+	}
+}
+
+// Write writes the capture of the packets added, in time order, with t's verdict and times.
+func (c *Capture) Write(w io.Writer, t *trace.Trace) error {
+	if len(c.recs) == 0 && c.packets > 0 {
+		return ErrNoBytes // with no packet at all, the capture is the verdict alone
+	}
 	start := uint64(0)
 	if !t.Meta.StartedAt.IsZero() {
 		start = uint64(t.Meta.StartedAt.UnixNano())
 	}
-	ifaces := map[trace.PlaceKey]uint32{}
-	var idbs [][]byte
-	var recs []record
-	for pi := range t.Packets {
-		p := &t.Packets[pi]
-		hops := trace.InTimeOrder(p.Hops)
-		var prev *trace.Tuple
-		var route *trace.Route
-		for i := range hops {
-			h := &hops[i]
-			if h.Route != nil && h.Event == trace.KindRoute {
-				route = h.Route // said on the packet block that follows it
-			}
-			if len(h.Bytes) > 0 {
-				key := h.Place.Key()
-				id, ok := ifaces[key]
-				if !ok {
-					id = uint32(len(idbs))
-					ifaces[key] = id
-					idbs = append(idbs, idb(h.Place))
-				}
-				recs = append(recs, record{ts: start + h.TimeNS, iface: id, data: h.Bytes,
-					comment: Comment(p, hops, i, prev, route), order: len(recs)})
-				route = nil
-			}
-			if h.Tuple != nil {
-				prev = &h.Tuple.Tuple
-			}
-		}
-	}
-	if len(recs) == 0 && len(t.Packets) > 0 {
-		return ErrNoBytes // with no packet at all, the capture is the verdict alone
-	}
-	slices.SortStableFunc(recs, func(a, b record) int {
+	slices.SortStableFunc(c.recs, func(a, b record) int {
 		return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.order, b.order))
 	})
 	bw := bufio.NewWriter(w)
 	bw.Write(shb(t))
-	for _, b := range idbs {
+	for _, b := range c.idbs {
 		bw.Write(b)
 	}
 	var buf []byte
-	for _, r := range recs {
+	for _, r := range c.recs {
+		r.ts += start
 		buf = epb(buf[:0], r)
 		bw.Write(buf)
 	}

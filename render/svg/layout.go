@@ -96,24 +96,28 @@ type layout struct {
 	rep     *trace.Packet
 }
 
-// pick chooses the packets to draw: the first request and the first reply, but one that was
-// dropped where packets of its direction were (the one the verdict is about). Copies are
-// left out: they retell another packet's journey.
-func pick(t *trace.Trace) (req, rep *trace.Packet) {
-	for i := range t.Packets {
-		p := &t.Packets[i]
-		if p.CopyOf != 0 {
-			continue
-		}
-		cur := &req
-		if p.Flow == trace.Reply {
-			cur = &rep
-		}
-		if *cur == nil || ((*cur).Fate.Outcome != trace.Dropped && p.Fate.Outcome == trace.Dropped) {
-			*cur = p
-		}
+// Picture chooses, from packets added one at a time (a live run reads its packets back one
+// by one), the ones to draw: the first request and the first reply, but one that was dropped
+// where packets of its direction were (the one the verdict is about). Copies are left out:
+// they retell another packet's journey.
+type Picture struct {
+	req, rep *trace.Packet
+	packets  int
+}
+
+// Add considers p; it keeps p itself (not a copy) when it draws it.
+func (pc *Picture) Add(p *trace.Packet) {
+	pc.packets++
+	if p.CopyOf != 0 {
+		return
 	}
-	return req, rep
+	cur := &pc.req
+	if p.Flow == trace.Reply {
+		cur = &pc.rep
+	}
+	if *cur == nil || ((*cur).Fate.Outcome != trace.Dropped && p.Fate.Outcome == trace.Dropped) {
+		*cur = p
+	}
 }
 
 // drawn is whether a hop is part of the picture: route lookups have no device, and the free
@@ -122,9 +126,9 @@ func drawn(h trace.Hop) bool {
 	return h.Event != trace.KindRoute && !h.Copy && (h.Netns != 0 || h.NetnsName != "")
 }
 
-func newLayout(t *trace.Trace) *layout {
+func newLayout(t *trace.Trace, pc *Picture) *layout {
 	l := &layout{devices: map[trace.PlaceKey]*device{}}
-	l.req, l.rep = pick(t)
+	l.req, l.rep = pc.req, pc.rep
 	boxes := map[nsKey]*box{}
 	n := 0
 	for _, p := range []*trace.Packet{l.req, l.rep} {

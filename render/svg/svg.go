@@ -34,9 +34,18 @@ const DropMarkID = "drop"
 
 // Write draws t.
 func Write(w io.Writer, t *trace.Trace) error {
+	var pc Picture
+	for i := range t.Packets {
+		pc.Add(&t.Packets[i])
+	}
+	return pc.Write(w, t)
+}
+
+// Write draws the packets chosen among those added, with t's filter and verdict.
+func (pc *Picture) Write(w io.Writer, t *trace.Trace) error {
 	bw := bufio.NewWriter(w)
 	d := drawing{w: bw}
-	d.draw(t)
+	d.draw(t, pc)
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write svg: %w", err)
 	}
@@ -82,12 +91,12 @@ func (d drawing) text(x, y float64, size float64, anchor, fill, s, extra string)
 
 const halo = ` stroke="#ffffff" stroke-width="4" paint-order="stroke" stroke-linejoin="round"`
 
-func (d drawing) draw(t *trace.Trace) {
-	if len(t.Packets) == 0 {
+func (d drawing) draw(t *trace.Trace, pc *Picture) {
+	if pc.packets == 0 {
 		d.empty(t)
 		return
 	}
-	l := newLayout(t)
+	l := newLayout(t, pc)
 	if len(l.boxes) == 0 {
 		d.empty(t)
 		return
@@ -95,7 +104,7 @@ func (d drawing) draw(t *trace.Trace) {
 	caption := wrap(journey.Verdict(t.Verdict), l.w-2*margin, fontSize+1)
 	height := l.h + float64(len(caption))*19 + 8
 	d.head(l.w, height)
-	d.title(t, l)
+	d.title(t, l, pc.packets)
 	d.nodes(l)
 	for _, b := range l.boxes {
 		d.f(`<rect x="%s" y="%s" width="%s" height="%s" rx="8" fill="#ffffff" stroke="%s" stroke-width="1.5"/>`+"\n",
@@ -146,7 +155,7 @@ func (d drawing) empty(t *trace.Trace) {
 	d.f("</svg>\n")
 }
 
-func (d drawing) title(t *trace.Trace, l *layout) {
+func (d drawing) title(t *trace.Trace, l *layout, packets int) {
 	s := t.Filter.String()
 	var which []string
 	if l.req != nil {
@@ -156,7 +165,7 @@ func (d drawing) title(t *trace.Trace, l *layout) {
 		which = append(which, "reply #"+strconv.Itoa(l.rep.ID))
 	}
 	if len(which) > 0 {
-		s += "   (" + strings.Join(which, ", ") + " of " + strconv.Itoa(len(t.Packets)) + " packets)"
+		s += "   (" + strings.Join(which, ", ") + " of " + strconv.Itoa(packets) + " packets)"
 	}
 	d.text(margin, 30, fontSize+3, "start", "#000000", s, ` font-weight="bold"`)
 	// The legend.
