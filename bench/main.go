@@ -64,6 +64,11 @@ var allConfigs = []config{
 	{Name: "matching-nonft", Kind: "pathtrace", Args: func(t *lab.Topology) []string {
 		return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String(), "--no-nftrace"}
 	}},
+	{Name: "matching-pcapng", Kind: "pathtrace", Args: func(t *lab.Topology) []string {
+		// matching with --pcapng: every event carries the packet's first bytes too, and the
+		// capture is written at the end. The cost of capturing bytes.
+		return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String(), "--pcapng", runDir + "/trace.pcapng"}
+	}},
 	{Name: "bpftrace", Kind: "bpftrace"},
 }
 
@@ -160,7 +165,7 @@ func main() {
 		script    = flag.String("bpftrace-script", "bench/flow.bt", "bpftrace comparison script")
 		outDir    = flag.String("out", "bench/results", "where the JSON results go")
 		trafficL  = flag.String("traffic", "udp,tcp", "traffic kinds, of: udp (64-byte datagrams, unlimited rate), tcp")
-		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-rulesets,filtered-out-nonft,matching,matching-nonft,bpftrace", "configs to run")
+		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-rulesets,filtered-out-nonft,matching,matching-nonft,matching-pcapng,bpftrace", "configs to run")
 		goBin     = flag.String("go", "go", "go command, for the micro-benchmark")
 		benchtime = flag.String("benchtime", "500ms", "go test -benchtime for the micro-benchmark")
 		count     = flag.Int("count", 3, "go test -count for the micro-benchmark (the median is reported)")

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,9 @@ type pathtraceProc struct {
 	stats *ebpf.Map
 }
 
+// runDir in a config's arguments stands for the run's temporary directory.
+const runDir = "{run-dir}"
+
 // startPathtrace runs bin with args plus --json/--ready-file/--color never, stdout to out, and
 // waits for the ready file: attach time is exec to ready file.
 func startPathtrace(bin string, args []string, out io.Writer) (*pathtraceProc, error) {
@@ -91,7 +95,11 @@ func startPathtrace(bin string, args []string, out io.Writer) (*pathtraceProc, e
 	}
 	p := &pathtraceProc{dir: dir, json: filepath.Join(dir, "trace.json")}
 	ready := filepath.Join(dir, "ready")
-	args = append(append([]string{}, args...), "--json", p.json, "--ready-file", ready, "--color", "never")
+	args = slices.Clone(args)
+	for i := range args {
+		args[i] = strings.ReplaceAll(args[i], runDir, dir)
+	}
+	args = append(args, "--json", p.json, "--ready-file", ready, "--color", "never")
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = out, &p.stderr
 	p.done = make(chan error, 1)

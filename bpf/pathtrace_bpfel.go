@@ -27,6 +27,8 @@ type PathtraceConfig struct {
 		Dport   uint16
 		Pad     uint16
 	}
+	Snap uint8
+	_    [1]byte
 }
 
 type PathtraceEncapKind uint32
@@ -71,6 +73,12 @@ const (
 	PathtraceEventKindEV_CONSUME PathtraceEventKind = 6
 	PathtraceEventKindEV_FUNC    PathtraceEventKind = 7
 )
+
+type PathtraceEventSnap struct {
+	_     structs.HostLayout
+	Event PathtraceEvent
+	Snap  PathtraceSnap
+}
 
 type PathtraceFilter struct {
 	_       structs.HostLayout
@@ -171,6 +179,13 @@ type PathtraceScratch struct {
 	K     PathtraceFlowKey
 	Busy  uint32
 	_     [4]byte
+}
+
+type PathtraceSnap struct {
+	_    structs.HostLayout
+	Len  uint16
+	Pad  [6]uint8
+	Data [128]uint8
 }
 
 type PathtraceStatIndex uint32

@@ -20,7 +20,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var recordMerge = flag.Bool("record", false, "rewrite testdata/merge from TestMergeAcrossNodes' runs")
+var recordMerge = flag.Bool("record", false, "rewrite testdata/merge from TestMergeAcrossNodes' runs, testdata/postmortem from TestCapture*'s")
 
 // mergeTestdata is where -record writes the traces analysis/merge's tests replay.
 const mergeTestdata = "../testdata/merge"

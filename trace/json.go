@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"encoding/base64"
 	"net/netip"
 	"strconv"
 	"unicode/utf8"
@@ -54,7 +55,17 @@ func (h *Hop) AppendJSON(b []byte) []byte {
 	b = o.strOmit(b, "node", h.Node)
 	b = o.strOmit(b, "pod", h.Pod)
 	b = o.strOmit(b, "device_pod", h.DevicePod)
+	if len(h.Bytes) > 0 {
+		b = appendBase64(o.key(b, "bytes"), h.Bytes)
+	}
 	return o.end(b)
+}
+
+// appendBase64 writes bytes as encoding/json does: a string of standard base64.
+func appendBase64(b, v []byte) []byte {
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, v)
+	return append(b, '"')
 }
 
 // AppendJSON appends the fate's JSON object to b.

@@ -31,6 +31,7 @@ type v1Hop struct {
 	Node           string   `json:"node,omitempty"`
 	Pod            string   `json:"pod,omitempty"`
 	DevicePod      string   `json:"device_pod,omitempty"`
+	Bytes          []byte   `json:"bytes,omitempty"`
 }
 
 type v1Fate struct {
@@ -71,7 +72,7 @@ type v1PacketHead struct {
 func v1(h Hop) v1Hop {
 	return v1Hop{h.TimeNS, h.Event, h.Probe, h.Netns, h.NetnsName, h.Ifindex, h.Ifname, h.Tuple, h.Encap,
 		h.Outer, h.Len, h.Reason, h.ReasonInferred, h.ReasonCode, h.Location, h.Route, h.Func, h.Copy,
-		h.Node, h.Pod, h.DevicePod}
+		h.Node, h.Pod, h.DevicePod, h.Bytes}
 }
 
 func v1F(f Fate) v1Fate {
@@ -102,9 +103,9 @@ func samples(s string) []Hop {
 		Route: &Route{Table: 254, TableName: s, Err: -101, OutIfname: s, OutIndex: 3, Gateway: netip.MustParseAddr("10.0.0.254"),
 			Lookup: Tuple{Proto: Proto(47), Src: netip.MustParseAddr("::")}, Iif: 4},
 		Func: &Func{Name: s, Ret: &ret, Hook: s, Family: s, Verdict: s},
-		Copy: true,
+		Copy: true, Bytes: []byte(s + "\x45\x00\xff"),
 	}
-	return []Hop{{}, {Probe: s}, full, {Route: &Route{}, Func: &Func{}, Tuple: &Headers{}}}
+	return []Hop{{}, {Probe: s}, full, {Bytes: []byte{}}, {Bytes: []byte{0xfb, 0xff}}, {Route: &Route{}, Func: &Func{}, Tuple: &Headers{}}}
 }
 
 func checkSame(t *testing.T, s string) {

@@ -143,6 +143,11 @@ type Hop struct {
 	// Copy marks the free of a copy of this packet (a clone the kernel made for a raw or
 	// packet socket, or for an ARP solicitation), not of the packet itself.
 	Copy bool `json:"copy,omitempty"`
+
+	// Bytes are the packet's headers as the kernel held them at this hop, from its IP header
+	// on (--pcapng): IP, transport and a tunnel's carried headers, never the payload. In JSON
+	// base64; none on route hops, nor in runs without --pcapng.
+	Bytes []byte `json:"bytes,omitempty"`
 }
 
 // Route is the result of one FIB lookup.

@@ -33,7 +33,11 @@ func (t *Tracer) decode(raw []byte) (trace.Event, bool) {
 		return trace.Event{}, false
 	}
 	e := (*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0]))
-	return t.convert(e)
+	ev, ok := t.convert(e)
+	if ok && len(raw) > eventSize {
+		ev.Hop.Bytes = snapBytes(raw) // --pcapng
+	}
+	return ev, ok
 }
 
 func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {

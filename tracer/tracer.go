@@ -36,6 +36,8 @@ type Config struct {
 	RingBufferBytes uint32
 	// Backend chooses how function-level hops are captured: auto, fentry, kprobe, tracepoint.
 	Backend string
+	// Snap has every hop carry the packet's headers, read from its IP header (--pcapng).
+	Snap bool
 }
 
 // Tracer holds the loaded programs and the state needed to decode their events.
@@ -101,7 +103,11 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	if err := spec.Variables[bpf.PathtraceVarCFG].Set(bpf.PathtraceConfig{Filter: kernelFilter(cfg.Filter)}); err != nil {
+	kcfg := bpf.PathtraceConfig{Filter: kernelFilter(cfg.Filter)}
+	if cfg.Snap {
+		kcfg.Snap = 1
+	}
+	if err := spec.Variables[bpf.PathtraceVarCFG].Set(kcfg); err != nil {
 		return nil, fmt.Errorf("configure filter: %w", err)
 	}
 	if cfg.RingBufferBytes != 0 {

@@ -3,6 +3,7 @@
 
 #include "maps.h"
 #include "parse.h"
+#include "snap.h"
 
 static __always_inline __u32 netns_of(struct net_device *dev, struct sk_buff *skb)
 {
@@ -16,12 +17,14 @@ static __always_inline __u32 netns_of(struct net_device *dev, struct sk_buff *sk
 
 static __always_inline struct event *new_event(__u32 kind)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e = bpf_ringbuf_reserve(&events, event_record_size(), 0);
 	if (!e) {
 		count(STAT_LOST);
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
+	if (CFG.snap)
+		((struct event_snap *)e)->snap.len = 0;
 	e->ts = bpf_ktime_get_ns();
 	e->kind = kind;
 	e->cpu = bpf_get_smp_processor_id();
@@ -78,6 +81,8 @@ static __always_inline bool emit(struct scratch *sc, struct sighting *s, bool fi
 			e->inner = sc->inner;
 	}
 	e->fn = s->fn;
+	if (CFG.snap) /* the receive hook is the one that sees skb->data at the IP header */
+		snap_packet(skb, s->kind == EV_RECEIVE, &((struct event_snap *)e)->snap);
 	if (s->kind == EV_DROP) {
 		/* Dropped by a netfilter rule: nf_hook_slow's entry left the hook it ran. */
 		__u64 tid = bpf_get_current_pid_tgid();

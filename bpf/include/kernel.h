@@ -79,6 +79,7 @@ struct sk_buff {
 	__u16 mac_header;
 	unsigned char *head;
 	unsigned char *data;
+	unsigned int tail; /* sk_buff_data_t: an offset from head on 64-bit kernels */
 } __attribute__((preserve_access_index));
 
 struct flowi_common {

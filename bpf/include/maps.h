@@ -13,7 +13,7 @@ volatile const struct config CFG = {};
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
-	__type(value, struct event); /* puts struct event into BTF for bpf2go */
+	__type(value, struct event_snap); /* puts struct event and struct snap into BTF for bpf2go */
 } events SEC(".maps");
 
 /* What is remembered of a tracked sk_buff: the flow it last carried, to see NAT rewrite it. */

@@ -124,6 +124,27 @@ struct filter {
 	__u16 _pad;
 };
 
+/* --pcapng: the most bytes of a packet a hop keeps, counted from its IP header. */
+#define SNAP_LEN 128
+
+/* With config.snap on, every event is followed by this in its ring-buffer record: the first
+ * bytes of the packet from its network (IP) header, as the kernel holds them at that hop. Only
+ * the linear part of the sk_buff is read, and never more than SNAP_LEN bytes. Without it the
+ * records are struct event alone: runs without --pcapng carry nothing more. */
+struct snap {
+	__u16 len; /* bytes in data: 0 (route hops, no IP header), up to SNAP_LEN */
+	__u8 _pad[6];
+	__u8 data[SNAP_LEN];
+};
+
+/* A ring-buffer record with config.snap on: the event and its packet's bytes. (With it off a
+ * record is struct event alone.) */
+struct event_snap {
+	struct event event;
+	struct snap snap;
+};
+
 struct config {
 	struct filter filter;
+	__u8 snap; /* 1: follow every event with its struct snap (--pcapng) */
 };

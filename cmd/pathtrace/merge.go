@@ -13,7 +13,7 @@ import (
 )
 
 func newMergeCmd() *cobra.Command {
-	var colorMode, jsonPath string
+	var colorMode, jsonPath, pcapngPath, svgPath string
 	var maxPackets int
 	cmd := &cobra.Command{
 		Use:   "merge A.json B.json [C.json...]",
@@ -70,6 +70,9 @@ began first; past it the header says what was left out.`,
 					return err
 				}
 			}
+			if err := run.WriteArtifacts(pcapngPath, svgPath, merged); err != nil {
+				return err
+			}
 			if err := text.Render(os.Stdout, merged, text.Options{Color: color}); err != nil {
 				return err
 			}
@@ -80,5 +83,7 @@ began first; past it the header says what was left out.`,
 	cmd.Flags().StringVar(&jsonPath, "json", "", "write the merged trace as JSON to this file")
 	cmd.Flags().IntVar(&maxPackets, "max-packets", merge.DefaultMaxPackets, "hold at most this many packets of all the traces: past it, only the packets that began earlier are merged")
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
+	cmd.Flags().StringVar(&pcapngPath, pcapngFlag, "", pcapngUsage+": every node's hops, on the first node's clock (the traces must have been taken with --pcapng)")
+	cmd.Flags().StringVar(&svgPath, svgFlag, "", svgUsage+": a column per node")
 	return cmd
 }

@@ -30,6 +30,8 @@ type flags struct {
 	OutputJSON   string
 	OutputColor  string
 	OutputRecord string
+	OutputPcapng string
+	OutputSVG    string
 
 	ReadyFile  string
 	KernelBTF  string
@@ -156,6 +158,8 @@ with a per-flow summary and a verdict.`,
 				Duration:   f.Duration,
 				Count:      f.Count,
 				JSONPath:   f.OutputJSON,
+				PcapngPath: f.OutputPcapng,
+				SVGPath:    f.OutputSVG,
 				ReadyFile:  f.ReadyFile,
 				RecordPath: f.OutputRecord,
 				KernelBTF:  f.KernelBTF,
@@ -190,6 +194,8 @@ with a per-flow summary and a verdict.`,
 	fl.IntVar(&f.MaxPackets, "max-packets", run.DefaultMaxPackets, "keep and print at most this many packets; later ones are only counted")
 	fl.StringVar(&f.CRISocket, "cri-socket", "", "the container runtime's CRI socket, to find pods and label hops with them (default: containerd's or CRI-O's, under /host in a debug pod)")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
+	fl.StringVar(&f.OutputPcapng, pcapngFlag, "", pcapngUsage)
+	fl.StringVar(&f.OutputSVG, svgFlag, "", svgUsage)
 	fl.StringVar(&f.OutputColor, "color", "auto", "colour: auto (on a terminal), always, never")
 	fl.BoolVar(&f.NoNFTrace, "no-nftrace", false, "do not add pathtrace's temporary nftables tracing table (then a netfilter drop is not traced to its rule)")
 	fl.StringVar(&f.ReadyFile, "ready-file", "", "create this file once every probe is attached")

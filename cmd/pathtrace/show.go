@@ -6,13 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
 )
 
 func newShowCmd() *cobra.Command {
-	var colorMode string
+	var colorMode, pcapngPath, svgPath string
 	cmd := &cobra.Command{
 		Use:   "show TRACE.json",
 		Short: "Print a saved trace as the live run did (no privileges needed)",
@@ -25,7 +26,9 @@ func newShowCmd() *cobra.Command {
 			// Each packet is printed as it is read and then let go: a trace of any size is shown
 			// in the memory of one packet (jsontrace.MaxValueBytes at most). The header waits for
 			// the first packet, so that a file broken before it prints only the error; one broken
-			// later prints the packets before the break, then the error.
+			// later prints the packets before the break, then the error. A capture or picture
+			// asked for keeps what it needs of each packet (its hops' bytes; the packets drawn).
+			art := run.NewArtifacts(pcapngPath, svgPath)
 			out := bufio.NewWriterSize(os.Stdout, 64<<10)
 			p := text.NewPrinter(out, text.Options{Color: color})
 			var head *trace.Trace
@@ -38,6 +41,7 @@ func newShowCmd() *cobra.Command {
 					p.Header(head)
 				}
 				p.Packet(*pk)
+				art.Add(pk)
 				n++
 				return p.Err()
 			})
@@ -51,9 +55,14 @@ func newShowCmd() *cobra.Command {
 			if ferr := out.Flush(); err == nil {
 				err = ferr
 			}
+			if err == nil {
+				err = art.Write(t)
+			}
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&colorMode, "color", "auto", "colour: auto (on a terminal), always, never")
+	cmd.Flags().StringVar(&pcapngPath, pcapngFlag, "", pcapngUsage+" (the trace must have been taken with --pcapng)")
+	cmd.Flags().StringVar(&svgPath, svgFlag, "", svgUsage)
 	return cmd
 }

@@ -20,7 +20,9 @@ type Options struct {
 	Out      io.Writer
 	Color    bool
 	JSONPath string
-	Args     []string
+	// PcapngPath and SVGPath receive the capture and the picture ("" for none).
+	PcapngPath, SVGPath string
+	Args                []string
 }
 
 // Run builds the lab, traces it and tears it down, whatever happens in between.
@@ -48,14 +50,16 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	defer cancel()
 	pingErr := make(chan error, 1)
 	t, err := run.Run(ctx, run.Options{
-		Filter:   filter,
-		Count:    3,
-		JSONPath: o.JSONPath,
-		Args:     o.Args,
-		Out:      o.Out,
-		Color:    o.Color,
-		Facts:    run.NodeFacts("/proc"),
-		NFTrace:  true,
+		Filter:     filter,
+		Count:      3,
+		JSONPath:   o.JSONPath,
+		PcapngPath: o.PcapngPath,
+		SVGPath:    o.SVGPath,
+		Args:       o.Args,
+		Out:        o.Out,
+		Color:      o.Color,
+		Facts:      run.NodeFacts("/proc"),
+		NFTrace:    true,
 		OnReady: func() {
 			_, err := topo.Pod.Ping(topo.ExtIP.String(), 0x7a7a, 3, 200*time.Millisecond, 500*time.Millisecond)
 			pingErr <- err

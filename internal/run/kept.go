@@ -2,11 +2,13 @@ package run
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -29,7 +31,7 @@ type keptPackets struct {
 }
 
 // newKeptPackets keeps up to max packets (0: DefaultMaxPackets) for a trace file at jsonPath
-// ("" for none).
+// ("" for none), or for the postmortem artifacts written there.
 func newKeptPackets(jsonPath string, max int) (*keptPackets, error) {
 	if max <= 0 {
 		max = DefaultMaxPackets
@@ -113,4 +115,35 @@ func (k *keptPackets) close() {
 	if k.spill != nil {
 		k.spill.Close()
 	}
+}
+
+// each reads the kept packets back one at a time, for the postmortem artifacts written at
+// the end: a run does not hold its packets in memory, even then.
+func (k *keptPackets) each(fn func(*trace.Packet)) error {
+	if k.spill == nil {
+		return nil
+	}
+	err := k.err
+	if err == nil {
+		err = k.bw.Flush()
+	}
+	if err == nil {
+		_, err = k.spill.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return err
+	}
+	// The spill is the elements of the document's packets array, separated by commas.
+	dec := json.NewDecoder(io.MultiReader(strings.NewReader("["), bufio.NewReaderSize(k.spill, 256<<10), strings.NewReader("]")))
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	for dec.More() {
+		p := new(trace.Packet)
+		if err := dec.Decode(p); err != nil {
+			return err
+		}
+		fn(p)
+	}
+	return nil
 }

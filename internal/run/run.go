@@ -4,6 +4,7 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,10 @@ type Options struct {
 	Duration time.Duration // 0: until ctx ends or Count is reached
 	Count    int           // stop after this many packets; 0: no limit
 	JSONPath string        // write the trace here at the end; "" for none
+	// PcapngPath and SVGPath receive the postmortem artifacts at the end: the capture
+	// (render/pcapng) and the picture (render/svg). With PcapngPath every hop carries the
+	// packet's headers from the kernel.
+	PcapngPath, SVGPath string
 	// ReadyFile is created once every probe is attached, for harnesses.
 	ReadyFile string
 	// RecordPath receives every raw event as JSON lines, for recorded test fixtures.
@@ -73,8 +78,11 @@ const DefaultMaxPackets = 10000
 func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	// The trace is written at the end; that it can be is checked now, before tracing starts,
 	// so an unwritable path fails at once and a killed run leaves no file behind.
-	if o.JSONPath != "" {
-		probe, err := openOutput(o.JSONPath)
+	for _, path := range []string{o.JSONPath, o.PcapngPath, o.SVGPath} {
+		if path == "" {
+			continue
+		}
+		probe, err := openOutput(path)
 		if err != nil {
 			return nil, err
 		}
@@ -85,14 +93,14 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		return nil, err
 	}
 	defer rec.abort()
-	kept, err := newKeptPackets(o.JSONPath, o.MaxPackets)
+	kept, err := newKeptPackets(cmp.Or(o.JSONPath, o.PcapngPath, o.SVGPath), o.MaxPackets)
 	if err != nil {
 		return nil, err
 	}
 	defer kept.close()
 
 	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes, Backend: o.Backend,
-		HostNetns: o.HostNetns, NetnsDirs: o.NetnsDirs})
+		HostNetns: o.HostNetns, NetnsDirs: o.NetnsDirs, Snap: o.PcapngPath != ""})
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +251,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if err := kept.save(o.JSONPath, t); err != nil {
 			return t, err
 		}
+	}
+	if err := writeArtifacts(o.PcapngPath, o.SVGPath, t, kept); err != nil {
+		return t, err
 	}
 	return t, nil
 }

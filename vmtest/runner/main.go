@@ -38,9 +38,9 @@ var defaultModules = []string{
 }
 
 // defaultSkip are tests that cannot run in the VM, by package: they shell out to host
-// binaries the initramfs does not have (ip netns exec, iptables-nft).
+// binaries the initramfs does not have (ip netns exec, iptables-nft, tshark).
 var defaultSkip = map[string]string{
-	"./e2e": "^TestIptablesForwardDrop$",
+	"./e2e": "^TestIptablesForwardDrop$|^TestCapture",
 }
 
 type config struct {
