@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type PathtraceBudget struct {
+	_      structs.HostLayout
+	FullAt uint64
+}
+
 type PathtraceConfig struct {
 	_      structs.HostLayout
 	Filter struct {
@@ -27,6 +32,8 @@ type PathtraceConfig struct {
 		Dport   uint16
 		Pad     uint16
 	}
+	BudgetIntervalNs uint64
+	BudgetDepthNs    uint64
 }
 
 type PathtraceEncapKind uint32
@@ -123,6 +130,7 @@ type PathtraceGates struct {
 	_       structs.HostLayout
 	Learned uint64
 	Tracked int64
+	LeftOut uint64
 }
 
 type PathtraceNfCall struct {
@@ -164,25 +172,27 @@ type PathtraceRoute struct {
 }
 
 type PathtraceScratch struct {
-	_     structs.HostLayout
-	P     PathtracePacket
-	Inner PathtracePacket
-	Nt    PathtraceTrack
-	K     PathtraceFlowKey
-	Busy  uint32
-	_     [4]byte
+	_       structs.HostLayout
+	P       PathtracePacket
+	Inner   PathtracePacket
+	Nt      PathtraceTrack
+	K       PathtraceFlowKey
+	Busy    uint32
+	LeftOut uint32
 }
 
 type PathtraceStatIndex uint32
 
 const (
-	PathtraceStatIndexSTAT_EVENTS         PathtraceStatIndex = 0
-	PathtraceStatIndexSTAT_LOST           PathtraceStatIndex = 1
-	PathtraceStatIndexSTAT_TRACK_FULL     PathtraceStatIndex = 2
-	PathtraceStatIndexSTAT_LEARNED        PathtraceStatIndex = 3
-	PathtraceStatIndexSTAT_SKIPPED        PathtraceStatIndex = 4
-	PathtraceStatIndexSTAT_ROUTES_SKIPPED PathtraceStatIndex = 5
-	PathtraceStatIndexSTAT_MAX            PathtraceStatIndex = 6
+	PathtraceStatIndexSTAT_EVENTS             PathtraceStatIndex = 0
+	PathtraceStatIndexSTAT_LOST               PathtraceStatIndex = 1
+	PathtraceStatIndexSTAT_TRACK_FULL         PathtraceStatIndex = 2
+	PathtraceStatIndexSTAT_LEARNED            PathtraceStatIndex = 3
+	PathtraceStatIndexSTAT_SKIPPED            PathtraceStatIndex = 4
+	PathtraceStatIndexSTAT_ROUTES_SKIPPED     PathtraceStatIndex = 5
+	PathtraceStatIndexSTAT_OVER_BUDGET        PathtraceStatIndex = 6
+	PathtraceStatIndexSTAT_ROUTES_OVER_BUDGET PathtraceStatIndex = 7
+	PathtraceStatIndexSTAT_MAX                PathtraceStatIndex = 8
 )
 
 type PathtraceTrack struct {
@@ -198,9 +208,11 @@ type PathtraceTrack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PathtraceMapBudget             = "budget"
 	PathtraceMapEvents             = "events"
 	PathtraceMapGates              = "gates"
 	PathtraceMapLearned            = "learned"
+	PathtraceMapLeftOut            = "left_out"
 	PathtraceMapNfCalls            = "nf_calls"
 	PathtraceMapScratch            = "scratch"
 	PathtraceMapStats              = "stats"
@@ -328,9 +340,11 @@ type PathtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceMapSpecs struct {
+	Budget  *ebpf.MapSpec `ebpf:"budget"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Gates   *ebpf.MapSpec `ebpf:"gates"`
 	Learned *ebpf.MapSpec `ebpf:"learned"`
+	LeftOut *ebpf.MapSpec `ebpf:"left_out"`
 	NfCalls *ebpf.MapSpec `ebpf:"nf_calls"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
 	Stats   *ebpf.MapSpec `ebpf:"stats"`
@@ -364,9 +378,11 @@ func (o *PathtraceObjects) Close() error {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtraceMaps struct {
+	Budget  *ebpf.Map `ebpf:"budget"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Gates   *ebpf.Map `ebpf:"gates"`
 	Learned *ebpf.Map `ebpf:"learned"`
+	LeftOut *ebpf.Map `ebpf:"left_out"`
 	NfCalls *ebpf.Map `ebpf:"nf_calls"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
 	Stats   *ebpf.Map `ebpf:"stats"`
@@ -375,9 +391,11 @@ type PathtraceMaps struct {
 
 func (m *PathtraceMaps) Close() error {
 	return _PathtraceClose(
+		m.Budget,
 		m.Events,
 		m.Gates,
 		m.Learned,
+		m.LeftOut,
 		m.NfCalls,
 		m.Scratch,
 		m.Stats,
