@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +60,7 @@ var allConfigs = []config{
 		return []string{"--src", "10.200.200.200", "--no-nftrace"}
 	}},
 	{Name: "matching", Kind: "pathtrace", Args: func(t *lab.Topology) []string {
+		// The default budget (--max-rate): a hot flow's packets past it are only counted.
 		return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String()}
 	}},
 	{Name: "matching-nonft", Kind: "pathtrace", Args: func(t *lab.Topology) []string {
@@ -68,6 +70,10 @@ var allConfigs = []config{
 		// matching with --pcapng: every event carries the packet's first bytes too, and the
 		// capture is written at the end. The cost of capturing bytes.
 		return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String(), "--pcapng", runDir + "/trace.pcapng"}
+	}},
+	{Name: "matching-unlimited", Kind: "pathtrace", Args: func(t *lab.Topology) []string {
+		// No budget: every packet of the load is traced, as far as the ring buffer takes them.
+		return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String(), "--max-rate", "0"}
 	}},
 	{Name: "bpftrace", Kind: "bpftrace"},
 }
@@ -113,8 +119,9 @@ type tracerRun struct {
 	TraceSkipped       uint64 `json:"trace_skipped"`
 	TraceUntracked     uint64 `json:"trace_untracked"`
 	TraceRoutesSkipped uint64 `json:"trace_routes_skipped"`
-	TracePackets       int    `json:"trace_packets"`  // packets kept in the trace
-	TraceNotKept       uint64 `json:"trace_not_kept"` // completed past --max-packets: counted only
+	TraceOverBudget    uint64 `json:"trace_over_budget"` // matching packets not traced, over --max-rate
+	TracePackets       int    `json:"trace_packets"`     // packets kept in the trace
+	TraceNotKept       uint64 `json:"trace_not_kept"`    // completed past --max-packets: counted only
 	TraceHops          int    `json:"trace_hops"`
 	TraceBytes         int64  `json:"trace_bytes"`
 	// bpftrace
@@ -124,28 +131,29 @@ type tracerRun struct {
 }
 
 type results struct {
-	Started       time.Time      `json:"started"`
-	Finished      time.Time      `json:"finished"`
-	Kernel        string         `json:"kernel"`
-	CPUs          int            `json:"cpus"`
-	Pathtrace     string         `json:"pathtrace_binary"`
-	Commit        string         `json:"commit"`
-	Dirty         bool           `json:"dirty"`
-	Duration      string         `json:"run_duration"`
-	Rounds        int            `json:"rounds"`
-	BPFStats      bool           `json:"bpf_stats"` // per-program run time accounting was on (-bpf-stats)
-	LoadStart     string         `json:"loadavg_start"`
-	WaitedS       float64        `json:"waited_for_quiet_s"`
-	LoadEnd       string         `json:"loadavg_end"`
-	Notes         []string       `json:"notes,omitempty"`
-	Runs          []runRecord    `json:"runs"`
-	Drop          *dropResult    `json:"drop_to_verdict,omitempty"`
-	Micro         []microResult  `json:"micro,omitempty"`
-	MicroCmd      string         `json:"micro_command,omitempty"`
-	MicroOtherPct float64        `json:"micro_other_work_pct"`
-	Summary       []summaryRow   `json:"summary"`
-	Timings       timingSummary  `json:"timings"`
-	Targets       []targetResult `json:"targets"`
+	Started       time.Time        `json:"started"`
+	Finished      time.Time        `json:"finished"`
+	Kernel        string           `json:"kernel"`
+	CPUs          int              `json:"cpus"`
+	Pathtrace     string           `json:"pathtrace_binary"`
+	Commit        string           `json:"commit"`
+	Dirty         bool             `json:"dirty"`
+	Duration      string           `json:"run_duration"`
+	Rounds        int              `json:"rounds"`
+	BPFStats      bool             `json:"bpf_stats"` // per-program run time accounting was on (-bpf-stats)
+	LoadStart     string           `json:"loadavg_start"`
+	WaitedS       float64          `json:"waited_for_quiet_s"`
+	LoadEnd       string           `json:"loadavg_end"`
+	Notes         []string         `json:"notes,omitempty"`
+	Runs          []runRecord      `json:"runs"`
+	Drop          *dropResult      `json:"drop_to_verdict,omitempty"`
+	FloodDrop     *floodDropResult `json:"flood_drop,omitempty"`
+	Micro         []microResult    `json:"micro,omitempty"`
+	MicroCmd      string           `json:"micro_command,omitempty"`
+	MicroOtherPct float64          `json:"micro_other_work_pct"`
+	Summary       []summaryRow     `json:"summary"`
+	Timings       timingSummary    `json:"timings"`
+	Targets       []targetResult   `json:"targets"`
 }
 
 type bench struct {
@@ -159,31 +167,32 @@ type bench struct {
 
 func main() {
 	var (
-		duration  = flag.Duration("duration", 5*time.Second, "length of each iperf3 run (whole seconds)")
-		rounds    = flag.Int("rounds", 3, "rounds; each round runs every config once per traffic kind, interleaved")
-		bin       = flag.String("bin", "bin/pathtrace", "pathtrace binary")
-		script    = flag.String("bpftrace-script", "bench/flow.bt", "bpftrace comparison script")
-		outDir    = flag.String("out", "bench/results", "where the JSON results go")
-		trafficL  = flag.String("traffic", "udp,tcp", "traffic kinds, of: udp (64-byte datagrams, unlimited rate), tcp")
-		configL   = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-rulesets,filtered-out-nonft,matching,matching-nonft,matching-pcapng,bpftrace", "configs to run")
-		goBin     = flag.String("go", "go", "go command, for the micro-benchmark")
-		benchtime = flag.String("benchtime", "500ms", "go test -benchtime for the micro-benchmark")
-		count     = flag.Int("count", 3, "go test -count for the micro-benchmark (the median is reported)")
-		drops     = flag.Int("drops", 5, "pings for the drop-to-verdict measurement (0: skip)")
-		micro     = flag.Bool("micro", true, "run the userspace micro-benchmark")
-		force     = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
-		waitQuiet = flag.Duration("wait-quiet", 15*time.Second, "before each run, wait up to this long for other work to leave the CPUs idle")
-		waitTotal = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
-		bpfStats  = flag.Bool("bpf-stats", false, "measure each hook program's run time and calls (kernel bpf_stats; adds two clock reads per program call to every config with programs)")
+		duration   = flag.Duration("duration", 5*time.Second, "length of each iperf3 run (whole seconds)")
+		rounds     = flag.Int("rounds", 3, "rounds; each round runs every config once per traffic kind, interleaved")
+		bin        = flag.String("bin", "bin/pathtrace", "pathtrace binary")
+		script     = flag.String("bpftrace-script", "bench/flow.bt", "bpftrace comparison script")
+		outDir     = flag.String("out", "bench/results", "where the JSON results go")
+		trafficL   = flag.String("traffic", "udp,tcp", "traffic kinds, of: udp (64-byte datagrams, unlimited rate), tcp")
+		configL    = flag.String("configs", "baseline,empty-bpf,filtered-out,filtered-out-rulesets,filtered-out-nonft,matching,matching-nonft,matching-unlimited,matching-pcapng,bpftrace", "configs to run (also matching-rate-N: matching with --max-rate N)")
+		goBin      = flag.String("go", "go", "go command, for the micro-benchmark")
+		benchtime  = flag.String("benchtime", "500ms", "go test -benchtime for the micro-benchmark")
+		count      = flag.Int("count", 3, "go test -count for the micro-benchmark (the median is reported)")
+		drops      = flag.Int("drops", 5, "pings for the drop-to-verdict measurement (0: skip)")
+		floodDrops = flag.Int("flood-drops", 3, "trials of the drop-in-a-flood measurement, at the default --max-rate (0: skip)")
+		micro      = flag.Bool("micro", true, "run the userspace micro-benchmark")
+		force      = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
+		waitQuiet  = flag.Duration("wait-quiet", 15*time.Second, "before each run, wait up to this long for other work to leave the CPUs idle")
+		waitTotal  = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
+		bpfStats   = flag.Bool("bpf-stats", false, "measure each hook program's run time and calls (kernel bpf_stats; adds two clock reads per program call to every config with programs)")
 	)
 	flag.Parse()
-	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *micro, *force, *bpfStats, *waitQuiet, *waitTotal, *count); err != nil {
+	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *floodDrops, *micro, *force, *bpfStats, *waitQuiet, *waitTotal, *count); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops int, micro, force, bpfStats bool, waitQuiet, waitTotal time.Duration, count int) error {
+func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, configL, goBin, benchtime string, drops, floodDrops int, micro, force, bpfStats bool, waitQuiet, waitTotal time.Duration, count int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, BPF)")
 	}
@@ -206,15 +215,11 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	}
 	var cfgs []config
 	for _, n := range strings.Split(configL, ",") {
-		found := false
-		for _, c := range allConfigs {
-			if c.Name == strings.TrimSpace(n) {
-				cfgs, found = append(cfgs, c), true
-			}
+		c, err := configNamed(strings.TrimSpace(n))
+		if err != nil {
+			return err
 		}
-		if !found {
-			return fmt.Errorf("unknown config %q", n)
-		}
+		cfgs = append(cfgs, c)
 	}
 
 	res := &results{Started: time.Now().UTC(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), Pathtrace: bin,
@@ -318,6 +323,13 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 		}
 		res.Drop = d
 	}
+	if floodDrops > 0 {
+		d, err := b.floodDrop(floodDrops)
+		if err != nil {
+			note("drop in a flood: %v", err)
+		}
+		res.FloodDrop = d
+	}
 	if micro {
 		// Compile first, so the idle check and the measurement see no compiler.
 		exec.Command(goBin, "test", "-run", "^$", "-count", "1", "./internal/run/").Run()
@@ -348,6 +360,24 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	}
 	fmt.Printf("\nresults: %s\n", path)
 	return nil
+}
+
+// configNamed is the config of that name: one of allConfigs, or matching-rate-N, which is
+// matching with --max-rate N (to see what a budget costs).
+func configNamed(name string) (config, error) {
+	for _, c := range allConfigs {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	if n, ok := strings.CutPrefix(name, "matching-rate-"); ok {
+		if _, err := strconv.ParseUint(n, 10, 32); err == nil {
+			return config{Name: name, Kind: "pathtrace", Args: func(t *lab.Topology) []string {
+				return []string{"--src", t.PodIP.String(), "--dst", t.ExtIP.String(), "--max-rate", n}
+			}}, nil
+		}
+	}
+	return config{}, fmt.Errorf("unknown config %q", name)
 }
 
 func hasConfig(cs []config, name string) bool {
@@ -490,7 +520,7 @@ func (b *bench) runOne(round int, tr traffic, c config) (rec runRecord) {
 		}
 		t.TraceLost, t.TraceSkipped, t.TraceUntracked = tf.LostEvents, tf.Skipped, tf.Untracked
 		t.TracePackets, t.TraceHops, t.TraceBytes = tf.Packets, tf.Hops, tf.Bytes
-		t.TraceRoutesSkipped, t.TraceNotKept = tf.RoutesSkip, tf.NotKept
+		t.TraceRoutesSkipped, t.TraceNotKept, t.TraceOverBudget = tf.RoutesSkip, tf.NotKept, tf.OverBudget
 		rec.Tracer = t
 
 	case "bpftrace":
@@ -546,7 +576,7 @@ func (r runRecord) brief() string {
 	if t := r.Tracer; t != nil {
 		s += fmt.Sprintf(" | attach %.0fms detach %.0fms cpu %.0f%% events %.0f/s rss %dMiB", t.AttachMS, t.DetachMS, t.CPUWindowPct, t.EventsPerSec, t.PeakRSSKB/1024)
 		if t.Kernel != nil {
-			s += fmt.Sprintf(" lost %d skipped %d", t.Kernel.Lost, t.Kernel.Skipped)
+			s += fmt.Sprintf(" lost %d skipped %d over budget %d", t.Kernel.Lost, t.Kernel.Skipped, t.Kernel.OverBudget)
 		}
 		if t.Lost > 0 {
 			s += fmt.Sprintf(" lost %d", t.Lost)

@@ -111,11 +111,12 @@ type kernelStats struct {
 	TrackFull     uint64 `json:"track_full"`     // packets the tracking map could not hold
 	Skipped       uint64 `json:"skipped"`        // packets not started because the ring was 3/4 full
 	RoutesSkipped uint64 `json:"routes_skipped"` // route lookups not reported for the same reason
+	OverBudget    uint64 `json:"over_budget"`    // packets not started because the budget (--max-rate) was spent
 }
 
 func (a kernelStats) sub(b kernelStats) kernelStats {
 	return kernelStats{Events: a.Events - b.Events, Lost: a.Lost - b.Lost, TrackFull: a.TrackFull - b.TrackFull,
-		Skipped: a.Skipped - b.Skipped, RoutesSkipped: a.RoutesSkipped - b.RoutesSkipped}
+		Skipped: a.Skipped - b.Skipped, RoutesSkipped: a.RoutesSkipped - b.RoutesSkipped, OverBudget: a.OverBudget - b.OverBudget}
 }
 
 // statsMap opens the "stats" map a process holds, by the map IDs in /proc/<pid>/fdinfo.
@@ -155,7 +156,7 @@ func statsMap(pid int) (*ebpf.Map, error) {
 func readKernelStats(m *ebpf.Map) (kernelStats, error) {
 	s, err := tracer.ReadStats(m)
 	return kernelStats{Events: s.Events, Lost: s.Lost, TrackFull: s.TrackFull, Skipped: s.Skipped,
-		RoutesSkipped: s.RoutesSkipped}, err
+		RoutesSkipped: s.RoutesSkipped, OverBudget: s.OverBudget}, err
 }
 
 func loadavg() string {

@@ -157,6 +157,7 @@ type traceFile struct {
 	Untracked  uint64
 	Skipped    uint64
 	RoutesSkip uint64
+	OverBudget uint64 // matching packets not traced, over the budget (--max-rate)
 	NotKept    uint64 // completed packets past --max-packets: counted, not in the trace
 	EndReason  string
 }
@@ -185,6 +186,7 @@ func (p *pathtraceProc) stop() (stopResult, traceFile, error) {
 			Untracked  uint64 `json:"untracked"`
 			Skipped    uint64 `json:"skipped"`
 			RoutesSkip uint64 `json:"routes_skipped"`
+			OverBudget uint64 `json:"over_budget"`
 			NotKept    uint64 `json:"not_kept"`
 			EndReason  string `json:"end_reason"`
 		} `json:"meta"`
@@ -196,7 +198,7 @@ func (p *pathtraceProc) stop() (stopResult, traceFile, error) {
 		return r, tf, fmt.Errorf("parse trace: %w", err)
 	}
 	tf.LostEvents, tf.Untracked, tf.Skipped, tf.EndReason = t.Meta.LostEvents, t.Meta.Untracked, t.Meta.Skipped, t.Meta.EndReason
-	tf.RoutesSkip, tf.NotKept = t.Meta.RoutesSkip, t.Meta.NotKept
+	tf.RoutesSkip, tf.NotKept, tf.OverBudget = t.Meta.RoutesSkip, t.Meta.NotKept, t.Meta.OverBudget
 	tf.Packets = len(t.Packets)
 	for _, pk := range t.Packets {
 		tf.Hops += len(pk.Hops)

@@ -13,6 +13,8 @@
  *   include/filter.h     the user's filter, and quick_reject for packets of other flows
  *   include/nat.h        learning the flows NAT rewrites a tracked packet into
  *   include/emit.h       writing an event to the ring buffer
+ *   include/budget.h     the budget for new packets (--max-rate): a token bucket
+ *   include/leftout.h    packets left out whole (the budget, overload) until they are freed
  *   include/track.h      starting, following and forgetting a packet's sk_buff (on_skb)
  *   include/route.h      route lookups (on_fib)
  *   include/funcs.h      function-level hops and netfilter verdicts (func_hop, nf_enter/exit) */
@@ -31,6 +33,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "include/filter.h"
 #include "include/nat.h"
 #include "include/emit.h"
+#include "include/budget.h"
+#include "include/leftout.h"
 #include "include/track.h"
 #include "include/route.h"
 #include "include/funcs.h"

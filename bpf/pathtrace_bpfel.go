@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type PathtraceBudget struct {
+	_      structs.HostLayout
+	FullAt uint64
+}
+
 type PathtraceConfig struct {
 	_      structs.HostLayout
 	Filter struct {
@@ -27,8 +32,10 @@ type PathtraceConfig struct {
 		Dport   uint16
 		Pad     uint16
 	}
-	Snap uint8
-	_    [1]byte
+	BudgetIntervalNs uint64
+	BudgetDepthNs    uint64
+	Snap             uint8
+	Pad2             [7]uint8
 }
 
 type PathtraceEncapKind uint32
@@ -131,6 +138,7 @@ type PathtraceGates struct {
 	_       structs.HostLayout
 	Learned uint64
 	Tracked int64
+	LeftOut uint64
 }
 
 type PathtraceNfCall struct {
@@ -172,13 +180,13 @@ type PathtraceRoute struct {
 }
 
 type PathtraceScratch struct {
-	_     structs.HostLayout
-	P     PathtracePacket
-	Inner PathtracePacket
-	Nt    PathtraceTrack
-	K     PathtraceFlowKey
-	Busy  uint32
-	_     [4]byte
+	_       structs.HostLayout
+	P       PathtracePacket
+	Inner   PathtracePacket
+	Nt      PathtraceTrack
+	K       PathtraceFlowKey
+	Busy    uint32
+	LeftOut uint32
 }
 
 type PathtraceSnap struct {
@@ -191,13 +199,15 @@ type PathtraceSnap struct {
 type PathtraceStatIndex uint32
 
 const (
-	PathtraceStatIndexSTAT_EVENTS         PathtraceStatIndex = 0
-	PathtraceStatIndexSTAT_LOST           PathtraceStatIndex = 1
-	PathtraceStatIndexSTAT_TRACK_FULL     PathtraceStatIndex = 2
-	PathtraceStatIndexSTAT_LEARNED        PathtraceStatIndex = 3
-	PathtraceStatIndexSTAT_SKIPPED        PathtraceStatIndex = 4
-	PathtraceStatIndexSTAT_ROUTES_SKIPPED PathtraceStatIndex = 5
-	PathtraceStatIndexSTAT_MAX            PathtraceStatIndex = 6
+	PathtraceStatIndexSTAT_EVENTS             PathtraceStatIndex = 0
+	PathtraceStatIndexSTAT_LOST               PathtraceStatIndex = 1
+	PathtraceStatIndexSTAT_TRACK_FULL         PathtraceStatIndex = 2
+	PathtraceStatIndexSTAT_LEARNED            PathtraceStatIndex = 3
+	PathtraceStatIndexSTAT_SKIPPED            PathtraceStatIndex = 4
+	PathtraceStatIndexSTAT_ROUTES_SKIPPED     PathtraceStatIndex = 5
+	PathtraceStatIndexSTAT_OVER_BUDGET        PathtraceStatIndex = 6
+	PathtraceStatIndexSTAT_ROUTES_OVER_BUDGET PathtraceStatIndex = 7
+	PathtraceStatIndexSTAT_MAX                PathtraceStatIndex = 8
 )
 
 type PathtraceTrack struct {
@@ -213,9 +223,11 @@ type PathtraceTrack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PathtraceMapBudget             = "budget"
 	PathtraceMapEvents             = "events"
 	PathtraceMapGates              = "gates"
 	PathtraceMapLearned            = "learned"
+	PathtraceMapLeftOut            = "left_out"
 	PathtraceMapNfCalls            = "nf_calls"
 	PathtraceMapScratch            = "scratch"
 	PathtraceMapStats              = "stats"
@@ -343,9 +355,11 @@ type PathtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceMapSpecs struct {
+	Budget  *ebpf.MapSpec `ebpf:"budget"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Gates   *ebpf.MapSpec `ebpf:"gates"`
 	Learned *ebpf.MapSpec `ebpf:"learned"`
+	LeftOut *ebpf.MapSpec `ebpf:"left_out"`
 	NfCalls *ebpf.MapSpec `ebpf:"nf_calls"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
 	Stats   *ebpf.MapSpec `ebpf:"stats"`
@@ -379,9 +393,11 @@ func (o *PathtraceObjects) Close() error {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtraceMaps struct {
+	Budget  *ebpf.Map `ebpf:"budget"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Gates   *ebpf.Map `ebpf:"gates"`
 	Learned *ebpf.Map `ebpf:"learned"`
+	LeftOut *ebpf.Map `ebpf:"left_out"`
 	NfCalls *ebpf.Map `ebpf:"nf_calls"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
 	Stats   *ebpf.Map `ebpf:"stats"`
@@ -390,9 +406,11 @@ type PathtraceMaps struct {
 
 func (m *PathtraceMaps) Close() error {
 	return _PathtraceClose(
+		m.Budget,
 		m.Events,
 		m.Gates,
 		m.Learned,
+		m.LeftOut,
 		m.NfCalls,
 		m.Scratch,
 		m.Stats,

@@ -57,6 +57,7 @@ func TestBadInput(t *testing.T) {
 		{"negative duration", []string{"--duration", "-1s"}, "--duration must not be negative", false},
 		{"negative count", []string{"--count", "-2"}, "--count must not be negative", false},
 		{"negative max-packets", []string{"--max-packets", "-1"}, "--max-packets must not be negative", false},
+		{"negative max-rate", []string{"--max-rate", "-1"}, "--max-rate must be from 0 (no limit) to 1000000000", false},
 		{"bad ring buffer", []string{"--ring-buffer", "5000"}, "--ring-buffer must be a power of two", false},
 		{"count not a number", []string{"--count", "many"}, "invalid argument \"many\" for \"--count\"", false},
 		{"duration without unit", []string{"--duration", "30"}, "invalid argument \"30\" for \"--duration\"", false},

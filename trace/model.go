@@ -46,6 +46,11 @@ type Meta struct {
 	Skipped uint64 `json:"skipped,omitempty"`
 	// RoutesSkipped counts route lookups not reported for the same reason.
 	RoutesSkipped uint64 `json:"routes_skipped,omitempty"`
+	// MaxRate is the run's budget (--max-rate): at most this many new packets a second were
+	// traced; 0 (absent) for none. OverBudget counts the matching packets that were not, over
+	// it: whole packets, so the packets traced are a sample of the flow, each complete.
+	MaxRate    uint64 `json:"max_rate,omitempty"`
+	OverBudget uint64 `json:"over_budget,omitempty"`
 	// NotKept counts packets past the run's limit (--max-packets): counted in the flows and
 	// the verdict, not kept in the trace.
 	NotKept uint64 `json:"not_kept,omitempty"`

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -53,6 +54,22 @@ func loadKernelBTF(path string) (*btf.Spec, error) {
 		return nil, fmt.Errorf("%w: parse %s: %w", ErrNoBTF, path, err)
 	}
 	return spec, nil
+}
+
+// kernelConfig is the programs' configuration (CFG) for cfg.
+func kernelConfig(cfg Config) bpf.PathtraceConfig {
+	k := bpf.PathtraceConfig{Filter: kernelFilter(cfg.Filter)}
+	if cfg.Snap {
+		k.Snap = 1
+	}
+	if cfg.MaxRate > 0 {
+		// A token comes back every interval, rounded up so that no more than MaxRate start in
+		// a second; the bucket holds a second's worth, MaxRate tokens.
+		rate := min(cfg.MaxRate, uint64(time.Second))
+		k.BudgetIntervalNs = (uint64(time.Second) + rate - 1) / rate
+		k.BudgetDepthNs = k.BudgetIntervalNs * rate
+	}
+	return k
 }
 
 // kernelFilter converts the user's filter into the kernel's representation: addresses and

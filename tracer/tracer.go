@@ -38,6 +38,9 @@ type Config struct {
 	Backend string
 	// Snap has every hop carry the packet's headers, read from its IP header (--pcapng).
 	Snap bool
+	// MaxRate is the budget: at most this many new packets a second start being traced, in
+	// bursts of at most as many; the rest are counted (Stats.OverBudget). 0: no budget.
+	MaxRate uint64
 }
 
 // Tracer holds the loaded programs and the state needed to decode their events.
@@ -103,11 +106,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	kcfg := bpf.PathtraceConfig{Filter: kernelFilter(cfg.Filter)}
-	if cfg.Snap {
-		kcfg.Snap = 1
-	}
-	if err := spec.Variables[bpf.PathtraceVarCFG].Set(kcfg); err != nil {
+	if err := spec.Variables[bpf.PathtraceVarCFG].Set(kernelConfig(cfg)); err != nil {
 		return nil, fmt.Errorf("configure filter: %w", err)
 	}
 	if cfg.RingBufferBytes != 0 {
@@ -117,7 +116,8 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	t.maps = map[string]*ebpf.Map{}
 	// Every program shares these; each is loaded on its own (see loadHook).
 	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats,
-		bpf.PathtraceMapLearned, bpf.PathtraceMapGates, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls} {
+		bpf.PathtraceMapLearned, bpf.PathtraceMapGates, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls,
+		bpf.PathtraceMapBudget, bpf.PathtraceMapLeftOut} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", name, err)
@@ -209,6 +209,10 @@ type Stats struct {
 	Skipped   uint64 // packets not started because the ring buffer was filling up
 	// RoutesSkipped counts route lookups not reported for the same reason.
 	RoutesSkipped uint64
+	// OverBudget counts matching packets not started because the budget (Config.MaxRate) was
+	// spent; RoutesOverBudget their route lookups, not reported either.
+	OverBudget       uint64
+	RoutesOverBudget uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -219,12 +223,14 @@ func (t *Tracer) Stats() (Stats, error) { return ReadStats(t.maps[bpf.PathtraceM
 func ReadStats(m *ebpf.Map) (Stats, error) {
 	var s Stats
 	for idx, dst := range map[bpf.PathtraceStatIndex]*uint64{
-		bpf.PathtraceStatIndexSTAT_EVENTS:         &s.Events,
-		bpf.PathtraceStatIndexSTAT_LOST:           &s.Lost,
-		bpf.PathtraceStatIndexSTAT_TRACK_FULL:     &s.TrackFull,
-		bpf.PathtraceStatIndexSTAT_LEARNED:        &s.Learned,
-		bpf.PathtraceStatIndexSTAT_SKIPPED:        &s.Skipped,
-		bpf.PathtraceStatIndexSTAT_ROUTES_SKIPPED: &s.RoutesSkipped,
+		bpf.PathtraceStatIndexSTAT_EVENTS:             &s.Events,
+		bpf.PathtraceStatIndexSTAT_LOST:               &s.Lost,
+		bpf.PathtraceStatIndexSTAT_TRACK_FULL:         &s.TrackFull,
+		bpf.PathtraceStatIndexSTAT_LEARNED:            &s.Learned,
+		bpf.PathtraceStatIndexSTAT_SKIPPED:            &s.Skipped,
+		bpf.PathtraceStatIndexSTAT_ROUTES_SKIPPED:     &s.RoutesSkipped,
+		bpf.PathtraceStatIndexSTAT_OVER_BUDGET:        &s.OverBudget,
+		bpf.PathtraceStatIndexSTAT_ROUTES_OVER_BUDGET: &s.RoutesOverBudget,
 	} {
 		var per []uint64
 		if err := m.Lookup(idx, &per); err != nil {

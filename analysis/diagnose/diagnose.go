@@ -105,8 +105,21 @@ func Verdict(t *trace.Trace) trace.Verdict {
 }
 
 // Verdict concludes the run on the packets observed: the worst drop site explained, or what
-// the packets' fates say.
+// the packets' fates say. When the budget (--max-rate) left packets out, the packets it rests
+// on are a sample of the flow, and it says so.
 func (d *Diagnoser) Verdict(t *trace.Trace) trace.Verdict {
+	v := d.verdict(t)
+	if n := t.Meta.OverBudget; n > 0 && v.Outcome != "no-packets" {
+		v.Summary += fmt.Sprintf(" (a sample: %d more matching packets were not traced, over the budget", n)
+		if t.Meta.MaxRate > 0 {
+			v.Summary += fmt.Sprintf(" of %d new packets/s", t.Meta.MaxRate)
+		}
+		v.Summary += ")"
+	}
+	return v
+}
+
+func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 	d.mu.Lock()
 	c := d.tally
 	d.mu.Unlock()

@@ -223,6 +223,44 @@ func TestOtherVerdicts(t *testing.T) {
 	}
 }
 
+// Packets left out by the budget (--max-rate) make the verdict's packets a sample: it says so,
+// whatever the outcome, and not when none was left out or no packet was traced.
+func TestVerdictOnASample(t *testing.T) {
+	req, rep := icmp(podIP, extIP), icmp(extIP, podIP)
+	drop := dropped(trace.Request, "veth-pod", "IP_INADDRERRORS", "ip_error+0x94", req)
+	healthy := []trace.Packet{
+		{Flow: trace.Request, Tuple: *req, Fate: trace.Fate{Outcome: trace.Delivered}},
+		{Flow: trace.Reply, Tuple: *rep, Fate: trace.Fate{Outcome: trace.Delivered}},
+	}
+	f, _ := trace.NewFilter(netip.PrefixFrom(podIP, 32), netip.PrefixFrom(extIP, 32), trace.ProtoAny, 0, 0)
+	for _, c := range []struct {
+		name       string
+		packets    []trace.Packet
+		over, rate uint64
+		outcome    string
+		sample     string
+	}{
+		{"drop", []trace.Packet{drop}, 5000, 1000, "dropped", " (a sample: 5000 more matching packets were not traced, over the budget of 1000 new packets/s)"},
+		{"healthy", healthy, 7, 1000, "delivered", " (a sample: 7 more matching packets were not traced, over the budget of 1000 new packets/s)"},
+		{"budget unknown", []trace.Packet{drop}, 7, 0, "dropped", " (a sample: 7 more matching packets were not traced, over the budget)"},
+		{"none left out", []trace.Packet{drop}, 0, 1000, "dropped", ""},
+		{"no packets", nil, 3, 1000, "no-packets", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := Verdict(&trace.Trace{Filter: f, Packets: c.packets, Meta: trace.Meta{MaxRate: c.rate, OverBudget: c.over}})
+			if v.Outcome != c.outcome {
+				t.Errorf("outcome %q, want %q", v.Outcome, c.outcome)
+			}
+			if c.sample != "" && !strings.HasSuffix(v.Summary, c.sample) {
+				t.Errorf("summary %q does not end %q", v.Summary, c.sample)
+			}
+			if c.sample == "" && strings.Contains(v.Summary, "a sample") {
+				t.Errorf("summary %q says it rests on a sample", v.Summary)
+			}
+		})
+	}
+}
+
 // Every name the kernel can report gets an explanation, hand-written or spelled out.
 func TestExplainEveryReason(t *testing.T) {
 	for _, r := range []string{"NETFILTER_DROP", "IP_RPFILTER", "SOME_FUTURE_REASON", ""} {

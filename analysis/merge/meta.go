@@ -58,6 +58,9 @@ func (m *merger) meta(start int64) trace.Meta {
 		meta.Untracked += tm.Untracked
 		meta.Skipped += tm.Skipped
 		meta.RoutesSkipped += tm.RoutesSkipped
+		meta.OverBudget += tm.OverBudget
+		// Budgets may differ between nodes: the highest says how many a second a node traced.
+		meta.MaxRate = max(meta.MaxRate, tm.MaxRate)
 		meta.NotKept += tm.NotKept
 	}
 	// A probe is attached when it was on every node; otherwise the header says where it failed.

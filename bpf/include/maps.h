@@ -27,17 +27,29 @@ struct track {
 	__u16 flags; /* TRACK_* */
 };
 
-#define TRACK_SKIPPED 1 /* left out under overload: no events until it is freed */
-#define TRACK_GAP 2     /* an event was lost: the next one says so */
+#define TRACK_SKIPPED 1     /* its first event was lost: no events until it is freed */
+#define TRACK_GAP 2         /* an event was lost: the next one says so */
+#define TRACK_OVER_BUDGET 4 /* left_out: for the budget, not for overload */
+#define TRACK_ENCAP 8       /* left_out: flow is a packet carried in a tunnel */
 
-/* sk_buffs seen matching. LRU so a packet freed behind our back (a path with no tracepoint)
- * cannot fill the map for good. */
+/* sk_buffs of the packets being traced. LRU so a packet freed behind our back (a path with no
+ * tracepoint) cannot fill the map for good. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct track);
 } tracked SEC(".maps");
+
+/* sk_buffs of matching packets left out whole (over the budget, or under overload) until they
+ * are freed, so that one cannot start halfway along its path and each is counted once. Apart
+ * from tracked: a packet of another flow never looks here, and gates is not written for them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct track);
+} left_out SEC(".maps");
 
 /* Flows a tracked packet was rewritten into by NAT, with when: the reply to a MASQUERADEd
  * request comes back addressed to the node, not to the pod the user named. */
@@ -56,6 +68,9 @@ struct gates {
 	 * one is forgotten. Entries the LRU evicts are never lowered for, so it can only be too
 	 * high, which costs a lookup; while it is 0 no sk_buff is tracked and none is looked up. */
 	__s64 tracked;
+	/* Set once a packet was left out (never cleared): from then on a packet that may match is
+	 * looked up in left_out. */
+	__u64 left_out;
 };
 
 struct {
@@ -80,6 +95,10 @@ struct scratch {
 	struct track nt;
 	struct flow_key k;
 	__u32 busy;
+	/* What became of the last matching packet an sk_buff hook handled on this CPU: 0 when it
+	 * is traced, else the stat it was counted in (STAT_SKIPPED, STAT_OVER_BUDGET). A forwarding
+	 * route lookup follows its packet's receive on the same CPU, and goes with it. */
+	__u32 left_out;
 };
 
 struct {
@@ -103,6 +122,19 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct nf_call);
 } nf_calls SEC(".maps");
+
+/* The budget's bucket (budget.h). A map of its own: its writes must not take from other CPUs
+ * the cache line of gates, which every hook reads. */
+struct budget {
+	__u64 full_at; /* when the bucket is full again: a token comes back every interval */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct budget);
+} budget SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -1,5 +1,6 @@
 /* Learning what NAT rewrites a tracked packet into, so the reply to a MASQUERADEd request,
- * addressed to the node and not to the pod the user named, is still matched. */
+ * addressed to the node and not to the pod the user named, is still matched; and what no NAT
+ * rewrites, a packet's identity (same_life), which tells a reused sk_buff from its old packet. */
 #pragma once
 
 #include "maps.h"
@@ -73,4 +74,18 @@ static __always_inline void learn(struct flow_key *k)
 	if (g)
 		__sync_fetch_and_add(&g->learned, 1);
 	count(STAT_LEARNED);
+}
+
+static __always_inline void identity_of(const struct packet *p, struct track *t)
+{
+	t->seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	t->ip_id = p->ip_id;
+}
+
+/* Whether p can be the packet t was tracking, NAT or not. */
+static __always_inline bool same_life(const struct track *t, const struct packet *p)
+{
+	__be32 seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
+	return t->flow.family == p->family && t->flow.proto == p->proto && t->ip_id == p->ip_id &&
+	       t->seq == seq;
 }

@@ -49,7 +49,9 @@ enum stat_index {
 	STAT_LEARNED = 3,     /* NAT translations learned */
 	STAT_SKIPPED = 4,     /* packets not started because the ring buffer was filling up */
 	STAT_ROUTES_SKIPPED = 5, /* route lookups not reported for the same reason */
-	STAT_MAX = 6,
+	STAT_OVER_BUDGET = 6, /* packets not started because the budget (--max-rate) was spent */
+	STAT_ROUTES_OVER_BUDGET = 7, /* route lookups not reported for the same reason */
+	STAT_MAX = 8,
 };
 
 struct packet {
@@ -146,5 +148,10 @@ struct event_snap {
 
 struct config {
 	struct filter filter;
+	/* The budget for new packets (--max-rate), a token bucket (budget.h): a token comes back
+	 * every budget_interval_ns, and the bucket holds budget_depth_ns of them. 0: no budget. */
+	__u64 budget_interval_ns;
+	__u64 budget_depth_ns;
 	__u8 snap; /* 1: follow every event with its struct snap (--pcapng) */
+	__u8 _pad2[7];
 };

@@ -6,6 +6,7 @@
 #include "filter.h"
 #include "nat.h"
 #include "emit.h"
+#include "budget.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -46,6 +47,23 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 			return;
 	}
 
+	/* A lookup goes with its packet, and one left out (new_packet) takes its lookups with it:
+	 * an input (forwarding) lookup is the packet's that was just received on this CPU; a local
+	 * output lookup comes before its packet exists, which will start if a token is left. */
+	__u32 iif = KREAD(rd, flp, __fl_common.flowic_iif);
+	__u32 left_out = 0;
+	if (iif > 1) { /* output lookups have the loopback device's, 1 */
+		__u32 zero = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+		if (sc)
+			left_out = sc->left_out;
+	} else if (!budget_left(bpf_ktime_get_ns())) {
+		left_out = STAT_OVER_BUDGET;
+	}
+	if (left_out) {
+		count(left_out == STAT_OVER_BUDGET ? STAT_ROUTES_OVER_BUDGET : STAT_ROUTES_SKIPPED);
+		return;
+	}
 	/* Under overload the packets themselves are left out (see track_skb): so are their lookups. */
 	if (ring_filling()) {
 		count(STAT_ROUTES_SKIPPED);
@@ -57,7 +75,7 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	e->pkt = p;
 	e->route.table = table;
 	e->route.err = err;
-	e->route.iif = BPF_CORE_READ(flp, __fl_common.flowic_iif);
+	e->route.iif = iif;
 	if (nhc && err == 0) {
 		struct net_device *dev = BPF_CORE_READ(nhc, nhc_dev);
 		if (dev) {

@@ -7,6 +7,8 @@
 #include "filter.h"
 #include "nat.h"
 #include "emit.h"
+#include "budget.h"
+#include "leftout.h"
 
 /* Forgets a tracked sk_buff. */
 static __always_inline void untrack(__u64 key)
@@ -18,23 +20,9 @@ static __always_inline void untrack(__u64 key)
 		__sync_fetch_and_add(&g->tracked, -1);
 }
 
-static __always_inline void identity_of(const struct packet *p, struct track *t)
-{
-	t->seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
-	t->ip_id = p->ip_id;
-}
-
-/* Whether p can be the packet t was tracking, NAT or not. */
-static __always_inline bool same_life(const struct track *t, const struct packet *p)
-{
-	__be32 seq = p->proto == IPPROTO_TCP ? p->tcp_seq : p->icmp_seq;
-	return t->flow.family == p->family && t->flow.proto == p->proto && t->ip_id == p->ip_id &&
-	       t->seq == seq;
-}
-
-/* A packet not tracked yet: report it and track it if it matches. Under overload whole packets
- * are lost, not hops: with the ring three quarters full (or full) a new packet is not started;
- * it is remembered as left out, so its later hops cost one lookup and it is counted once. */
+/* A packet not tracked yet: report it and track it if it matches. Whole packets are left
+ * out, never hops: over the budget (--max-rate), or under overload (the ring three quarters
+ * full, or full), a new packet is not started (leave_out). */
 static __always_inline void new_packet(struct scratch *sc, struct sighting *s, struct packet *flow)
 {
 	if (s->parsed)
@@ -45,25 +33,31 @@ static __always_inline void new_packet(struct scratch *sc, struct sighting *s, s
 	sc->nt.flags = 0;
 	flow_of(flow, &sc->nt.flow);
 	identity_of(flow, &sc->nt);
+	if (!budget_take(sc->nt.first_ts)) {
+		leave_out(s->key, &sc->nt, STAT_OVER_BUDGET, s->encap, s->freed);
+		return;
+	}
+	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
+				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+		leave_out(s->key, &sc->nt, STAT_SKIPPED, s->encap, s->freed);
+		return;
+	}
+	sc->left_out = 0;
 	if (!s->freed) {
 		/* Raised before the entry exists: a CPU that sees the entry sees the count. */
 		struct gates *g = gates_get();
 		if (g)
 			__sync_fetch_and_add(&g->tracked, 1);
+		if (bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY))
+			count(STAT_TRACK_FULL);
 	}
-	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
-				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
+	if (!emit(sc, s, true, false)) {
+		/* Lost its first event after all (another CPU filled the ring): left out whole, and
+		 * counted as such, so that every matching packet is traced or counted. */
+		sc->left_out = STAT_SKIPPED;
 		count(STAT_SKIPPED);
-		if (!s->freed) {
-			sc->nt.flags = TRACK_SKIPPED;
-			bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY);
-		}
-		return;
-	}
-	if (!s->freed && bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_ANY))
-		count(STAT_TRACK_FULL);
-	if (!emit(sc, s, true, false) && !s->freed) {
-		/* Lost its first event after all (another CPU filled the ring): leave it out whole. */
+		if (s->freed)
+			return;
 		sc->nt.flags = TRACK_SKIPPED;
 		/* Only if still there: one freed meanwhile must not come back uncounted (gates). */
 		bpf_map_update_elem(&tracked, &s->key, &sc->nt, BPF_EXIST);
@@ -76,10 +70,12 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 					   struct track *t)
 {
 	if (t->flags & TRACK_SKIPPED) {
+		sc->left_out = STAT_SKIPPED;
 		if (s->freed)
 			untrack(s->key);
 		return;
 	}
+	sc->left_out = 0;
 	bool gap = t->flags & TRACK_GAP;
 	if (!s->parsed) {
 		flow_of(flow, &sc->k);
@@ -102,11 +98,15 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 		t->flags |= TRACK_GAP;
 }
 
-/* The whole path of an sk_buff hook, for a tracked packet (t) or one quick_reject let through. */
+/* The whole path of an sk_buff hook, for a tracked packet (t) or one quick_reject let through,
+ * which may be one left out (lo) that left_out_same could not tell. */
 static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
 				      __u32 kind, bool at_data, int rd, __u64 location, __u32 reason,
-				      struct track *t, bool learned)
+				      struct track *t, struct track *lo, bool learned)
 {
+	/* A flag, not !lo: the verifier refuses the two pointers or-ed into one test. */
+	bool left = lo != 0;
+	barrier_var(left);
 	struct sighting s = {
 		.skb = skb, .dev = dev, .key = (__u64)skb, .location = location, .kind = kind,
 		.reason = reason, .freed = kind == EV_DROP || kind == EV_CONSUME,
@@ -114,10 +114,10 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	/* A packet not tracked is read no further than it can match; a tracked one is read whole,
-	 * tunnels and all. */
+	/* A packet not tracked is read no further than it can match; a tracked one (or one left
+	 * out) is read whole, tunnels and all. */
 	struct parse_gate g = {};
-	if (!t) {
+	if (!t && !left) {
 		g.on = true;
 		g.learned = learned;
 		g.tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
@@ -126,6 +126,14 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 	/* The flow is what the user follows: the carried packet when there is one. */
 	struct packet *flow = s.encap ? &sc->inner : &sc->p;
 
+	if (lo) {
+		if (s.parsed != PARSE_NOT_IP && (s.parsed || same_life(lo, flow))) {
+			left_out_hop(s.key, lo, s.freed);
+			return;
+		}
+		/* Another packet: the one left out was freed where no tracepoint sees. */
+		bpf_map_delete_elem(&left_out, &s.key);
+	}
 	if (!t) {
 		new_packet(sc, &s, flow);
 		return;
@@ -149,16 +157,30 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 	if (!g)
 		return;
 	__u64 key = (__u64)skb;
-	struct track *t = 0;
+	struct track *t = 0, *lo = 0;
 	if (g->tracked)
 		t = bpf_map_lookup_elem(&tracked, &key);
 	bool learned = g->learned != 0;
 	/* A tunnel packet is first seen where it enters or leaves a device. */
-	if (!t && quick_reject(skb, at_data, rd, kind == EV_RECEIVE || kind == EV_QUEUE, learned))
-		return;
+	bool tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
+	if (!t) {
+		if (quick_reject(skb, at_data, rd, tunnels, learned))
+			return;
+		/* The budget spent, a hot flow's packets cost little more than the filter: a packet
+		 * left out, a lookup and a look at its IP header at each hop; a new one, that look
+		 * where it is all it takes. */
+		if (g->left_out && (lo = bpf_map_lookup_elem(&left_out, &key))) {
+			if (left_out_same(skb, at_data, rd, lo)) {
+				left_out_hop(key, lo, kind == EV_DROP || kind == EV_CONSUME);
+				return;
+			}
+		} else if (!learned && CFG.budget_interval_ns && over_budget_quick(skb, kind, at_data, rd, tunnels)) {
+			return;
+		}
+	}
 	struct scratch *sc = enter();
 	if (!sc)
 		return;
-	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, learned);
+	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, lo, learned);
 	sc->busy = 0;
 }

@@ -38,6 +38,7 @@ type flags struct {
 	NoNFTrace  bool
 	RingBuffer uint32
 	MaxPackets int
+	MaxRate    int
 	Backend    string
 	NetnsScope []string
 	CRISocket  string
@@ -118,6 +119,9 @@ with a per-flow summary and a verdict.`,
 			if f.MaxPackets < 0 {
 				return fmt.Errorf("--max-packets must not be negative, got %d", f.MaxPackets)
 			}
+			if f.MaxRate < 0 || f.MaxRate > 1e9 {
+				return fmt.Errorf("--max-rate must be from 0 (no limit) to 1000000000, got %d", f.MaxRate)
+			}
 			if f.Count < 0 {
 				return fmt.Errorf("--count must not be negative, got %d", f.Count)
 			}
@@ -171,6 +175,7 @@ with a per-flow summary and a verdict.`,
 
 				RingBufferBytes: f.RingBuffer,
 				MaxPackets:      f.MaxPackets,
+				MaxRate:         uint64(f.MaxRate),
 				Backend:         f.Backend,
 				NetnsScope:      f.NetnsScope,
 				HostNetns:       env.HostNetns,
@@ -192,6 +197,7 @@ with a per-flow summary and a verdict.`,
 	fl.IntVar(&f.Count, "count", 0, "stop after this many packets (default: no limit)")
 	fl.StringVar(&f.Backend, "backend", "auto", "how function-level hops are captured: auto (fentry, else kprobes, else none), fentry, kprobe, tracepoint")
 	fl.IntVar(&f.MaxPackets, "max-packets", run.DefaultMaxPackets, "keep and print at most this many packets; later ones are only counted")
+	fl.IntVar(&f.MaxRate, "max-rate", run.DefaultMaxRate, "trace at most this many new packets a second, whole; the rest of a busy flow are only counted (0: no limit)")
 	fl.StringVar(&f.CRISocket, "cri-socket", "", "the container runtime's CRI socket, to find pods and label hops with them (default: containerd's or CRI-O's, under /host in a debug pod)")
 	fl.StringVar(&f.OutputJSON, "json", "", "write the trace as JSON to this file")
 	fl.StringVar(&f.OutputPcapng, pcapngFlag, "", pcapngUsage)

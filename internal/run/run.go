@@ -46,6 +46,9 @@ type Options struct {
 	MaxPackets int
 	// Backend chooses how function-level hops are captured (tracer.Backend*); "" is auto.
 	Backend string
+	// MaxRate is the budget: at most this many new packets a second are traced, the rest
+	// counted (Meta.OverBudget); 0 for no budget.
+	MaxRate uint64
 	Args    []string
 	Out     io.Writer
 	Color   bool
@@ -72,6 +75,10 @@ type Options struct {
 
 // DefaultMaxPackets is how many packets a run keeps and prints before it only counts them.
 const DefaultMaxPackets = 10000
+
+// DefaultMaxRate is the command's budget (--max-rate): how many new packets a second it traces
+// before it only counts them.
+const DefaultMaxRate = 1000
 
 // Run traces until the duration, the count or ctx ends, and returns the trace. The trace's
 // packets are not in it: they were printed and written to the trace file as they completed.
@@ -100,7 +107,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	defer kept.close()
 
 	tr, err := tracer.Open(tracer.Config{Filter: o.Filter, KernelBTF: o.KernelBTF, RingBufferBytes: o.RingBufferBytes, Backend: o.Backend,
-		HostNetns: o.HostNetns, NetnsDirs: o.NetnsDirs, Snap: o.PcapngPath != ""})
+		MaxRate: o.MaxRate, HostNetns: o.HostNetns, NetnsDirs: o.NetnsDirs, Snap: o.PcapngPath != ""})
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +124,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 			Probes:    tr.Probes(),
 			Degraded:  append(slices.Clip(tr.Degraded()), o.Degraded...),
 			Pods:      o.Pods,
+			MaxRate:   o.MaxRate,
 		},
 	}
 	t.Meta.Hostname, _ = os.Hostname()
@@ -228,6 +236,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	t.Meta.Untracked = st.TrackFull
 	t.Meta.Skipped = st.Skipped
 	t.Meta.RoutesSkipped = st.RoutesSkipped
+	t.Meta.OverBudget = st.OverBudget
 	if nf != nil {
 		// Its last drops reach the diagnosis before the verdict is made.
 		nf.Close()

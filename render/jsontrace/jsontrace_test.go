@@ -69,6 +69,8 @@ func full() *trace.Trace {
 			Untracked:     3,
 			Skipped:       5,
 			RoutesSkipped: 6,
+			MaxRate:       1000,
+			OverBudget:    8,
 			NotKept:       7,
 			EndReason:     "signal",
 			Nodes: []trace.Node{{Name: "node-b", Hostname: "vm", Kernel: "6.18.44", StartedAt: start.Add(-time.Second),

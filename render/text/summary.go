@@ -50,6 +50,10 @@ func (p *Printer) SummaryOf(t *trace.Trace, kept int) {
 		b.line("", styled(warn, "overload: "+plural(int(n), "matching packet", "matching packets")+" not followed"),
 			sp(fmt.Sprintf(" (the ring buffer was filling up; %d route lookups not reported either%s): the packets shown are whole.", t.Meta.RoutesSkipped, received)))
 	}
+	if n := t.Meta.OverBudget; n > 0 {
+		b.line("", styled(warn, "budget: "+plural(int(n), "matching packet", "matching packets")+" not traced"),
+			sp(" ("+overBudget(t.Meta.MaxRate)+"): the packets shown are a sample, each whole."))
+	}
 	if n := t.Meta.NotKept; n > 0 {
 		b.line("", sp(fmt.Sprintf("%s past the first %d were counted in the flows and the verdict, not printed or saved (--max-packets)",
 			plural(int(n), "packet", "packets"), kept)))
@@ -63,6 +67,14 @@ func (p *Printer) SummaryOf(t *trace.Trace, kept int) {
 		verdict(b, v)
 	}
 	p.flush(b)
+}
+
+// overBudget says what a packet not traced for the budget was over.
+func overBudget(maxRate uint64) string {
+	if maxRate == 0 {
+		return "over the budget for new packets"
+	}
+	return fmt.Sprintf("over --max-rate %d new packets/s", maxRate)
 }
 
 // runTime is the wall-clock length of the run. Monotonic readings are dropped because a

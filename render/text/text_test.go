@@ -135,6 +135,25 @@ func TestEventsReceived(t *testing.T) {
 	)
 }
 
+// Past the budget (--max-rate), the summary says how many matching packets were not traced and
+// that those shown are a sample; so does the verdict.
+func TestOverBudget(t *testing.T) {
+	tr := tracetest.LostEvents()
+	tr.Meta.LostEvents = 0
+	tr.Meta.MaxRate, tr.Meta.OverBudget = 1000, 41234
+	out := render(t, tr, Options{})
+	wantLines(t, out,
+		"budget: 41234 matching packets not traced (over --max-rate 1000 new packets/s): the packets shown are a sample, each whole.",
+	)
+	// A merged trace of older ones may not say what the budget was.
+	tr.Meta.MaxRate = 0
+	wantLines(t, render(t, tr, Options{}),
+		"budget: 41234 matching packets not traced (over the budget for new packets): the packets shown are a sample, each whole.")
+	if colored := render(t, tr, Options{Color: true}); !strings.Contains(colored, sgr[warn]+"budget: 41234 matching packets not traced"+reset) {
+		t.Error("the budget line is not in the warning colour")
+	}
+}
+
 // A live run streams its kept packets to the trace file and holds none: its summary, given the
 // count, is the one `show` prints from the file.
 func TestSummaryOfStreamedPackets(t *testing.T) {
