@@ -41,6 +41,10 @@ type flags struct {
 	Backend    string
 	NetnsScope []string
 	CRISocket  string
+
+	Probe      string
+	ProbeCount int
+	ProbeName  string
 }
 
 // filter parses the flow as typed. A pod side has no address yet (setupPods gives it one):
@@ -153,7 +157,12 @@ with a per-flow summary and a verdict.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			onReady, err := f.prober(ctx, env, src, dst, filter, pods.pods)
+			if err != nil {
+				return err
+			}
 			_, err = run.Run(ctx, run.Options{
+				OnReady:    onReady,
 				Filter:     filter,
 				Duration:   f.Duration,
 				Count:      f.Count,
@@ -203,6 +212,9 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")
 	fl.Uint32Var(&f.RingBuffer, "ring-buffer", 0, "event ring buffer size in bytes, a power of two (default 8 MiB)")
 	fl.StringSliceVar(&f.NetnsScope, "netns-scope", nil, "keep only hops in these network namespaces (names); simulates one node in the lab")
+	fl.StringVar(&f.Probe, "probe", "", "send the flow's traffic: icmp, tcp (a SYN to --dport), udp, dns (a query to --dst port 53); from the --src pod's network namespace, else this one")
+	fl.IntVar(&f.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
+	fl.StringVar(&f.ProbeName, "probe-name", "", "the name a dns probe asks for (default kubernetes.default.svc.cluster.local)")
 	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
