@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/kube"
 	"github.com/pathtrace/pathtrace/internal/kube/hostenv"
 	"github.com/pathtrace/pathtrace/internal/probe"
 	"github.com/pathtrace/pathtrace/trace"
@@ -48,4 +50,19 @@ func (f *flags) prober(ctx context.Context, env hostenv.Env, src, dst endpoint, 
 			}
 		}()
 	}, nil
+}
+
+// emitJSON prints kube.TraceMarker and the trace file: how kubectl-pathtrace collects a node's
+// trace from its pod's log.
+func emitJSON(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(w, kube.TraceMarker); err != nil {
+		return err
+	}
+	_, err = io.Copy(w, f)
+	return err
 }

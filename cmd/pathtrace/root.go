@@ -45,6 +45,7 @@ type flags struct {
 	Probe      string
 	ProbeCount int
 	ProbeName  string
+	EmitJSON   bool
 }
 
 // filter parses the flow as typed. A pod side has no address yet (setupPods gives it one):
@@ -188,6 +189,9 @@ with a per-flow summary and a verdict.`,
 				Labeller:        labeller,
 				Degraded:        pods.degraded,
 			})
+			if err == nil && f.EmitJSON && f.OutputJSON != "" {
+				err = emitJSON(os.Stdout, f.OutputJSON)
+			}
 			return err
 		},
 	}
@@ -215,7 +219,8 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.Probe, "probe", "", "send the flow's traffic: icmp, tcp (a SYN to --dport), udp, dns (a query to --dst port 53); from the --src pod's network namespace, else this one")
 	fl.IntVar(&f.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
 	fl.StringVar(&f.ProbeName, "probe-name", "", "the name a dns probe asks for (default kubernetes.default.svc.cluster.local)")
-	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
+	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print a marker line and the --json trace on standard output (kubectl-pathtrace's pods)")
+	for _, hidden := range []string{"emit-json", "ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
 	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd())
