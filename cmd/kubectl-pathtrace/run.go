@@ -19,7 +19,6 @@ import (
 
 	"github.com/pathtrace/pathtrace/analysis/merge"
 	"github.com/pathtrace/pathtrace/internal/kube"
-	ptrun "github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 )
@@ -499,7 +498,15 @@ func (s *session) finish(o options, traces map[string][]byte, stdout io.Writer) 
 		return err
 	}
 	if o.JSON != "" {
-		if err := ptrun.SaveTrace(o.JSON, merged); err != nil {
+		f, err := os.Create(o.JSON)
+		if err != nil {
+			return err
+		}
+		if err := jsontrace.Write(f, merged); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", o.JSON, err)
+		}
+		if err := f.Close(); err != nil {
 			return err
 		}
 	}
