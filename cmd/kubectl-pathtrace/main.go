@@ -35,6 +35,7 @@ type options struct {
 	Image                         string
 	Color                         string
 	Timeout                       time.Duration
+	CRISocket                     string
 }
 
 func main() {
@@ -86,6 +87,7 @@ journey and prints the verdict. --probe sends the flow from the source pod's net
 	fl.StringVar(&o.JSON, "json", "", "write the (merged) trace as JSON to this file")
 	fl.StringVar(&o.Image, "image", defaultImage, "pathtrace's image, present on the nodes or pullable by them")
 	fl.StringVar(&o.Color, "color", "auto", "colour: auto (on a terminal), always, never")
+	fl.StringVar(&o.CRISocket, "cri-socket", "", "the nodes' CRI socket when it is not containerd's or CRI-O's usual one (a path on the node)")
 	fl.DurationVar(&o.Timeout, "start-timeout", 2*time.Minute, "how long a pathtrace pod may take to start")
 	cmd.AddCommand(newCleanupCmd(&o))
 	cmd.SetContext(context.Background())

@@ -241,6 +241,9 @@ func (s *session) create(ctx context.Context, node string, o options, src, dst s
 			args = append(args, a[0]+"="+a[1])
 		}
 	}
+	if o.CRISocket != "" {
+		args = append(args, "--cri-socket=/host"+o.CRISocket) // the node's root is at /host
+	}
 	if o.Duration > 0 {
 		args = append(args, "--duration="+o.Duration.String())
 	}
