@@ -275,7 +275,7 @@ func (s *session) create(ctx context.Context, node string, o options, src, dst s
 			"tolerations": []map[string]string{{"operator": "Exists"}},
 			"containers": []map[string]any{{
 				"name": "pathtrace", "image": o.Image, "imagePullPolicy": "IfNotPresent",
-				"args": args[1:], // the image's entrypoint is pathtrace
+				"args":            args[1:], // the image's entrypoint is pathtrace
 				"securityContext": map[string]any{"privileged": privileged},
 				"volumeMounts":    []map[string]any{{"name": "host", "mountPath": "/host"}},
 			}},

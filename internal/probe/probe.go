@@ -97,7 +97,7 @@ func (p Probe) Run(ctx context.Context) error {
 		// A ping socket where the namespace allows it (net.ipv4.ping_group_range): the replies
 		// are then delivered to it. A raw socket sees them too, but the kernel's ping code,
 		// finding no ping socket, drops its own copy, and the trace would show that drop.
-		if fd, err = socketIn(p.Netns, dom, unix.SOCK_DGRAM, proto); err != nil {
+		if fd, err = pingSocketIn(p.Netns, dom, proto); err != nil {
 			fd, err = socketIn(p.Netns, dom, unix.SOCK_RAW, proto)
 		}
 	case "udp", "dns":
@@ -177,11 +177,44 @@ func (p Probe) sent(format string, args ...any) {
 	}
 }
 
+// pingSocketIn opens an ICMP ping socket in the namespace at path. Where the namespace's
+// net.ipv4.ping_group_range does not let root open one (the kernel's default, and
+// containerd's), the range is opened to root for the moment of the socket() call and put
+// back at once: the kernel checks it only then.
+func pingSocketIn(path string, domain, proto int) (int, error) {
+	return inNetns(path, func() (int, error) {
+		fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
+		if err == nil || !(errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) {
+			return fd, err
+		}
+		const knob = "/proc/sys/net/ipv4/ping_group_range" // one knob for IPv4 and IPv6
+		old, rerr := os.ReadFile(knob)
+		if rerr != nil {
+			return -1, err
+		}
+		if werr := os.WriteFile(knob, []byte("0 0"), 0o644); werr != nil {
+			return -1, err
+		}
+		fd, err = unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
+		if werr := os.WriteFile(knob, old, 0o644); werr != nil && err == nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("restore %s: %w", knob, werr)
+		}
+		return fd, err
+	})
+}
+
 // socketIn opens a socket in the network namespace at path (a socket stays in the namespace it
 // was made in): on a locked thread that enters the namespace and comes back.
 func socketIn(path string, domain, typ, proto int) (int, error) {
+	return inNetns(path, func() (int, error) { return unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto) })
+}
+
+// inNetns runs open on a locked thread in the network namespace at path ("" for this one) and
+// comes back.
+func inNetns(path string, open func() (int, error)) (int, error) {
 	if path == "" {
-		return unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
+		return open()
 	}
 	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -199,17 +232,17 @@ func socketIn(path string, domain, typ, proto int) (int, error) {
 		runtime.UnlockOSThread()
 		return -1, fmt.Errorf("enter the source's network namespace %s: %w", path, err)
 	}
-	fd, sockErr := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
+	fd, openErr := open()
 	if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
 		// The thread is stuck in the other namespace: leave it locked so that it dies with
 		// this goroutine instead of serving others.
-		if sockErr == nil {
+		if openErr == nil {
 			unix.Close(fd)
 		}
 		return -1, fmt.Errorf("return from the source's network namespace: %w", err)
 	}
 	runtime.UnlockOSThread()
-	return fd, sockErr
+	return fd, openErr
 }
 
 func checksum(b []byte) uint16 {
