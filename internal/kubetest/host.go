@@ -111,18 +111,24 @@ func added(what string, before, now map[string]bool) []string {
 // could not undo; diff says what is left.
 func (s *snapshot) restore(clusterDir, bridge string) []string {
 	var errs []string
-	// Mounts under the cluster's directory and the fixed paths, deepest first.
-	now := mountPoints()
-	var mnts []string
-	for m := range now {
-		if !s.mounts[m] && ours(m, clusterDir) {
-			mnts = append(mnts, m)
+	// Mounts under the cluster's directory and the fixed paths, deepest first, again until none
+	// is left: the kubelet stacks mounts on its root directory (a shared bind mount of itself).
+	for pass := 0; pass < 10; pass++ {
+		var mnts []string
+		for m := range mountPoints() {
+			if !s.mounts[m] && ours(m, clusterDir) {
+				mnts = append(mnts, m)
+			}
 		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mnts)))
-	for _, m := range mnts {
-		if out, err := exec.Command("umount", "-l", m).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Sprintf("umount %s: %v: %s", m, err, out))
+		if len(mnts) == 0 {
+			break
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(mnts)))
+		for _, m := range mnts {
+			out, err := exec.Command("umount", "-l", m).CombinedOutput()
+			if err != nil && pass == 9 {
+				errs = append(errs, fmt.Sprintf("umount %s: %v: %s", m, err, out))
+			}
 		}
 	}
 	for _, k := range restoredSysctls {
