@@ -124,11 +124,14 @@ func checkNode(ctx context.Context, api *kube.API, name string) error {
 		return fmt.Errorf("node %s runs %s: pathtrace traces Linux nodes only", name, os)
 	}
 	for _, c := range n.Status.Conditions {
-		if c.Type == "Ready" && c.Status != "True" {
-			return fmt.Errorf("node %s is NotReady (%s): pathtrace cannot run there until it is Ready", name, c.Reason)
+		if c.Type == "Ready" {
+			if c.Status != "True" {
+				return fmt.Errorf("node %s is NotReady (%s): pathtrace cannot run there until it is Ready", name, c.Reason)
+			}
+			return nil
 		}
 	}
-	return nil
+	return fmt.Errorf("node %s is NotReady (its kubelet has not reported): pathtrace cannot run there until it is Ready", name)
 }
 
 // apiError turns the API's refusals into what to do.

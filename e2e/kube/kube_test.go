@@ -147,6 +147,63 @@ subjects: [{kind: User, name: viewer, apiGroup: rbac.authorization.k8s.io}]
 		}
 	})
 
+	// A second node the apiserver knows, with no kubelet: the orchestration's multi-node logic
+	// (which nodes, what each is told, prefixes, every pod deleted when one cannot start)
+	// against the real apiserver. What it does not prove: two nodes really tracing and merging.
+	t.Run("two nodes", func(t *testing.T) {
+		if _, err := c.KubectlIn(ctx, []byte(`{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-b", "labels": {"kubernetes.io/os": "linux"}}}`), "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kubectl(ctx, "delete", "node", "node-b", "--wait=false")
+		status := func(s string) {
+			t.Helper()
+			if _, err := c.Kubectl(ctx, "patch", "node", "node-b", "--subresource=status", "--type=merge", "-p", s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pod := fmt.Sprintf(`{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "far", "namespace": "default"},
+ "spec": {"nodeName": "node-b", "containers": [{"name": "main", "image": %q}]}}`, kubetest.PauseImage)
+		if _, err := c.KubectlIn(ctx, []byte(pod), "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kubectl(ctx, "delete", "pod", "far", "--grace-period=0", "--force", "--wait=false")
+		if _, err := c.Kubectl(ctx, "patch", "pod", "far", "--subresource=status", "--type=merge", "-p",
+			`{"status": {"phase": "Running", "podIP": "10.251.78.5", "podIPs": [{"ip": "10.251.78.5"}]}}`); err != nil {
+			t.Fatal(err)
+		}
+		args := append(append([]string{}, common...), "--src=default/web", "--dst=default/far", "--proto=icmp", "--duration=5s", "--start-timeout=5s")
+		out, err := e.kubectlPathtrace(ctx, "", args...)
+		if err == nil || !strings.Contains(out, "node node-b is NotReady (its kubelet has not reported)") {
+			t.Errorf("a node without status: %v\n%s", err, out)
+		}
+		status(`{"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}}`)
+		if out, err := e.kubectlPathtrace(ctx, "", args...); err == nil || !strings.Contains(out, "node node-b is NotReady (KubeletNotReady)") {
+			t.Errorf("NotReady: %v\n%s", err, out)
+		}
+		status(`{"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "nodeInfo": {"operatingSystem": "windows"}}}`)
+		if out, err := e.kubectlPathtrace(ctx, "", args...); err == nil || !strings.Contains(out, "node node-b runs windows") {
+			t.Errorf("windows: %v\n%s", err, out)
+		}
+		status(`{"status": {"nodeInfo": {"operatingSystem": "linux"}}}`)
+		out, err = e.kubectlPathtrace(ctx, "", args...)
+		t.Logf("%s", out)
+		for _, want := range []string{
+			"traces on node localhost: pathtrace --color=never --json=/tmp/trace.json --emit-json --src=default/web --dst=10.251.78.5 ",
+			"traces on node node-b: pathtrace --color=never --json=/tmp/trace.json --emit-json --src=" + webIP + " --dst=default/far ",
+			"pathtrace's pod on node node-b did not start within 5s",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		if err == nil {
+			t.Errorf("no error although node-b has no kubelet")
+		}
+		if left := e.ourPods(t); left != "" {
+			t.Errorf("pods left: %s", left)
+		}
+	})
+
 	t.Run("Ctrl-C and kill leave no pods", func(t *testing.T) {
 		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
 			cmd := exec.CommandContext(ctx, e.plugin, append(common, "--kubeconfig="+c.Kubeconfig, "--src=default/web", "--dst=default/db", "--duration=60s")...)
