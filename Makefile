@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss k8s-build k8s-up k8s-down k8s-test
 
 all: build
 
@@ -106,3 +106,21 @@ image:
 # demo` inside a privileged container with the host's network and PID namespaces.
 image-test: image
 	IMAGE=$(IMAGE) ./scripts/image-test.sh
+
+# A real single-node Kubernetes on this machine (internal/kubetest): etcd, kube-apiserver and a
+# kubelet built from the Go module proxy into $$HOME/.cache/pathtrace-k8s (~7 min cold, once),
+# Debian's containerd, the bridge CNI plugin, all on loopback. Root. k8s-down restores the host.
+k8s-build:
+	$(GO) run ./internal/kubetest/cmd/k8s-up build
+
+k8s-up:
+	$(GO) build -o bin/k8s-up ./internal/kubetest/cmd/k8s-up
+	bin/k8s-up start
+
+k8s-down:
+	@if [ -x bin/k8s-up ]; then bin/k8s-up stop; else echo "k8s-up: not running"; fi
+
+# The harness's own test and kubectl-pathtrace's end-to-end tests against it (root; builds
+# Kubernetes first when it is not cached). Not part of make test.
+k8s-test:
+	$(GO) test -count=1 -p 1 -v ./internal/kubetest/... ./e2e/kube/

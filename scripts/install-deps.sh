@@ -9,6 +9,7 @@ pkgs=(
 	nftables iptables            # manual checks of the netfilter scenarios (tests use netlink)
 	bpftool                      # tests list the kernel's BPF objects to prove nothing is left behind
 	containerd runc              # internal/kube/cri's TestContainerd runs real pod sandboxes (CRI v1)
+	containernetworking-plugins  # internal/kubetest's node: the bridge and host-local CNI plugins
 	tshark                       # --pcapng's tests read the captures with Wireshark's dissectors
 	chromium                     # render/svg's tests look at the picture as a browser draws it
 	make git ca-certificates

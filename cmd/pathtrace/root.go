@@ -42,6 +42,11 @@ type flags struct {
 	Backend    string
 	NetnsScope []string
 	CRISocket  string
+
+	Probe      string
+	ProbeCount int
+	ProbeName  string
+	EmitJSON   bool
 }
 
 // filter parses the flow as typed. A pod side has no address yet (setupPods gives it one):
@@ -157,7 +162,12 @@ with a per-flow summary and a verdict.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			onReady, err := f.prober(ctx, env, src, dst, filter, pods.pods)
+			if err != nil {
+				return err
+			}
 			_, err = run.Run(ctx, run.Options{
+				OnReady:    onReady,
 				Filter:     filter,
 				Duration:   f.Duration,
 				Count:      f.Count,
@@ -184,6 +194,9 @@ with a per-flow summary and a verdict.`,
 				Labeller:        labeller,
 				Degraded:        pods.degraded,
 			})
+			if err == nil && f.EmitJSON && f.OutputJSON != "" {
+				err = emitJSON(os.Stdout, f.OutputJSON)
+			}
 			return err
 		},
 	}
@@ -209,7 +222,11 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.KernelBTF, "kernel-btf", "", "kernel BTF file (default /sys/kernel/btf/vmlinux)")
 	fl.Uint32Var(&f.RingBuffer, "ring-buffer", 0, "event ring buffer size in bytes, a power of two (default 8 MiB)")
 	fl.StringSliceVar(&f.NetnsScope, "netns-scope", nil, "keep only hops in these network namespaces (names); simulates one node in the lab")
-	for _, hidden := range []string{"ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
+	fl.StringVar(&f.Probe, "probe", "", "send the flow's traffic: icmp, tcp (a SYN to --dport), udp, dns (a query to --dst port 53); from the --src pod's network namespace, else this one")
+	fl.IntVar(&f.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
+	fl.StringVar(&f.ProbeName, "probe-name", "", "the name a dns probe asks for (default kubernetes.default.svc.cluster.local)")
+	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print a marker line and the --json trace on standard output (kubectl-pathtrace's pods)")
+	for _, hidden := range []string{"emit-json", "ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
 	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd())

@@ -48,13 +48,18 @@ func (p APIPod) Key() string { return p.Namespace + "/" + p.Name }
 // single pod, which is ErrPodNotFound).
 type APIStatusError struct {
 	Server  string
+	Method  string // "" is GET
 	Path    string
 	Code    int
 	Message string // the Status object's message, if any
 }
 
 func (e *APIStatusError) Error() string {
-	msg := fmt.Sprintf("GET %s%s: %d %s", e.Server, e.Path, e.Code, http.StatusText(e.Code))
+	method := e.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	msg := fmt.Sprintf("%s %s%s: %d %s", method, e.Server, e.Path, e.Code, http.StatusText(e.Code))
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
