@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench bench-micro image image-test
 
 all: build
 
@@ -88,6 +88,11 @@ bench: build
 	./scripts/bench-deps.sh
 	$(GO) build -o bin/bench ./bench
 	./bin/bench -bin $(BIN) -go $(GO)
+
+# Only the userspace micro-benchmarks of make bench and their targets: no lab, no root (~1 min).
+bench-micro:
+	$(GO) build -o bin/bench ./bench
+	./bin/bench -micro-only -go $(GO)
 
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,

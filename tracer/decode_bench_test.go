@@ -1,8 +1,11 @@
 package tracer
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -14,8 +17,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/internal/testutil"
+	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
@@ -183,12 +189,38 @@ func (c *encoder) record(t testing.TB, ev trace.Event, startNS uint64) bpf.Patht
 	return e
 }
 
-// BenchmarkDecodeAssemble measures the live path's userspace work per event, in events per
-// second: a ring-buffer record decoded (netns and device named, drop location symbolized) and
-// assembled. The records are the testutil.Recordings of testdata/events/recorded turned back into
-// records; as BenchmarkAssemble/stream does, one long-lived assembler per recording is fed
-// repetition after repetition, times (and TCP sequence numbers) moved on.
+// BenchmarkDecodeAssemble measures the live path's userspace work per event up to assembly,
+// in events per second: a ring-buffer record decoded (netns and device named, drop location
+// symbolized) and assembled. The records are the testutil.Recordings of
+// testdata/events/recorded turned back into records; as BenchmarkAssemble/stream does, one
+// long-lived assembler per recording is fed repetition after repetition, times (and TCP
+// sequence numbers) moved on.
 func BenchmarkDecodeAssemble(b *testing.B) {
+	benchRecords(b, func([]trace.Packet) {})
+}
+
+// BenchmarkLive measures what a live run does per event, in events per second: the records
+// of BenchmarkDecodeAssemble decoded and assembled, and each completed packet handled as
+// run.Run handles it, by the same emit.Packets: counted in its flow, diagnosed, encoded for the
+// trace file (into a buffer written to io.Discard, as the run's into its spill file) and its
+// text block written (to io.Discard). Every packet is kept and printed: the run's worst case,
+// the first --max-packets (10000) packets of a busy flow.
+func BenchmarkLive(b *testing.B) {
+	pk := &emit.Packets{
+		Flows:   assemble.NewSummarizer(),
+		Diag:    diagnose.New(nil),
+		Kept:    emit.NewKept(bufio.NewWriterSize(io.Discard, 256<<10), math.MaxInt),
+		Printer: text.NewPrinter(io.Discard, text.Options{}),
+	}
+	benchRecords(b, func(done []trace.Packet) { pk.Take(done) })
+	if pk.Kept.Err() != nil || pk.Printer.Err() != nil {
+		b.Fatal(pk.Kept.Err(), pk.Printer.Err())
+	}
+}
+
+// benchRecords decodes and assembles the testutil.Recordings as ring-buffer records, repetition
+// after repetition, handing each batch of completed packets to done, and reports events/s.
+func benchRecords(b *testing.B, done func([]trace.Packet)) {
 	const startNS = 1_000_000
 	c := &encoder{funcs: map[string]uint64{}, reasons: dropreason.Names{}}
 	type rec struct {
@@ -244,6 +276,12 @@ func BenchmarkDecodeAssemble(b *testing.B) {
 	b.ReportAllocs()
 	packets := 0
 	rep := 0
+	hand := func(ps []trace.Packet) {
+		packets += len(ps)
+		if len(ps) > 0 {
+			done(ps)
+		}
+	}
 	for b.Loop() {
 		for i, r := range recs {
 			for _, raw := range r.raws {
@@ -260,9 +298,9 @@ func BenchmarkDecodeAssemble(b *testing.B) {
 				if !ok {
 					b.Fatal("a record did not decode")
 				}
-				packets += len(asms[i].Add(ev))
+				hand(asms[i].Add(ev))
 			}
-			packets += len(asms[i].Expire(uint64(rep+2)*r.spanNS + startNS))
+			hand(asms[i].Expire(uint64(rep+2)*r.spanNS + startNS))
 		}
 		rep++
 	}
