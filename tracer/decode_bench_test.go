@@ -276,14 +276,17 @@ func benchRecords(b *testing.B, done func([]trace.Packet)) {
 	b.ReportAllocs()
 	packets := 0
 	rep := 0
+	var asm *assemble.Assembler
 	hand := func(ps []trace.Packet) {
 		packets += len(ps)
 		if len(ps) > 0 {
 			done(ps)
+			asm.Recycle(ps) // as run.Run does
 		}
 	}
 	for b.Loop() {
 		for i, r := range recs {
+			asm = asms[i]
 			for _, raw := range r.raws {
 				// The next repetition: later by a span; a TCP segment a new one, not a
 				// retransmission of the last repetition's.
@@ -298,9 +301,9 @@ func benchRecords(b *testing.B, done func([]trace.Packet)) {
 				if !ok {
 					b.Fatal("a record did not decode")
 				}
-				hand(asms[i].Add(ev))
+				hand(asm.Add(ev))
 			}
-			hand(asms[i].Expire(uint64(rep+2)*r.spanNS + startNS))
+			hand(asm.Expire(uint64(rep+2)*r.spanNS + startNS))
 		}
 		rep++
 	}

@@ -129,15 +129,18 @@ func BenchmarkAssemble(b *testing.B) {
 			Printer: text.NewPrinter(io.Discard, text.Options{}),
 		}
 		packets := 0
+		var asm *assemble.Assembler
 		hand := func(ps []trace.Packet) {
 			packets += len(ps)
 			if pipeline {
 				pk.Take(ps)
 			}
+			asm.Recycle(ps) // as run.Run does
 		}
 		rep := 0
 		for b.Loop() {
 			for i, r := range recs {
+				asm = asms[i]
 				if decode {
 					for _, l := range r.lines {
 						var ev trace.Event
@@ -156,7 +159,8 @@ func BenchmarkAssemble(b *testing.B) {
 			rep++
 		}
 		for i := range asms {
-			hand(asms[i].Flush())
+			asm = asms[i]
+			hand(asm.Flush())
 		}
 		if packets == 0 {
 			b.Fatal("no packets")

@@ -162,7 +162,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	// flow, diagnosed, kept for the trace file and printed.
 	pk := &emit.Packets{Count: o.Count, Labeller: o.Labeller, Flows: assemble.NewSummarizer(), Diag: diag, Kept: kept.Kept, Printer: pr}
 	take := func(done []trace.Packet) {
-		if pk.Take(done) && endReason != "count" {
+		reached := pk.Take(done)
+		asm.Recycle(done) // their hops are printed and written: the next packets' are built in them
+		if reached && endReason != "count" {
 			endReason = "count"
 			cancel()
 		}
