@@ -11,7 +11,7 @@ import (
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 )
 
-var probeNames = map[bpf.PathtraceEventKind]struct {
+var probeNames = [...]struct {
 	kind  trace.Kind
 	probe string
 }{
@@ -26,22 +26,28 @@ var probeNames = map[bpf.PathtraceEventKind]struct {
 
 func (t *Tracer) symbolize(addr uint64) string { return t.names.location(addr, t.syms) }
 
-// decode turns one ring-buffer record into an Event. The record is the C struct event, laid
-// out exactly as bpf2go's PathtraceEvent.
-func (t *Tracer) decode(raw []byte) (trace.Event, bool) {
+// decode turns one ring-buffer record into ev and says whether it is one. The record is the C
+// struct event, laid out exactly as bpf2go's PathtraceEvent. The event is written in place: it
+// is a large struct, and every record of a busy flow is decoded.
+func (t *Tracer) decode(raw []byte, ev *trace.Event) bool {
 	if len(raw) < int(unsafe.Sizeof(bpf.PathtraceEvent{})) {
-		return trace.Event{}, false
+		return false
 	}
-	e := (*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0]))
-	return t.convert(e)
+	return t.convertInto((*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0])), ev)
 }
 
 func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
-	kind, ok := probeNames[e.Kind]
-	if !ok {
-		return trace.Event{}, false
+	var ev trace.Event
+	ok := t.convertInto(e, &ev)
+	return ev, ok
+}
+
+func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
+	if int(e.Kind) >= len(probeNames) || probeNames[e.Kind].kind == "" {
+		return false
 	}
-	h := trace.Hop{
+	kind := probeNames[e.Kind]
+	*ev = trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: trace.Hop{
 		Event: kind.kind,
 		Probe: kind.probe,
 		Place: trace.Place{
@@ -51,7 +57,8 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 			Ifname:    t.names.ifname(&e.Ifname),
 		},
 		Len: e.Len,
-	}
+	}}
+	h := &ev.Hop
 	if e.Ts > t.startNS {
 		h.TimeNS = e.Ts - t.startNS
 	}
@@ -80,8 +87,10 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 	case bpf.PathtraceEventKindEV_CONSUME:
 		h.Location = t.symbolize(e.Location)
 	case bpf.PathtraceEventKindEV_FUNC:
+		var ok bool
 		if h.Func, h.Probe, ok = t.funcCall(&e.Fn); !ok {
-			return trace.Event{}, false
+			*ev = trace.Event{}
+			return false
 		}
 	case bpf.PathtraceEventKindEV_ROUTE:
 		r := trace.Route{
@@ -106,11 +115,11 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		case 6:
 			r.Gateway = netip.AddrFrom16(e.Route.Gw)
 		}
-		h.Route = t.names.route(e.Cpu, &r)
+		h.Route = t.names.route(&r)
 		h.Tuple, h.Encap, h.Outer = nil, "", nil
 		h.Ifindex = 0
 	}
-	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: h}, true
+	return true
 }
 
 var encapNames = map[bpf.PathtraceEncapKind]string{

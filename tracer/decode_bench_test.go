@@ -74,9 +74,10 @@ func BenchmarkDecode(b *testing.B) {
 	recs := floodRecords(b)
 	b.ReportAllocs()
 	n := 0
+	var ev trace.Event
 	for b.Loop() {
 		for _, raw := range recs {
-			if _, ok := tr.decode(raw); !ok {
+			if !tr.decode(raw, &ev) {
 				b.Fatal("decode failed")
 			}
 			n++
@@ -277,6 +278,7 @@ func benchRecords(b *testing.B, done func([]trace.Packet)) {
 	packets := 0
 	rep := 0
 	var asm *assemble.Assembler
+	var ev trace.Event
 	hand := func(ps []trace.Packet) {
 		packets += len(ps)
 		if len(ps) > 0 {
@@ -297,8 +299,7 @@ func benchRecords(b *testing.B, done func([]trace.Packet)) {
 						binary.BigEndian.PutUint32(raw[off:], seq)
 					}
 				}
-				ev, ok := tr.decode(raw)
-				if !ok {
+				if !tr.decode(raw, &ev) {
 					b.Fatal("a record did not decode")
 				}
 				hand(asm.Add(ev))
@@ -345,8 +346,8 @@ func TestRecordsDecodeToRecordings(t *testing.T) {
 	n := 0
 	for i, r := range recs {
 		for j, raw := range r.raws {
-			got, ok := tr.decode(raw)
-			if !ok {
+			var got trace.Event
+			if !tr.decode(raw, &got) {
 				t.Fatalf("%s event %d: not decoded", testutil.Recordings[i].File, j)
 			}
 			n++
