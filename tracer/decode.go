@@ -65,7 +65,7 @@ func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
 	hdr, hasHeaders := headers(&e.Pkt)
 	if hasHeaders && e.Kind != bpf.PathtraceEventKindEV_ROUTE {
 		h.Tuple = t.names.headers(e.Cpu, &hdr)
-		if name, ok := encapNames[e.Encap]; ok {
+		if name := encapName(e.Encap); name != "" {
 			if in, ok := headers(&e.Inner); ok {
 				h.Encap, h.Outer, h.Tuple = name, h.Tuple, &in
 			}
@@ -103,7 +103,7 @@ func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
 		}
 		if hasHeaders {
 			r.Lookup = hdr.Tuple
-			if _, ok := encapNames[e.Encap]; ok {
+			if encapName(e.Encap) != "" {
 				if in, ok := headers(&e.Inner); ok {
 					r.Lookup = in.Tuple // as for other hops, the carried packet's
 				}
@@ -122,10 +122,18 @@ func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
 	return true
 }
 
-var encapNames = map[bpf.PathtraceEncapKind]string{
+var encapNames = [...]string{
 	bpf.PathtraceEncapKindENCAP_VXLAN:  "vxlan",
 	bpf.PathtraceEncapKindENCAP_GENEVE: "geneve",
 	bpf.PathtraceEncapKindENCAP_IPIP:   "ipip",
+}
+
+// encapName names an encapsulation, "" for none (or one this build does not know).
+func encapName(k bpf.PathtraceEncapKind) string {
+	if int(k) < len(encapNames) {
+		return encapNames[k]
+	}
+	return ""
 }
 
 func int8sToBytes(s []int8) []byte {

@@ -263,7 +263,7 @@ func (a *Assembler) addHop(p *packet, ev *trace.Event) {
 		// index: noted again only to move its time on, which a tenth of a second either way
 		// does not change.
 		n := &p.noted
-		if n.tuple == nil || h.Netns != n.netns || h.TimeNS > n.ns+reorderSlackNS || *h.Tuple != *n.tuple {
+		if n.tuple == nil || h.Netns != n.netns || h.TimeNS > n.ns+reorderSlackNS || h.Tuple != n.tuple && *h.Tuple != *n.tuple {
 			a.copies.note(p, h)
 			n.tuple, n.netns, n.ns = h.Tuple, h.Netns, h.TimeNS
 		}

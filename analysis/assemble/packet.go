@@ -119,7 +119,7 @@ func (p *packet) push(hop *trace.Hop, maxHops int) (cut bool) {
 	if h.Ifindex != 0 && h.TimeNS >= p.lastNS {
 		p.lastKind, p.lastIfindex, p.lastNetns = h.Event, h.Ifindex, h.Netns
 	}
-	if h.Tuple != nil && p.cur != nil && *h.Tuple == *p.cur {
+	if h.Tuple != nil && p.cur != nil && h.Tuple != p.cur && *h.Tuple == *p.cur {
 		// Most hops of a packet carry the headers of the one before: one copy serves them all
 		// while the packet is open, often in thousands behind a busy socket.
 		h.Tuple = p.cur
