@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss k8s-build k8s-up k8s-down k8s-test
+.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss k8s-build k8s-up k8s-down k8s-test bench-micro
 
 all: build
 
@@ -94,6 +94,11 @@ bench: build
 # or it fails), and of merge at its bound. No root; ~1.5 GB of $$TMPDIR; a minute or two.
 show-rss:
 	GO=$(GO) ./scripts/show-rss.sh
+
+# Only the userspace micro-benchmarks of make bench and their targets: no lab, no root (~1 min).
+bench-micro:
+	$(GO) build -o bin/bench ./bench
+	./bin/bench -micro-only -go $(GO)
 
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,

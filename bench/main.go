@@ -180,12 +180,20 @@ func main() {
 		drops      = flag.Int("drops", 5, "pings for the drop-to-verdict measurement (0: skip)")
 		floodDrops = flag.Int("flood-drops", 3, "trials of the drop-in-a-flood measurement, at the default --max-rate (0: skip)")
 		micro      = flag.Bool("micro", true, "run the userspace micro-benchmark")
+		microOnly  = flag.Bool("micro-only", false, "run only the userspace micro-benchmark: no lab, no kernel, no root (make bench-micro)")
 		force      = flag.Bool("force", false, "run even when another pathtrace's BPF programs are loaded")
 		waitQuiet  = flag.Duration("wait-quiet", 15*time.Second, "before each run, wait up to this long for other work to leave the CPUs idle")
 		waitTotal  = flag.Duration("wait-quiet-total", 90*time.Second, "wait at most this long for quiet over the whole bench")
 		bpfStats   = flag.Bool("bpf-stats", false, "measure each hook program's run time and calls (kernel bpf_stats; adds two clock reads per program call to every config with programs)")
 	)
 	flag.Parse()
+	if *microOnly {
+		if err := runMicroOnly(*goBin, *benchtime, *count, *outDir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*duration, *rounds, *bin, *script, *outDir, *trafficL, *configL, *goBin, *benchtime, *drops, *floodDrops, *micro, *force, *bpfStats, *waitQuiet, *waitTotal, *count); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -331,23 +339,7 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 		res.FloodDrop = d
 	}
 	if micro {
-		// Compile first, so the idle check and the measurement see no compiler.
-		exec.Command(goBin, "test", "-run", "^$", "-count", "1", "./internal/run/").Run()
-		busy := idleCheck(500 * time.Millisecond)
-		snap := procSnapshot()
-		t0 := time.Now()
-		m, cmdline, err := runMicro(goBin, benchtime, count)
-		// The go command and the test binary are the bench's children: other work is the rest.
-		res.MicroOtherPct = 100 * otherCPU(snap, procSnapshot(), os.Getpid(), time.Since(t0)).Seconds() /
-			(time.Since(t0).Seconds() * float64(runtime.NumCPU()))
-		if busy > busyLimit || res.MicroOtherPct > busyLimit {
-			note("micro-benchmark: other work used %.0f%% of the CPUs before it and %.0f%% during it: its figures are low by that", busy, res.MicroOtherPct)
-		}
-		res.MicroCmd = cmdline
-		if err != nil {
-			note("micro-benchmark: %v", err)
-		}
-		res.Micro = m
+		measureMicro(res, goBin, benchtime, count, note)
 	}
 	res.Finished = time.Now().UTC()
 	res.LoadEnd = loadavg()
@@ -378,6 +370,48 @@ func configNamed(name string) (config, error) {
 		}
 	}
 	return config{}, fmt.Errorf("unknown config %q", name)
+}
+
+// measureMicro runs the userspace micro-benchmarks into res, noting other work on the machine.
+func measureMicro(res *results, goBin, benchtime string, count int, note func(string, ...any)) {
+	// Compile first, so the idle check and the measurement see no compiler.
+	exec.Command(goBin, "test", "-run", "^$", "-count", "1", "./internal/run/", "./tracer/").Run()
+	busy := idleCheck(500 * time.Millisecond)
+	snap := procSnapshot()
+	t0 := time.Now()
+	m, cmdline, err := runMicro(goBin, benchtime, count)
+	// The go command and the test binary are the bench's children: other work is the rest.
+	res.MicroOtherPct = 100 * otherCPU(snap, procSnapshot(), os.Getpid(), time.Since(t0)).Seconds() /
+		(time.Since(t0).Seconds() * float64(runtime.NumCPU()))
+	if busy > busyLimit || res.MicroOtherPct > busyLimit {
+		note("micro-benchmark: other work used %.0f%% of the CPUs before it and %.0f%% during it: its figures are low by that", busy, res.MicroOtherPct)
+	}
+	res.MicroCmd = cmdline
+	if err != nil {
+		note("micro-benchmark: %v", err)
+	}
+	res.Micro = m
+}
+
+// runMicroOnly is -micro-only: the userspace micro-benchmarks and their targets, nothing else.
+func runMicroOnly(goBin, benchtime string, count int, outDir string) error {
+	res := &results{Started: time.Now().UTC(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadavg()}
+	res.Commit, res.Dirty = gitState()
+	measureMicro(res, goBin, benchtime, count, func(format string, a ...any) {
+		s := fmt.Sprintf(format, a...)
+		res.Notes = append(res.Notes, s)
+		fmt.Fprintln(os.Stderr, "bench: note:", s)
+	})
+	res.Finished = time.Now().UTC()
+	res.LoadEnd = loadavg()
+	summarize(res, nil, nil)
+	printTable(os.Stdout, res)
+	path, err := save(outDir, res)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nresults: %s\n", path)
+	return nil
 }
 
 func hasConfig(cs []config, name string) bool {

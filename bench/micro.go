@@ -19,12 +19,15 @@ type microResult struct {
 }
 
 // microBenches are the userspace benchmarks: BenchmarkAssemble's sub-benchmarks on recorded
-// events (internal/run/assemble_bench_test.go), and BenchmarkDecodeAssemble, the same events as
+// events (internal/run/assemble_bench_test.go); BenchmarkDecodeAssemble, the same events as
 // ring-buffer records decoded and assembled (tracer/decode_bench_test.go), reported as
-// "decode+stream".
+// "decode+stream"; and BenchmarkLive, those records through all a live run does per event
+// (decoded, assembled, and each packet handled as run.Run does: flows, diagnosis, the trace
+// file's JSON, the text block), reported as "live".
 var microBenches = []struct{ pkg, bench, prefix, name string }{
 	{"./internal/run/", "^BenchmarkAssemble$", "BenchmarkAssemble/", ""},
 	{"./tracer/", "^BenchmarkDecodeAssemble$", "BenchmarkDecodeAssemble", "decode+stream"},
+	{"./tracer/", "^BenchmarkLive$", "BenchmarkLive", "live"},
 }
 
 // runMicro runs the userspace benchmarks with go test and parses their custom metrics.

@@ -208,6 +208,9 @@ func summarize(res *results, trs []traffic, cfgs []config) {
 				Value: m.EventsPerSec, Target: 1e6, Unit: "events/s", Met: m.EventsPerSec >= 1e6})
 		case "decode+stream":
 			res.Targets = append(res.Targets, targetResult{What: "userspace decode+assembly (BenchmarkDecodeAssemble)",
+				Value: m.EventsPerSec, Target: 2e6, Unit: "events/s", Met: m.EventsPerSec >= 2e6})
+		case "live":
+			res.Targets = append(res.Targets, targetResult{What: "userspace live pipeline (BenchmarkLive)",
 				Value: m.EventsPerSec, Target: 1e6, Unit: "events/s", Met: m.EventsPerSec >= 1e6})
 		}
 	}
@@ -240,58 +243,62 @@ func printTable(w io.Writer, res *results) {
 		dirty = "+dirty"
 	}
 	fmt.Fprintf(w, "pathtrace bench  %s  kernel %s  %d CPUs  commit %s%s\n", res.Started.Format("2006-01-02 15:04Z"), res.Kernel, res.CPUs, res.Commit, dirty)
-	fmt.Fprintf(w, "%d rounds x %s iperf3 runs per config, interleaved; medians; ratios are per-round vs that round's baseline\n", res.Rounds, res.Duration)
-	disturbed, total := 0, 0
-	for _, r := range res.Runs {
-		total++
-		if r.Disturbed {
-			disturbed++
-		}
-	}
-	fmt.Fprintf(w, "loadavg at start %s, at end %s; runs disturbed by other work on the machine (>%d%% of the CPUs): %d of %d",
-		res.LoadStart, res.LoadEnd, busyLimit, disturbed, total)
-	if disturbed > 0 {
-		fmt.Fprint(w, " (left out of a row's medians where it has undisturbed runs; see 'runs')")
-	}
-	fmt.Fprint(w, "\n\n")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "traffic\tconfig\truns\tthru pkt/s\tvs base\tsent pkt/s\tvs base\tMbit/s\tvs base\ttracer CPU\tevents/s\tlost/run\tskipped/run\tover budget/run\tpeak RSS\tattach\tdetach\t")
-	for _, r := range res.Summary {
-		runs := fmt.Sprintf("%d/%d", r.Used, r.Runs)
-		if r.Used > 0 && r.Used == r.Disturbed {
-			runs += " (all disturbed)"
-		}
-		cells := []string{r.Traffic, r.Config, runs, human(r.ThruPPS), pct(r.ThruRatio), human(r.SentPPS), pct(r.SentRatio),
-			fmt.Sprintf("%.0f", r.Mbps), pct(r.MbpsRatio)}
-		if r.Tracer {
-			skipped, over := fmt.Sprintf("%.0f", r.Skipped), human(r.OverBudget)
-			if r.Config == "bpftrace" {
-				skipped, over = "-", "-"
+	if len(res.Runs) > 0 { // none with -micro-only
+		fmt.Fprintf(w, "%d rounds x %s iperf3 runs per config, interleaved; medians; ratios are per-round vs that round's baseline\n", res.Rounds, res.Duration)
+		disturbed, total := 0, 0
+		for _, r := range res.Runs {
+			total++
+			if r.Disturbed {
+				disturbed++
 			}
-			cells = append(cells, fmt.Sprintf("%.1f%%", r.CPUPct), human(r.EventsPerSec), fmt.Sprintf("%.0f", r.Lost), skipped, over,
-				fmt.Sprintf("%.0f MiB", float64(r.PeakRSSKB)/1024), fmt.Sprintf("%.0f ms", r.AttachMS), fmt.Sprintf("%.0f ms", r.DetachMS))
-		} else {
-			cells = append(cells, "-", "-", "-", "-", "-", "-", "-", "-")
 		}
-		if r.Errors > 0 {
-			cells[1] += fmt.Sprintf(" (%d failed)", r.Errors)
+		fmt.Fprintf(w, "loadavg at start %s, at end %s; runs disturbed by other work on the machine (>%d%% of the CPUs): %d of %d",
+			res.LoadStart, res.LoadEnd, busyLimit, disturbed, total)
+		if disturbed > 0 {
+			fmt.Fprint(w, " (left out of a row's medians where it has undisturbed runs; see 'runs')")
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
-	}
-	tw.Flush()
-	printProgTable(w, res)
+		fmt.Fprint(w, "\n\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "traffic\tconfig\truns\tthru pkt/s\tvs base\tsent pkt/s\tvs base\tMbit/s\tvs base\ttracer CPU\tevents/s\tlost/run\tskipped/run\tover budget/run\tpeak RSS\tattach\tdetach\t")
+		for _, r := range res.Summary {
+			runs := fmt.Sprintf("%d/%d", r.Used, r.Runs)
+			if r.Used > 0 && r.Used == r.Disturbed {
+				runs += " (all disturbed)"
+			}
+			cells := []string{r.Traffic, r.Config, runs, human(r.ThruPPS), pct(r.ThruRatio), human(r.SentPPS), pct(r.SentRatio),
+				fmt.Sprintf("%.0f", r.Mbps), pct(r.MbpsRatio)}
+			if r.Tracer {
+				skipped, over := fmt.Sprintf("%.0f", r.Skipped), human(r.OverBudget)
+				if r.Config == "bpftrace" {
+					skipped, over = "-", "-"
+				}
+				cells = append(cells, fmt.Sprintf("%.1f%%", r.CPUPct), human(r.EventsPerSec), fmt.Sprintf("%.0f", r.Lost), skipped, over,
+					fmt.Sprintf("%.0f MiB", float64(r.PeakRSSKB)/1024), fmt.Sprintf("%.0f ms", r.AttachMS), fmt.Sprintf("%.0f ms", r.DetachMS))
+			} else {
+				cells = append(cells, "-", "-", "-", "-", "-", "-", "-", "-")
+			}
+			if r.Errors > 0 {
+				cells[1] += fmt.Sprintf(" (%d failed)", r.Errors)
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+		tw.Flush()
+		printProgTable(w, res)
 
-	t := res.Timings
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "attach (exec -> ready file), pathtrace:        median %.0f ms over %d runs\n", t.AttachMS, t.AttachN)
-	fmt.Fprintf(w, "detach (SIGINT -> exit), filtered-out:          median %.0f ms\n", t.DetachFilteredMS)
-	fmt.Fprintf(w, "detach (SIGINT -> exit), matching (trace saved): median %.0f ms\n", t.DetachMatchingMS)
-	if t.BpftraceAttachMS > 0 {
-		fmt.Fprintf(w, "attach, bpftrace (exec -> BEGIN):               median %.0f ms\n", t.BpftraceAttachMS)
-	}
-	if d := res.Drop; d != nil {
-		fmt.Fprintf(w, "drop-to-verdict (ping sent -> DROPPED block):   median %.1f ms, %d of %d pings seen, each %s ms\n",
-			d.MedianMS, d.Seen, d.Pings, joinF(d.PerPing))
+		t := res.Timings
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "attach (exec -> ready file), pathtrace:        median %.0f ms over %d runs\n", t.AttachMS, t.AttachN)
+		fmt.Fprintf(w, "detach (SIGINT -> exit), filtered-out:          median %.0f ms\n", t.DetachFilteredMS)
+		fmt.Fprintf(w, "detach (SIGINT -> exit), matching (trace saved): median %.0f ms\n", t.DetachMatchingMS)
+		if t.BpftraceAttachMS > 0 {
+			fmt.Fprintf(w, "attach, bpftrace (exec -> BEGIN):               median %.0f ms\n", t.BpftraceAttachMS)
+		}
+		if d := res.Drop; d != nil {
+			fmt.Fprintf(w, "drop-to-verdict (ping sent -> DROPPED block):   median %.1f ms, %d of %d pings seen, each %s ms\n",
+				d.MedianMS, d.Seen, d.Pings, joinF(d.PerPing))
+		}
+	} else {
+		fmt.Fprintf(w, "loadavg at start %s, at end %s\n", res.LoadStart, res.LoadEnd)
 	}
 	if d := res.FloodDrop; d != nil {
 		fmt.Fprintf(w, "drop in a udp flood at the default --max-rate (forwarding off -> DROPPED block): median %.1f ms, %d of %d trials seen, each %s ms; over budget per trial %v\n",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"testing"
 )
 
@@ -139,7 +140,10 @@ func checkSame(t *testing.T, s string) {
 }
 
 func TestJSONIsV1(t *testing.T) {
-	for _, s := range []string{"", "eth0", "a\"b\\c", "<->&", "\x00\x01\b\f\n\r\t\x1f\x7f", "é€😀", "\xff\xfe", "\u2028\u2029", "x\xc3"} {
+	for _, s := range []string{"", "eth0", "a\"b\\c", "<->&", "\x00\x01\b\f\n\r\t\x1f\x7f", "é€😀", "\xff\xfe", "\u2028\u2029", "x\xc3",
+		// Past 8 bytes, read a word at a time: what to escape in each place of a word.
+		"net:netif_receive_skb", "12345678\"", "1234567\"8", "\\2345678", "1234\x1f678", "1234567\x7f", "12345678é", "1234567\xff",
+		"abcdefgh\u2028ijklmnop", "abcdefghijklmnop\x00", " !#$%&'()*+,-./:;<=>?@[]^_`{|}~"} {
 		checkSame(t, s)
 	}
 }
@@ -148,4 +152,60 @@ func FuzzJSONIsV1(f *testing.F) {
 	f.Add("veth-pod")
 	f.Add("\u2028<\xff")
 	f.Fuzz(func(t *testing.T, s string) { checkSame(t, s) })
+}
+
+// HopJSON writes a hop as AppendJSON does, whether what it remembers is the hop's or not.
+func TestHopJSONIsAppendJSON(t *testing.T) {
+	var c HopJSON
+	hops := append(samples("eth0"), samples("a\"b")...)
+	other := *hops[2].Tuple
+	other.TTL--
+	h := hops[2]
+	h.Tuple = &other
+	hops = append(hops, h, hops[2], hops[2])
+	// More kinds and places than it remembers, coming back: each written as it is.
+	for i := range 40 {
+		h := hops[2]
+		h.Event, h.Probe = Kind("k"+strconv.Itoa(i%11)), "p"+strconv.Itoa(i%3)
+		h.Netns, h.Ifindex, h.NetnsName, h.Ifname = uint32(i%13), uint32(i%2), "ns"+strconv.Itoa(i%5), []string{"", "eth0", "a\"b"}[i%3]
+		hops = append(hops, h)
+	}
+	for _, ns := range []uint64{0, 999_999, 1_000_000, 1_000_001, 1_234_567, 1_999_999, 2_000_000, 5_000_123_456, 5_000_999_999, 5_001_000_000, 1<<64 - 1, 7} {
+		h := hops[2]
+		h.TimeNS = ns
+		hops = append(hops, h)
+	}
+	for i := range 12 {
+		h := hops[2]
+		r := *h.Route
+		r.Table, r.OutIfname = uint32(i%6), []string{"", "eth0"}[i%2]
+		h.Route = &r
+		hops = append(hops, h)
+	}
+	for i := range hops {
+		if got, want := c.AppendHopJSON([]byte("x"), &hops[i]), hops[i].AppendJSON([]byte("x")); !bytes.Equal(got, want) {
+			t.Fatalf("hop %d:\n got %s\nwant %s", i, got, want)
+		}
+		p := Packet{ID: i, Flow: Reply}
+		if hops[i].Tuple != nil {
+			p.Tuple = *hops[i].Tuple
+		}
+		if got, want := c.AppendHeadJSON(nil, &p), p.AppendHeadJSON(nil); !bytes.Equal(got, want) {
+			t.Fatalf("packet head %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+// Every byte in every place of the words appendString reads at once is escaped as
+// encoding/json escapes it.
+func TestAppendStringEachByte(t *testing.T) {
+	for c := range 256 {
+		for at := range 17 {
+			b := []byte("abcdefghijklmnopq")
+			b[at] = byte(c)
+			if got, want := appendString(nil, string(b)), encodeV1(t, string(b)); !bytes.Equal(got, want) {
+				t.Fatalf("byte %#x at %d: got %s, want %s", c, at, got, want)
+			}
+		}
+	}
 }

@@ -321,6 +321,22 @@ func SortHops(hops []Hop) {
 	if inTimeOrder(hops) {
 		return // the usual case; a hop is a large struct to compare by value
 	}
+	if len(hops) <= 32 {
+		// A packet's few hops, a route lookup or a copy's free out of place: moved back
+		// into place, each hop copied once, not swapped along.
+		for i := 1; i < len(hops); i++ {
+			if hops[i].TimeNS >= hops[i-1].TimeNS {
+				continue
+			}
+			h := hops[i]
+			j := i
+			for ; j > 0 && hops[j-1].TimeNS > h.TimeNS; j-- {
+				hops[j] = hops[j-1]
+			}
+			hops[j] = h
+		}
+		return
+	}
 	slices.SortStableFunc(hops, func(x, y Hop) int { return cmp.Compare(x.TimeNS, y.TimeNS) })
 }
 

@@ -22,42 +22,65 @@ type Place struct {
 // in a pod's, else the namespace's name, else its inode ("netns:4026532301"), which
 // `lsns -t net` and `ip netns identify` map back to a name.
 func (p Place) Namespace() string {
+	if p.Pod == "" && p.NetnsName != "" {
+		return p.NetnsName // the usual case: no copy
+	}
+	return string(p.AppendNamespace(nil))
+}
+
+// AppendNamespace appends Namespace to b.
+func (p *Place) AppendNamespace(b []byte) []byte {
 	switch {
 	case p.Pod != "":
-		return "pod " + p.Pod
+		return append(append(b, "pod "...), p.Pod...)
 	case p.NetnsName != "":
-		return p.NetnsName
+		return append(b, p.NetnsName...)
 	case p.Netns != 0:
-		return "netns:" + strconv.FormatUint(uint64(p.Netns), 10)
+		return strconv.AppendUint(append(b, "netns:"...), uint64(p.Netns), 10)
 	}
-	return ""
+	return b
 }
 
 // Device names the device: "eth0", "cali1a2b -> pod default/web" for the node's end of a
 // pod's veth, "ifindex:7" when only its index is known.
 func (p Place) Device() string {
-	dev := p.Ifname
-	if dev == "" && p.Ifindex != 0 {
-		dev = "ifindex:" + strconv.FormatUint(uint64(p.Ifindex), 10)
+	if p.Ifname != "" && (p.DevicePod == "" || p.Pod != "") {
+		return p.Ifname // the usual case: no copy
 	}
-	if dev != "" && p.DevicePod != "" && p.Pod == "" {
-		dev += " -> pod " + p.DevicePod
+	return string(p.AppendDevice(nil))
+}
+
+// AppendDevice appends Device to b.
+func (p *Place) AppendDevice(b []byte) []byte {
+	n := len(b)
+	if p.Ifname != "" {
+		b = append(b, p.Ifname...)
+	} else if p.Ifindex != 0 {
+		b = strconv.AppendUint(append(b, "ifindex:"...), uint64(p.Ifindex), 10)
 	}
-	return dev
+	if len(b) > n && p.DevicePod != "" && p.Pod == "" {
+		b = append(append(b, " -> pod "...), p.DevicePod...)
+	}
+	return b
 }
 
 // String is the place as pathtrace prints it: "node veth-pod", "pod default/web eth0",
 // "host cali1a2b -> pod default/web". The node of a merged trace is not part of it: where
 // it matters, the caller says "on node X".
-func (p Place) String() string {
-	ns, dev := p.Namespace(), p.Device()
-	switch {
-	case ns == "":
-		return dev
-	case dev == "":
-		return ns
+func (p Place) String() string { return string(p.AppendTo(nil)) }
+
+// AppendTo appends String to b.
+func (p *Place) AppendTo(b []byte) []byte {
+	n := len(b)
+	b = p.AppendNamespace(b)
+	if len(b) == n {
+		return p.AppendDevice(b)
 	}
-	return ns + " " + dev
+	m := len(b)
+	if b = p.AppendDevice(append(b, ' ')); len(b) == m+1 {
+		b = b[:m] // no device
+	}
+	return b
 }
 
 // Area is the place without the device, unless the device is what names a pod ("host

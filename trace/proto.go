@@ -20,10 +20,16 @@ const (
 var protoNames = map[Proto]string{ProtoICMP: "icmp", ProtoTCP: "tcp", ProtoUDP: "udp", ProtoICMPv6: "icmpv6"}
 
 func (p Proto) String() string {
-	if n, ok := protoNames[p]; ok {
-		return n
-	}
-	if p == ProtoAny {
+	switch p { // protoNames, without a map lookup: every hop's headers print it
+	case ProtoICMP:
+		return "icmp"
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	case ProtoAny:
 		return "any"
 	}
 	return strconv.Itoa(int(p))
@@ -69,14 +75,20 @@ type TCPFlags uint8
 
 var tcpFlagNames = []string{"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
 
-func (f TCPFlags) String() string {
-	var names []string
-	for i, n := range tcpFlagNames {
+func (f TCPFlags) String() string { return string(f.AppendTo(nil)) }
+
+// AppendTo appends String to b.
+func (f TCPFlags) AppendTo(b []byte) []byte {
+	n := len(b)
+	for i, name := range tcpFlagNames {
 		if f&(1<<i) != 0 {
-			names = append(names, n)
+			if len(b) > n {
+				b = append(b, ',')
+			}
+			b = append(b, name...)
 		}
 	}
-	return strings.Join(names, ",")
+	return b
 }
 
 func (f TCPFlags) MarshalText() ([]byte, error) { return []byte(f.String()), nil }

@@ -221,3 +221,19 @@ func TestTCPFlagsJSON(t *testing.T) {
 		t.Error("Unmarshal of an unknown flag: want an error")
 	}
 }
+
+// String names what protoNames names, and numbers the rest.
+func TestProtoStringIsProtoNames(t *testing.T) {
+	for p := range 256 {
+		want, ok := protoNames[Proto(p)]
+		if !ok {
+			want = strconv.Itoa(p)
+			if p == 0 {
+				want = "any"
+			}
+		}
+		if got := Proto(p).String(); got != want {
+			t.Errorf("Proto(%d).String() = %q, want %q", p, got, want)
+		}
+	}
+}

@@ -596,7 +596,8 @@ func TestDecode(t *testing.T) {
 	raw := make([]byte, size+8) // a ring-buffer record may be padded
 	copy(raw, unsafe.Slice((*byte)(unsafe.Pointer(&e)), size))
 
-	ev, ok := tr.decode(raw)
+	var ev trace.Event
+	ok := tr.decode(raw, &ev)
 	if !ok {
 		t.Fatal("decode returned false")
 	}
@@ -609,7 +610,7 @@ func TestDecode(t *testing.T) {
 	}
 
 	for _, n := range []int{0, 1, size - 1} {
-		if _, ok := tr.decode(raw[:n]); ok {
+		if tr.decode(raw[:n], new(trace.Event)) {
 			t.Errorf("decode of %d bytes (< %d) succeeded", n, size)
 		}
 	}

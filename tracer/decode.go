@@ -11,7 +11,7 @@ import (
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 )
 
-var probeNames = map[bpf.PathtraceEventKind]struct {
+var probeNames = [...]struct {
 	kind  trace.Kind
 	probe string
 }{
@@ -26,26 +26,34 @@ var probeNames = map[bpf.PathtraceEventKind]struct {
 
 func (t *Tracer) symbolize(addr uint64) string { return t.names.location(addr, t.syms) }
 
-// decode turns one ring-buffer record into an Event. The record is the C struct event, laid
-// out exactly as bpf2go's PathtraceEvent.
-func (t *Tracer) decode(raw []byte) (trace.Event, bool) {
+// decode turns one ring-buffer record into ev and says whether it is one. The record is the C
+// struct event, laid out exactly as bpf2go's PathtraceEvent. The event is written in place: it
+// is a large struct, and every record of a busy flow is decoded.
+func (t *Tracer) decode(raw []byte, ev *trace.Event) bool {
 	if len(raw) < int(unsafe.Sizeof(bpf.PathtraceEvent{})) {
-		return trace.Event{}, false
+		return false
 	}
-	e := (*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0]))
-	ev, ok := t.convert(e)
-	if ok && len(raw) > eventSize {
+	if !t.convertInto((*bpf.PathtraceEvent)(unsafe.Pointer(&raw[0])), ev) {
+		return false
+	}
+	if len(raw) > eventSize {
 		ev.Hop.Bytes = snapBytes(raw) // --pcapng
 	}
-	return ev, ok
+	return true
 }
 
 func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
-	kind, ok := probeNames[e.Kind]
-	if !ok {
-		return trace.Event{}, false
+	var ev trace.Event
+	ok := t.convertInto(e, &ev)
+	return ev, ok
+}
+
+func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
+	if int(e.Kind) >= len(probeNames) || probeNames[e.Kind].kind == "" {
+		return false
 	}
-	h := trace.Hop{
+	kind := probeNames[e.Kind]
+	*ev = trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: trace.Hop{
 		Event: kind.kind,
 		Probe: kind.probe,
 		Place: trace.Place{
@@ -55,14 +63,15 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 			Ifname:    t.names.ifname(&e.Ifname),
 		},
 		Len: e.Len,
-	}
+	}}
+	h := &ev.Hop
 	if e.Ts > t.startNS {
 		h.TimeNS = e.Ts - t.startNS
 	}
 	hdr, hasHeaders := headers(&e.Pkt)
 	if hasHeaders && e.Kind != bpf.PathtraceEventKindEV_ROUTE {
 		h.Tuple = t.names.headers(e.Cpu, &hdr)
-		if name, ok := encapNames[e.Encap]; ok {
+		if name := encapName(e.Encap); name != "" {
 			if in, ok := headers(&e.Inner); ok {
 				h.Encap, h.Outer, h.Tuple = name, h.Tuple, &in
 			}
@@ -84,8 +93,10 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 	case bpf.PathtraceEventKindEV_CONSUME:
 		h.Location = t.symbolize(e.Location)
 	case bpf.PathtraceEventKindEV_FUNC:
+		var ok bool
 		if h.Func, h.Probe, ok = t.funcCall(&e.Fn); !ok {
-			return trace.Event{}, false
+			*ev = trace.Event{}
+			return false
 		}
 	case bpf.PathtraceEventKindEV_ROUTE:
 		r := trace.Route{
@@ -98,7 +109,7 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		}
 		if hasHeaders {
 			r.Lookup = hdr.Tuple
-			if _, ok := encapNames[e.Encap]; ok {
+			if encapName(e.Encap) != "" {
 				if in, ok := headers(&e.Inner); ok {
 					r.Lookup = in.Tuple // as for other hops, the carried packet's
 				}
@@ -110,17 +121,25 @@ func (t *Tracer) convert(e *bpf.PathtraceEvent) (trace.Event, bool) {
 		case 6:
 			r.Gateway = netip.AddrFrom16(e.Route.Gw)
 		}
-		h.Route = t.names.route(e.Cpu, &r)
+		h.Route = t.names.route(&r)
 		h.Tuple, h.Encap, h.Outer = nil, "", nil
 		h.Ifindex = 0
 	}
-	return trace.Event{SKB: e.Skb, CPU: e.Cpu, First: e.First != 0, Gap: e.Gap != 0, Hop: h}, true
+	return true
 }
 
-var encapNames = map[bpf.PathtraceEncapKind]string{
+var encapNames = [...]string{
 	bpf.PathtraceEncapKindENCAP_VXLAN:  "vxlan",
 	bpf.PathtraceEncapKindENCAP_GENEVE: "geneve",
 	bpf.PathtraceEncapKindENCAP_IPIP:   "ipip",
+}
+
+// encapName names an encapsulation, "" for none (or one this build does not know).
+func encapName(k bpf.PathtraceEncapKind) string {
+	if int(k) < len(encapNames) {
+		return encapNames[k]
+	}
+	return ""
 }
 
 func int8sToBytes(s []int8) []byte {

@@ -1,8 +1,11 @@
 package tracer
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -14,8 +17,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pathtrace/pathtrace/analysis/assemble"
+	"github.com/pathtrace/pathtrace/analysis/diagnose"
 	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/internal/testutil"
+	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
 	"github.com/pathtrace/pathtrace/tracer/dropreason"
 	"github.com/pathtrace/pathtrace/tracer/ksym"
@@ -68,9 +74,10 @@ func BenchmarkDecode(b *testing.B) {
 	recs := floodRecords(b)
 	b.ReportAllocs()
 	n := 0
+	var ev trace.Event
 	for b.Loop() {
 		for _, raw := range recs {
-			if _, ok := tr.decode(raw); !ok {
+			if !tr.decode(raw, &ev) {
 				b.Fatal("decode failed")
 			}
 			n++
@@ -160,7 +167,7 @@ func (c *encoder) record(t testing.TB, ev trace.Event, startNS uint64) bpf.Patht
 	if h.Encap != "" {
 		for k, name := range encapNames {
 			if name == h.Encap {
-				e.Encap = k
+				e.Encap = bpf.PathtraceEncapKind(k)
 			}
 		}
 		e.Pkt, e.Inner = packetOf(h.Outer), packetOf(h.Tuple)
@@ -183,12 +190,38 @@ func (c *encoder) record(t testing.TB, ev trace.Event, startNS uint64) bpf.Patht
 	return e
 }
 
-// BenchmarkDecodeAssemble measures the live path's userspace work per event, in events per
-// second: a ring-buffer record decoded (netns and device named, drop location symbolized) and
-// assembled. The records are the testutil.Recordings of testdata/events/recorded turned back into
-// records; as BenchmarkAssemble/stream does, one long-lived assembler per recording is fed
-// repetition after repetition, times (and TCP sequence numbers) moved on.
+// BenchmarkDecodeAssemble measures the live path's userspace work per event up to assembly,
+// in events per second: a ring-buffer record decoded (netns and device named, drop location
+// symbolized) and assembled. The records are the testutil.Recordings of
+// testdata/events/recorded turned back into records; as BenchmarkAssemble/stream does, one
+// long-lived assembler per recording is fed repetition after repetition, times (and TCP
+// sequence numbers) moved on.
 func BenchmarkDecodeAssemble(b *testing.B) {
+	benchRecords(b, func([]trace.Packet) {})
+}
+
+// BenchmarkLive measures what a live run does per event, in events per second: the records
+// of BenchmarkDecodeAssemble decoded and assembled, and each completed packet handled as
+// run.Run handles it, by the same emit.Packets: counted in its flow, diagnosed, encoded for the
+// trace file (into a buffer written to io.Discard, as the run's into its spill file) and its
+// text block written (to io.Discard). Every packet is kept and printed: the run's worst case,
+// the first --max-packets (10000) packets of a busy flow.
+func BenchmarkLive(b *testing.B) {
+	pk := &emit.Packets{
+		Flows:   assemble.NewSummarizer(trace.Filter{}), // the assembler classified every packet
+		Diag:    diagnose.New(nil),
+		Kept:    emit.NewKept(bufio.NewWriterSize(io.Discard, 256<<10), math.MaxInt),
+		Printer: text.NewPrinter(io.Discard, text.Options{}),
+	}
+	benchRecords(b, func(done []trace.Packet) { pk.Take(done) })
+	if pk.Kept.Err() != nil || pk.Printer.Err() != nil {
+		b.Fatal(pk.Kept.Err(), pk.Printer.Err())
+	}
+}
+
+// benchRecords decodes and assembles the testutil.Recordings as ring-buffer records, repetition
+// after repetition, handing each batch of completed packets to done, and reports events/s.
+func benchRecords(b *testing.B, done func([]trace.Packet)) {
 	const startNS = 1_000_000
 	c := &encoder{funcs: map[string]uint64{}, reasons: dropreason.Names{}}
 	type rec struct {
@@ -240,29 +273,49 @@ func BenchmarkDecodeAssemble(b *testing.B) {
 		int(unsafe.Offsetof(bpf.PathtraceEvent{}.Pkt) + unsafe.Offsetof(bpf.PathtracePacket{}.Proto)),
 		int(unsafe.Offsetof(bpf.PathtraceEvent{}.Inner) + unsafe.Offsetof(bpf.PathtracePacket{}.Proto)),
 	}
+	// Where each record has a TCP sequence number to move on, found once: the loop below is
+	// measured, and should cost as little beside decoding and what follows as it can.
+	tcpSeqs := make([][][]int, len(recs))
+	for i, r := range recs {
+		tcpSeqs[i] = make([][]int, len(r.raws))
+		for k, raw := range r.raws {
+			for j, off := range seqOffs {
+				if raw[protoOffs[j]] == uint8(trace.ProtoTCP) {
+					tcpSeqs[i][k] = append(tcpSeqs[i][k], off)
+				}
+			}
+		}
+	}
 	ne := binary.NativeEndian
 	b.ReportAllocs()
 	packets := 0
 	rep := 0
+	var asm *assemble.Assembler
+	var ev trace.Event
+	hand := func(ps []trace.Packet) {
+		packets += len(ps)
+		if len(ps) > 0 {
+			done(ps)
+			asm.Recycle(ps) // as run.Run does
+		}
+	}
 	for b.Loop() {
 		for i, r := range recs {
-			for _, raw := range r.raws {
+			asm = asms[i]
+			for k, raw := range r.raws {
 				// The next repetition: later by a span; a TCP segment a new one, not a
 				// retransmission of the last repetition's.
 				ne.PutUint64(raw[tsOff:], ne.Uint64(raw[tsOff:])+r.spanNS)
-				for j, off := range seqOffs {
-					if raw[protoOffs[j]] == uint8(trace.ProtoTCP) {
-						seq := binary.BigEndian.Uint32(raw[off:]) + 1_000_003 // in the wire's order
-						binary.BigEndian.PutUint32(raw[off:], seq)
-					}
+				for _, off := range tcpSeqs[i][k] {
+					seq := binary.BigEndian.Uint32(raw[off:]) + 1_000_003 // in the wire's order
+					binary.BigEndian.PutUint32(raw[off:], seq)
 				}
-				ev, ok := tr.decode(raw)
-				if !ok {
+				if !tr.decode(raw, &ev) {
 					b.Fatal("a record did not decode")
 				}
-				packets += len(asms[i].Add(ev))
+				hand(asm.Add(ev))
 			}
-			packets += len(asms[i].Expire(uint64(rep+2)*r.spanNS + startNS))
+			hand(asm.Expire(uint64(rep+2)*r.spanNS + startNS))
 		}
 		rep++
 	}
@@ -304,8 +357,8 @@ func TestRecordsDecodeToRecordings(t *testing.T) {
 	n := 0
 	for i, r := range recs {
 		for j, raw := range r.raws {
-			got, ok := tr.decode(raw)
-			if !ok {
+			var got trace.Event
+			if !tr.decode(raw, &got) {
 				t.Fatalf("%s event %d: not decoded", testutil.Recordings[i].File, j)
 			}
 			n++

@@ -36,7 +36,8 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		ev, ok := tr.decode(raw)
+		var ev trace.Event
+		ok := tr.decode(raw, &ev)
 		if len(raw) < size {
 			if ok {
 				t.Fatalf("decode accepted a %d-byte record, shorter than an event (%d)", len(raw), size)
@@ -44,7 +45,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		kind := bpf.PathtraceEventKind(binary.NativeEndian.Uint32(raw[kindOff:]))
-		_, known := probeNames[kind]
+		known := int(kind) < len(probeNames) && probeNames[kind].kind != ""
 		if kind == bpf.PathtraceEventKindEV_FUNC {
 			// A function hop of a function this build does not know is not made up.
 			var e bpf.PathtraceEvent

@@ -252,6 +252,7 @@ func (t *Tracer) Run(ctx context.Context, onEvent func(trace.Event), tick func(n
 	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
 	defer stop()
 	var rec ringbuf.Record
+	var ev trace.Event
 	draining := false
 	nextTick := time.Now().Add(tickEvery)
 	t.reader.SetDeadline(nextTick)
@@ -273,7 +274,7 @@ func (t *Tracer) Run(ctx context.Context, onEvent func(trace.Event), tick func(n
 		switch {
 		case err == nil:
 			t.received++
-			if ev, ok := t.decode(rec.RawSample); ok {
+			if t.decode(rec.RawSample, &ev) {
 				onEvent(ev)
 			}
 			// Under a steady stream of events the deadline never passes: tick by the clock,

@@ -60,6 +60,7 @@ type Assembler struct {
 	open  map[uint64]*packet // by sk_buff address
 	lru   lruList            // the open packets, least recently active first
 	cpus  map[uint32]*cpuState
+	byCPU []*cpuState // cpus numbered below maxByCPU, by number: looked up on every event
 	freed freedSet
 	// copies finds the packet a lone free is a copy of; held are the packets closed with a
 	// NO_SOCKET drop that wait for one, in the order they closed.
@@ -70,9 +71,11 @@ type Assembler struct {
 	nat      natMemory // translations seen, to place packets the filter does not name
 	segments segmentIndex
 
-	// spare are emptied hop buffers of packets handed out, for new packets' hops to grow in:
-	// a packet handed out gets a copy of its hops' exact size instead.
+	// spare are emptied hop buffers no packet uses (given back by Recycle, or not handed
+	// out), for new packets' hops to grow in.
 	spare [][]trace.Hop
+	// out holds the packets a call hands out; the next call reuses it.
+	out []trace.Packet
 
 	nowNS   uint64 // latest event time seen
 	nextID  int
@@ -112,20 +115,35 @@ func (a *Assembler) Stats() Stats { return a.stats }
 // Add takes one event in ring-buffer order and returns the packets it completed: the packet it
 // freed, a packet evicted to make room for a new one, and packets held for a copy whose time is
 // up. A packet dropped with NO_SOCKET is held for copyWindowNS of event time (see copy.go).
+//
+// The slice returned by Add, Expire and Flush is good until the next call to any of them: a
+// live run handles its packets at once, and the next call reuses it.
 func (a *Assembler) Add(ev trace.Event) []trace.Packet {
+	out := a.reuseOut()
+	a.add(&ev, out)
+	return *out
+}
+
+// reuseOut empties the slice a call hands its packets out in.
+func (a *Assembler) reuseOut() *[]trace.Packet {
+	clear(a.out) // the last call's packets are the caller's now
+	a.out = a.out[:0]
+	return &a.out
+}
+
+func (a *Assembler) add(ev *trace.Event, out *[]trace.Packet) {
 	h := &ev.Hop
 	a.nowNS = max(a.nowNS, h.TimeNS)
 	c := a.cpu(ev.CPU)
 	c.nowNS = max(c.nowNS, h.TimeNS)
-	var out []trace.Packet
-	a.release(a.nowNS, &out)
+	a.release(a.nowNS, out)
 	if ev.SKB == 0 {
 		if h.Event == trace.KindRoute {
-			a.addRoute(&ev)
+			a.addRoute(ev)
 		} else {
 			a.stats.Orphans++
 		}
-		return out
+		return
 	}
 	a.freed.prune(a.nowNS)
 	a.copies.prune(a.nowNS)
@@ -136,7 +154,7 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 		// The kernel started a new life at this address: the packet it carried was freed
 		// where no tracepoint sees, and this event is another packet's.
 		p.reused = true
-		a.complete(p, nil, &out)
+		a.complete(p, nil, out)
 		p = nil
 	}
 	if p == nil {
@@ -144,43 +162,45 @@ func (a *Assembler) Add(ev trace.Event) []trace.Packet {
 		// starting a packet with it would invent a packet that never ends.
 		if a.freed.before(ev.SKB, h.TimeNS) {
 			a.stats.Stragglers++
-			return out
+			return
 		}
 		if orig := a.copyOf(h); orig != nil {
+			if orig.copies == nil {
+				orig.copies = a.spareHops()
+			}
 			if orig.pushCopy(*h, a.maxHops) {
 				a.stats.HopsCut++
 			}
 			a.stats.Copies++
 			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
-			return out
+			return
 		}
-		if a.keepEarly(&ev) {
+		if a.keepEarly(ev) {
 			a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
-			return out
+			return
 		}
 		if len(a.open) >= a.maxOpen {
-			a.complete(a.lru.front, nil, &out)
+			a.complete(a.lru.front, nil, out)
 			a.stats.Evicted++
 		}
 		p = a.start(ev.SKB)
 		a.relate(p, h)
 	}
 	p.incomplete = p.incomplete || ev.Gap
-	a.addHop(p, &ev)
+	a.addHop(p, ev)
 	if free {
-		a.complete(p, h, &out)
+		a.complete(p, h, out)
 		a.freed.add(ev.SKB, h.TimeNS, a.maxOpen)
 	}
-	return out
 }
 
 // Expire completes packets whose latest hop is older than nowNS-Idle, after the packets held
 // for a copy until before nowNS.
 func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
-	var out []trace.Packet
-	a.release(nowNS, &out)
+	out := a.reuseOut()
+	a.release(nowNS, out)
 	if nowNS < a.idleNS {
-		return out
+		return *out
 	}
 	cutoff := nowNS - a.idleNS
 	var idle []*packet
@@ -193,15 +213,15 @@ func (a *Assembler) Expire(nowNS uint64) []trace.Packet {
 			break
 		}
 	}
-	a.completeAll(idle, &out)
-	return out
+	a.completeAll(idle, out)
+	return *out
 }
 
 // Flush hands out the packets held for a copy, completes every open packet and forgets route
 // events still waiting: the run is over.
 func (a *Assembler) Flush() []trace.Packet {
-	var out []trace.Packet
-	a.release(^uint64(0), &out)
+	out := a.reuseOut()
+	a.release(^uint64(0), out)
 	all := make([]*packet, 0, len(a.open))
 	for p := a.lru.front; p != nil; p = p.next {
 		all = append(all, p)
@@ -209,11 +229,11 @@ func (a *Assembler) Flush() []trace.Packet {
 	for _, c := range a.cpus {
 		a.stats.RoutesUnmatched += len(c.pending)
 	}
-	a.cpus = make(map[uint32]*cpuState)
+	a.cpus, a.byCPU = make(map[uint32]*cpuState), nil
 	a.freed = freedSet{at: make(map[uint64]uint64)}
 	a.copies = newCopyIndex(copyIndexMax)
-	a.completeAll(all, &out)
-	return out
+	a.completeAll(all, out)
+	return *out
 }
 
 // Replay assembles a whole recorded stream: every event, then a flush.
@@ -243,7 +263,7 @@ func (a *Assembler) addHop(p *packet, ev *trace.Event) {
 		// index: noted again only to move its time on, which a tenth of a second either way
 		// does not change.
 		n := &p.noted
-		if n.tuple == nil || h.Netns != n.netns || h.TimeNS > n.ns+reorderSlackNS || *h.Tuple != *n.tuple {
+		if n.tuple == nil || h.Netns != n.netns || h.TimeNS > n.ns+reorderSlackNS || h.Tuple != n.tuple && *h.Tuple != *n.tuple {
 			a.copies.note(p, h)
 			n.tuple, n.netns, n.ns = h.Tuple, h.Netns, h.TimeNS
 		}
@@ -252,9 +272,8 @@ func (a *Assembler) addHop(p *packet, ev *trace.Event) {
 }
 
 func (a *Assembler) push(p *packet, cpu uint32, h *trace.Hop) {
-	if p.head == nil && len(a.spare) > 0 {
-		p.head = a.spare[len(a.spare)-1]
-		a.spare = a.spare[:len(a.spare)-1]
+	if p.head == nil {
+		p.head = a.spareHops()
 	}
 	if p.push(h, a.maxHops) {
 		a.stats.HopsCut++
@@ -282,8 +301,7 @@ func (a *Assembler) complete(p *packet, end *trace.Hop, out *[]trace.Packet) {
 	delete(a.open, p.skb)
 	a.lru.remove(p)
 	if end != nil {
-		e := *end
-		p.end = &e
+		p.end, p.hasEnd = endOf(end), true
 	}
 	if overturnable(end) {
 		p.state = stHeld
@@ -303,7 +321,7 @@ func (a *Assembler) release(nowNS uint64, out *[]trace.Packet) {
 	a.releaseEarly(nowNS, out)
 	for a.heldHead < len(a.held) {
 		p := a.held[a.heldHead]
-		if nowNS != ^uint64(0) && p.end.TimeNS+copyWindowNS >= nowNS {
+		if nowNS != ^uint64(0) && p.end.timeNS+copyWindowNS >= nowNS {
 			break
 		}
 		*out = append(*out, a.emit(a.popHeld()))
@@ -327,12 +345,34 @@ func (a *Assembler) popHeld() *packet {
 // needs, few enough that a buffer grown by a looping packet is not kept for long.
 const maxSpare = 64
 
-// recycle keeps hs, a handed-out packet's hop buffer, for a new packet's hops.
+// Recycle takes back the hops of packets this Assembler handed out that the caller is done
+// with: nothing may use their Hops any more (Recycle sets them to nil). New packets' hops are
+// then assembled in them instead of in new memory, which a busy flow's packets would otherwise
+// take at some 2 KiB each. A live run recycles each packet once it has printed and written it;
+// a caller that keeps its packets (Replay) does not call it.
+func (a *Assembler) Recycle(ps []trace.Packet) {
+	for i := range ps {
+		a.recycle(ps[i].Hops)
+		ps[i].Hops = nil
+	}
+}
+
+// spareHops is a hop buffer to build a packet's hops in, nil if none is spare.
+func (a *Assembler) spareHops() []trace.Hop {
+	if len(a.spare) == 0 {
+		return nil
+	}
+	hs := a.spare[len(a.spare)-1]
+	a.spare = a.spare[:len(a.spare)-1]
+	return hs
+}
+
+// recycle keeps hs, a hop buffer no packet uses, for a new packet's hops.
 func (a *Assembler) recycle(hs []trace.Hop) {
-	if hs == nil || len(a.spare) >= maxSpare || cap(hs) > 4*initialHops {
+	if cap(hs) == 0 || len(a.spare) >= maxSpare || cap(hs) > 4*initialHops {
 		return
 	}
-	clear(hs) // its headers and routes belong to the packet handed out
+	clear(hs) // what its hops point to is not to be kept alive by it (nothing past len is set)
 	a.spare = append(a.spare, hs[:0])
 }
 
@@ -351,8 +391,7 @@ func (a *Assembler) idOf(p *packet) int {
 func (a *Assembler) emit(p *packet) trace.Packet {
 	a.stats.Completed++
 	own := p.hops()
-	pkt := trace.Packet{ID: a.idOf(p), Hops: p.withCopies(own), Incomplete: p.incomplete}
-	copies := p.copies // sorted by withCopies
+	pkt := trace.Packet{ID: a.idOf(p), Incomplete: p.incomplete}
 	if p.copyOf != nil {
 		pkt.CopyOf = a.idOf(p.copyOf)
 	}
@@ -367,10 +406,28 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 		pkt.Flow, pkt.FlowTuple = dir, flow
 		a.nat.learn(a.filter, dir, flow, own)
 	}
-	pkt.Fate = copyDelivered(fate(own, p.end, p.reused), own, p.end, copies)
-	a.recycle(p.head)
+	var end *trace.Hop
+	if p.hasEnd {
+		e := p.end.hop()
+		end = &e
+	}
+	trace.SortHops(p.copies)
+	pkt.Fate = copyDelivered(fate(own, end, p.reused), own, end, p.copies)
+	// Last, as the copies may be merged into own's buffer.
+	pkt.Hops = own
+	if len(p.copies) > 0 {
+		var buf []trace.Hop
+		if cap(own) < len(own)+len(p.copies) {
+			buf = a.spareHops()
+		}
+		pkt.Hops = p.withCopies(own, buf)
+		a.recycle(p.copies)
+	}
+	if len(p.head) > 0 && &pkt.Hops[0] != &p.head[0] {
+		a.recycle(p.head) // not handed out
+	}
 	// CPUs' recent-hop rings and the copy index may point at p a while longer: keep only the
 	// small struct alive.
-	p.state, p.head, p.tail, p.cur, p.copies, p.end = stDone, nil, nil, nil, nil, nil
+	p.state, p.head, p.tail, p.cur, p.copies, p.end, p.hasEnd = stDone, nil, nil, nil, nil, endHop{}, false
 	return pkt
 }

@@ -363,6 +363,9 @@ func (a *Assembler) claimEarly(p *packet, h *trace.Hop) {
 	for _, c := range a.early {
 		ns := c.ev.Hop.TimeNS
 		if c.key == k && ns <= h.TimeNS+reorderSlackNS && h.TimeNS <= ns+copyWindowNS {
+			if p.copies == nil {
+				p.copies = a.spareHops()
+			}
 			if p.pushCopy(c.ev.Hop, a.maxHops) {
 				a.stats.HopsCut++
 			}

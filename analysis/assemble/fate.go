@@ -68,11 +68,16 @@ func (m natMemory) learn(f trace.Filter, dir trace.Direction, flow trace.Tuple, 
 	if dir == trace.Reply {
 		back = trace.Request
 	}
+	var last *trace.Tuple
 	for i := range hops {
 		t := hops[i].Tuple
 		if t == nil || len(m) >= natMemoryCap {
 			continue
 		}
+		if last != nil && t.Tuple == *last {
+			continue // as the hop before: most are
+		}
+		last = &t.Tuple
 		if _, named := f.Direction(t.Tuple); named {
 			continue
 		}

@@ -34,7 +34,10 @@ type packet struct {
 	copies []trace.Hop
 
 	state state
-	end   *trace.Hop // the hop that freed it, nil if none was seen
+	// end is what fate and copy.go read of the hop that freed it, when one was seen
+	// (hasEnd): kept in p, not as a copy of the hop of its own.
+	end    endHop
+	hasEnd bool
 	// reused: its sk_buff was seen carrying a new packet, so it was freed unseen.
 	reused bool
 	// incomplete: the kernel lost some of its events.
@@ -51,6 +54,23 @@ type packet struct {
 	netnsName string
 }
 
+// endHop is what is kept of the hop that freed a packet.
+type endHop struct {
+	timeNS           uint64
+	event            trace.Kind
+	reason, location string
+	netns            uint32
+}
+
+func endOf(h *trace.Hop) endHop {
+	return endHop{timeNS: h.TimeNS, event: h.Event, reason: h.Reason, location: h.Location, netns: h.Netns}
+}
+
+// hop is e as the hop it was, as far as fate and copyDelivered look.
+func (e *endHop) hop() trace.Hop {
+	return trace.Hop{TimeNS: e.timeNS, Event: e.event, Reason: e.reason, Location: e.location, Place: trace.Place{Netns: e.netns}}
+}
+
 type state uint8
 
 const (
@@ -64,9 +84,29 @@ func (p *packet) closed() bool { return p.state != stOpen }
 
 // push records h and reports whether a hop had to be cut to keep within maxHops.
 func (p *packet) push(hop *trace.Hop, maxHops int) (cut bool) {
-	h := *hop
 	if len(p.head) == 0 && len(p.tail) == 0 {
-		p.firstNS, p.lastNS = h.TimeNS, h.TimeNS
+		p.firstNS, p.lastNS = hop.TimeNS, hop.TimeNS
+	}
+	// The hop is copied where it is kept, once (a hop is a large struct), and set right there.
+	var h *trace.Hop
+	headCap := maxHops - maxHops/2
+	tailCap := maxHops / 2
+	switch {
+	case len(p.head) < headCap:
+		if p.head == nil {
+			// Most packets have a handful of hops: one allocation, not one per doubling.
+			p.head = make([]trace.Hop, 0, min(headCap, initialHops))
+		}
+		p.head = append(p.head, *hop)
+		h = &p.head[len(p.head)-1]
+	case len(p.tail) < tailCap:
+		p.tail = append(p.tail, *hop)
+		h = &p.tail[len(p.tail)-1]
+	default:
+		p.tail[p.tailNext] = *hop
+		h = &p.tail[p.tailNext]
+		p.tailNext = (p.tailNext + 1) % tailCap
+		cut = true
 	}
 	p.firstNS = min(p.firstNS, h.TimeNS)
 	p.lastNS = max(p.lastNS, h.TimeNS)
@@ -79,7 +119,7 @@ func (p *packet) push(hop *trace.Hop, maxHops int) (cut bool) {
 	if h.Ifindex != 0 && h.TimeNS >= p.lastNS {
 		p.lastKind, p.lastIfindex, p.lastNetns = h.Event, h.Ifindex, h.Netns
 	}
-	if h.Tuple != nil && p.cur != nil && *h.Tuple == *p.cur {
+	if h.Tuple != nil && p.cur != nil && h.Tuple != p.cur && *h.Tuple == *p.cur {
 		// Most hops of a packet carry the headers of the one before: one copy serves them all
 		// while the packet is open, often in thousands behind a busy socket.
 		h.Tuple = p.cur
@@ -87,24 +127,7 @@ func (p *packet) push(hop *trace.Hop, maxHops int) (cut bool) {
 	if h.Tuple != nil && (p.cur == nil || h.TimeNS >= p.curNS) {
 		p.cur, p.curNS = h.Tuple, h.TimeNS
 	}
-
-	headCap := maxHops - maxHops/2
-	tailCap := maxHops / 2
-	switch {
-	case len(p.head) < headCap:
-		if p.head == nil {
-			// Most packets have a handful of hops: one allocation, not one per doubling.
-			p.head = make([]trace.Hop, 0, min(headCap, initialHops))
-		}
-		p.head = append(p.head, h)
-	case len(p.tail) < tailCap:
-		p.tail = append(p.tail, h)
-	default:
-		p.tail[p.tailNext] = h
-		p.tailNext = (p.tailNext + 1) % tailCap
-		return true
-	}
-	return false
+	return cut
 }
 
 // pushCopy records the free of a copy of p and reports whether it had to be left out to keep
@@ -122,7 +145,7 @@ func (p *packet) pushCopy(h trace.Hop, maxHops int) (cut bool) {
 const initialHops = 8
 
 // hops is what was kept of p's own hops, in time order; arrival order breaks ties. It is p's
-// own buffer when nothing was cut, good only until that buffer grows another packet's hops.
+// own buffer when nothing was cut: handed out with the packet when p has no copies.
 func (p *packet) hops() []trace.Hop {
 	if len(p.tail) == 0 {
 		trace.SortHops(p.head)
@@ -137,11 +160,30 @@ func (p *packet) hops() []trace.Hop {
 }
 
 // withCopies is own (from hops) with the frees of p's copies merged in, in time order; own
-// first among hops of the same time. It sorts p.copies. The slice is new and exactly as long
-// as it needs to be: the packet handed out keeps it for as long as its trace is kept.
-func (p *packet) withCopies(own []trace.Hop) []trace.Hop {
+// first among hops of the same time. It sorts p.copies. The hops are merged in own's buffer
+// when it has room, else in buf (nil: a new one).
+func (p *packet) withCopies(own, buf []trace.Hop) []trace.Hop {
 	trace.SortHops(p.copies)
-	hs := make([]trace.Hop, 0, len(own)+len(p.copies))
+	n := len(own) + len(p.copies)
+	if cap(own) >= n {
+		// In place, from the back: own's hops do not move before they are read.
+		hs := own[:n]
+		i, j := len(own)-1, len(p.copies)-1
+		for k := n - 1; j >= 0; k-- {
+			if i >= 0 && own[i].TimeNS > p.copies[j].TimeNS {
+				hs[k] = own[i]
+				i--
+			} else {
+				hs[k] = p.copies[j]
+				j--
+			}
+		}
+		return hs
+	}
+	hs := buf[:0]
+	if cap(hs) < n {
+		hs = make([]trace.Hop, 0, max(n, 2*initialHops))
+	}
 	i, j := 0, 0
 	for i < len(own) || j < len(p.copies) {
 		if j == len(p.copies) || (i < len(own) && own[i].TimeNS <= p.copies[j].TimeNS) {

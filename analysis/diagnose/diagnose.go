@@ -5,6 +5,7 @@ package diagnose
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,7 +43,8 @@ func New(facts Facts) *Diagnoser {
 	return &Diagnoser{facts: facts, findings: map[trace.SiteKey]*finding{}}
 }
 
-// Observe takes every completed packet; the first drop at a site is explained at once.
+// Observe takes every completed packet; the first drop at a site is explained at once. It
+// keeps nothing of p's hops past the call: a live run reuses them for later packets.
 func (d *Diagnoser) Observe(p trace.Packet) {
 	d.mu.Lock()
 	d.tally.add(p)
@@ -61,6 +63,7 @@ func (d *Diagnoser) Observe(p trace.Packet) {
 		d.mu.Unlock()
 		return
 	}
+	p.Hops = slices.Clone(p.Hops)
 	f = &finding{example: p, count: 1, site: site}
 	d.explain(f)
 	d.mu.Lock()
@@ -122,6 +125,7 @@ func (d *Diagnoser) Verdict(t *trace.Trace) trace.Verdict {
 func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 	d.mu.Lock()
 	c := d.tally
+	c.left.Hops = slices.Clone(c.left.Hops) // they are in d.tally
 	d.mu.Unlock()
 	if c.packets == 0 {
 		return trace.Verdict{

@@ -11,9 +11,11 @@ import (
 // they complete) is concluded on all of them.
 type tally struct {
 	packets, req, rep, delivered, unknown, ended int
-	// left is the request that left the host last (a reply, if no request did).
-	left    trace.Packet
-	hasLeft bool
+	// left is the request that left the host last (a reply, if no request did), with only
+	// the hops leftHostVerdict reads (in leftHops): the packet's own go on to later packets.
+	left     trace.Packet
+	leftHops [2]trace.Hop
+	hasLeft  bool
 }
 
 func (c *tally) add(p trace.Packet) {
@@ -27,6 +29,14 @@ func (c *tally) add(p trace.Packet) {
 	case trace.LeftHost:
 		if !c.hasLeft || p.Flow == trace.Request {
 			c.left, c.hasLeft = p, true
+			c.left.Hops = c.leftHops[:0]
+			first, egress := firstHeadersAt(p), egressAt(p)
+			if first >= 0 && first != egress {
+				c.left.Hops = append(c.left.Hops, p.Hops[first])
+			}
+			if egress >= 0 {
+				c.left.Hops = append(c.left.Hops, p.Hops[egress])
+			}
 		}
 	case trace.Delivered:
 		c.delivered++
@@ -84,10 +94,8 @@ func noDropVerdict(t *trace.Trace, c tally) trace.Verdict {
 // us?"). The source address it left with tells whether SNAT happened.
 func leftHostVerdict(t *trace.Trace, p trace.Packet) trace.Verdict {
 	var egress trace.Hop
-	for _, h := range p.Hops {
-		if (h.Event == trace.KindQueue || h.Event == trace.KindXmit) && h.Tuple != nil {
-			egress = h
-		}
+	if i := egressAt(p); i >= 0 {
+		egress = p.Hops[i]
 	}
 	v := trace.Verdict{Outcome: "left-host", Cause: "no reply"}
 	if egress.Tuple == nil {
@@ -129,11 +137,30 @@ func leftHostVerdict(t *trace.Trace, p trace.Packet) trace.Verdict {
 	return v
 }
 
-func firstHeaders(p trace.Packet) *trace.Headers {
-	for _, h := range p.Hops {
-		if h.Tuple != nil && !h.Copy {
-			return h.Tuple
+// egressAt is the index of the hop p left on: its last transmit with headers; -1 if none.
+func egressAt(p trace.Packet) int {
+	at := -1
+	for i := range p.Hops {
+		if h := &p.Hops[i]; (h.Event == trace.KindQueue || h.Event == trace.KindXmit) && h.Tuple != nil {
+			at = i
 		}
 	}
+	return at
+}
+
+func firstHeaders(p trace.Packet) *trace.Headers {
+	if i := firstHeadersAt(p); i >= 0 {
+		return p.Hops[i].Tuple
+	}
 	return nil
+}
+
+// firstHeadersAt is the index of p's first own hop with headers; -1 if none.
+func firstHeadersAt(p trace.Packet) int {
+	for i := range p.Hops {
+		if h := &p.Hops[i]; h.Tuple != nil && !h.Copy {
+			return i
+		}
+	}
+	return -1
 }

@@ -21,7 +21,7 @@ func keepAll(t testing.TB, tr *trace.Trace, dir string, n int) *keptPackets {
 	}
 	for range n {
 		for i := range tr.Packets {
-			kept.add(&tr.Packets[i])
+			kept.Add(&tr.Packets[i])
 		}
 	}
 	return kept

@@ -1,9 +1,11 @@
 package run
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
+	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
@@ -83,8 +86,11 @@ func shifted(ev trace.Event, i int, span uint64) trace.Event {
 //   - json+stream: the same with each event decoded from its recorded JSON line first (the
 //     fixture format; the live path decodes a binary ring-buffer record instead, in package
 //     tracer, which this does not measure);
-//   - pipeline: stream plus what run.Run does with each completed packet: diagnosis and the
-//     text block written to io.Discard.
+//   - pipeline: stream plus what run.Run does with each completed packet, by the same
+//     emit.Packets: counted in its flow, diagnosed, encoded for the trace file (into a buffer
+//     written to io.Discard) and its text block written to io.Discard, every packet kept.
+//
+// tracer's BenchmarkLive is pipeline with each event decoded from a ring-buffer record first.
 func BenchmarkAssemble(b *testing.B) {
 	recs := loadBenchRecordings(b)
 	total := 0
@@ -113,44 +119,48 @@ func BenchmarkAssemble(b *testing.B) {
 	stream := func(b *testing.B, decode bool, pipeline bool) {
 		b.ReportAllocs()
 		asms := make([]*assemble.Assembler, len(recs))
-		diags := make([]*diagnose.Diagnoser, len(recs))
 		for i, r := range recs {
 			asms[i] = assemble.New(r.filter, assemble.Options{})
-			diags[i] = diagnose.New(nil)
 		}
-		pr := text.NewPrinter(io.Discard, text.Options{})
+		pk := &emit.Packets{
+			Flows:   assemble.NewSummarizer(trace.Filter{}), // the assemblers classified every packet
+			Diag:    diagnose.New(nil),
+			Kept:    emit.NewKept(bufio.NewWriterSize(io.Discard, 256<<10), math.MaxInt),
+			Printer: text.NewPrinter(io.Discard, text.Options{}),
+		}
 		packets := 0
-		emit := func(i int, ps []trace.Packet) {
+		var asm *assemble.Assembler
+		hand := func(ps []trace.Packet) {
 			packets += len(ps)
 			if pipeline {
-				for _, p := range ps {
-					diags[i].Observe(p)
-					pr.Packet(p)
-				}
+				pk.Take(ps)
 			}
+			asm.Recycle(ps) // as run.Run does
 		}
 		rep := 0
 		for b.Loop() {
 			for i, r := range recs {
+				asm = asms[i]
 				if decode {
 					for _, l := range r.lines {
 						var ev trace.Event
 						if err := json.Unmarshal(l, &ev); err != nil {
 							b.Fatal(err)
 						}
-						emit(i, asms[i].Add(shifted(ev, rep, r.spanNS)))
+						hand(asms[i].Add(shifted(ev, rep, r.spanNS)))
 					}
 				} else {
 					for _, ev := range r.events {
-						emit(i, asms[i].Add(shifted(ev, rep, r.spanNS)))
+						hand(asms[i].Add(shifted(ev, rep, r.spanNS)))
 					}
 				}
-				emit(i, asms[i].Expire(uint64(rep+1)*r.spanNS+r.events[0].Hop.TimeNS))
+				hand(asms[i].Expire(uint64(rep+1)*r.spanNS + r.events[0].Hop.TimeNS))
 			}
 			rep++
 		}
 		for i := range asms {
-			emit(i, asms[i].Flush())
+			asm = asms[i]
+			hand(asm.Flush())
 		}
 		if packets == 0 {
 			b.Fatal("no packets")

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -22,12 +23,9 @@ import (
 // around them. So a run's memory does not grow with its packets, and saving the trace at the
 // end is a copy of what is already encoded. Without a trace file they are only counted.
 type keptPackets struct {
-	max   int
-	n     int
+	*emit.Kept
 	spill *os.File // nil without a trace file
 	bw    *bufio.Writer
-	pw    *jsontrace.PacketWriter
-	err   error // the first write error; later packets are not written
 }
 
 // newKeptPackets keeps up to max packets (0: DefaultMaxPackets) for a trace file at jsonPath
@@ -36,18 +34,15 @@ func newKeptPackets(jsonPath string, max int) (*keptPackets, error) {
 	if max <= 0 {
 		max = DefaultMaxPackets
 	}
-	k := &keptPackets{max: max}
 	if jsonPath == "" {
-		return k, nil
+		return &keptPackets{Kept: emit.NewKept(nil, max)}, nil
 	}
 	f, err := openSpill(filepath.Dir(jsonPath))
 	if err != nil {
 		return nil, fmt.Errorf("cannot write %s: %w", jsonPath, err)
 	}
-	k.spill = f
-	k.bw = bufio.NewWriterSize(f, 256<<10)
-	k.pw = jsontrace.NewPacketWriter(k.bw)
-	return k, nil
+	bw := bufio.NewWriterSize(f, 256<<10)
+	return &keptPackets{Kept: emit.NewKept(bw, max), spill: f, bw: bw}, nil
 }
 
 // openSpill makes a file in dir that has no name: nothing is left of it however the run ends,
@@ -72,24 +67,12 @@ func openSpill(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// add keeps p if there is room, and says whether there was.
-func (k *keptPackets) add(p *trace.Packet) bool {
-	if k.n >= k.max {
-		return false
-	}
-	k.n++
-	if k.pw != nil && k.err == nil {
-		k.err = k.pw.Write(p)
-	}
-	return true
-}
-
 // save writes the trace file: t with the kept packets, whole or not at all.
 func (k *keptPackets) save(path string, t *trace.Trace) error {
 	if k.spill == nil {
 		return SaveTrace(path, t)
 	}
-	err := k.err
+	err := k.Err()
 	if err == nil {
 		err = k.bw.Flush()
 	}
@@ -104,7 +87,7 @@ func (k *keptPackets) save(path string, t *trace.Trace) error {
 		return err
 	}
 	defer out.abort()
-	if err := jsontrace.WriteStreamed(out.f, t, k.spill, k.pw.Count()); err != nil {
+	if err := jsontrace.WriteStreamed(out.f, t, k.spill, k.Written()); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return out.commit()
@@ -123,7 +106,7 @@ func (k *keptPackets) each(fn func(*trace.Packet)) error {
 	if k.spill == nil {
 		return nil
 	}
-	err := k.err
+	err := k.Err()
 	if err == nil {
 		err = k.bw.Flush()
 	}

@@ -60,14 +60,14 @@ func streamRun(t *testing.T, file string, f trace.Filter, path string, max int) 
 	pr.Header(tr)
 	var held []trace.Packet
 	for _, p := range want.Packets {
-		if kept.add(&p) {
+		if kept.Add(&p) {
 			pr.Packet(p)
 			held = append(held, p)
 		} else {
 			tr.Meta.NotKept++
 		}
 	}
-	pr.SummaryOf(tr, kept.n)
+	pr.SummaryOf(tr, kept.N())
 	if err := kept.save(path, tr); err != nil {
 		t.Fatal(err)
 	}

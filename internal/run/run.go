@@ -19,6 +19,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
+	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
 	"github.com/pathtrace/pathtrace/trace"
@@ -173,30 +174,15 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		go o.OnReady()
 	}
 
-	flows := assemble.NewSummarizer(o.Filter)
-	completed := 0
-	emit := func(done []trace.Packet) {
-		for _, p := range done {
-			if o.Count > 0 && completed >= o.Count {
-				return // --count N means exactly N packets, even when several complete at once
-			}
-			completed++
-			if o.Labeller != nil {
-				o.Labeller.Label(&p)
-			}
-			flows.Add(p)
-			diag.Observe(p)
-			// A long run of a busy flow must not grow without end: past --max-packets packets
-			// are counted and diagnosed, not kept or printed.
-			if kept.add(&p) {
-				pr.Packet(p)
-			} else {
-				t.Meta.NotKept++
-			}
-			if o.Count > 0 && completed >= o.Count && endReason != "count" {
-				endReason = "count"
-				cancel()
-			}
+	// What is done with each packet as it completes (emit.Packets): labelled, counted in its
+	// flow, diagnosed, kept for the trace file and printed.
+	pk := &emit.Packets{Count: o.Count, Labeller: o.Labeller, Flows: assemble.NewSummarizer(o.Filter), Diag: diag, Kept: kept.Kept, Printer: pr}
+	take := func(done []trace.Packet) {
+		reached := pk.Take(done)
+		asm.Recycle(done) // their hops are printed and written: the next packets' are built in them
+		if reached && endReason != "count" {
+			endReason = "count"
+			cancel()
 		}
 	}
 	var enc *json.Encoder
@@ -217,12 +203,12 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if nf != nil {
 			nf.Seen(ev.Hop.Netns)
 		}
-		emit(asm.Add(ev))
-	}, func(now uint64) { emit(asm.Expire(now)) })
+		take(asm.Add(ev))
+	}, func(now uint64) { take(asm.Expire(now)) })
 	if err != nil {
 		return nil, err
 	}
-	emit(asm.Flush())
+	take(asm.Flush())
 	if endReason != "count" && o.Duration > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		endReason = "duration"
 	}
@@ -244,9 +230,10 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason
-	t.Flows = flows.Flows()
+	t.Meta.NotKept = pk.NotKept
+	t.Flows = pk.Flows.Flows()
 	t.Verdict = diag.Verdict(t)
-	pr.SummaryOf(t, kept.n)
+	pr.SummaryOf(t, kept.N())
 
 	if rec.f != nil {
 		if recErr != nil {

@@ -118,9 +118,10 @@ func writeDocument(bw *bufio.Writer, t *trace.Trace, n int, packets func(*bufio.
 // PacketWriter encodes packets, one after another, as the elements of a document's packets
 // array (see WriteStreamed).
 type PacketWriter struct {
-	w   io.Writer
-	n   int
-	buf []byte
+	w    io.Writer
+	n    int
+	buf  []byte
+	hops trace.HopJSON // what a packet's hops share, written once
 }
 
 // NewPacketWriter writes to w; buffer it.
@@ -135,7 +136,7 @@ func (pw *PacketWriter) Write(p *trace.Packet) error {
 		b = append(b, ",\n"...)
 	}
 	b = append(b, "    "...)
-	b = p.AppendHeadJSON(b)
+	b = pw.hops.AppendHeadJSON(b, p)
 	switch {
 	case p.Hops == nil:
 		b = append(b, `,"hops":null}`...)
@@ -148,7 +149,7 @@ func (pw *PacketWriter) Write(p *trace.Packet) error {
 				b = append(b, ',')
 			}
 			b = append(b, "\n      "...)
-			b = p.Hops[i].AppendJSON(b)
+			b = pw.hops.AppendHopJSON(b, &p.Hops[i])
 		}
 		b = append(b, "\n    ]}"...)
 	}

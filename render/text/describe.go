@@ -4,27 +4,30 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// addr prints an address, and "?" for one the kernel did not report, where netip would say
-// "invalid IP" and send a reader after a problem that is not there.
-func addr(a netip.Addr) string {
+// appendAddr appends an address, and "?" for one the kernel did not report, where netip would
+// say "invalid IP" and send a reader after a problem that is not there.
+func appendAddr(b []byte, a netip.Addr) []byte {
 	if !a.IsValid() {
-		return "?"
+		return append(b, '?')
 	}
-	return a.String()
+	return a.AppendTo(b)
 }
 
 // endpoint is "10.0.1.2:43210" ("[fd00::2]:443"), or the bare address for protocols whose
 // Sport/Dport are not ports (ICMP echo identifiers).
 func endpoint(a netip.Addr, port uint16, p trace.Proto) string {
+	return string(appendEndpoint(nil, a, port, p))
+}
+
+func appendEndpoint(b []byte, a netip.Addr, port uint16, p trace.Proto) []byte {
 	if port == 0 || !hasPorts(p) || !a.IsValid() {
-		return addr(a)
+		return appendAddr(b, a)
 	}
-	return netip.AddrPortFrom(a, port).String()
+	return netip.AddrPortFrom(a, port).AppendTo(b)
 }
 
 func hasPorts(p trace.Proto) bool { return p == trace.ProtoTCP || p == trace.ProtoUDP }
@@ -32,12 +35,14 @@ func hasPorts(p trace.Proto) bool { return p == trace.ProtoTCP || p == trace.Pro
 func isICMP(p trace.Proto) bool { return p == trace.ProtoICMP || p == trace.ProtoICMPv6 }
 
 // protoName is "icmp", "tcp"..., or "proto 47" where a bare number would read as a count.
-func protoName(p trace.Proto) string {
-	s := p.String()
-	if _, err := strconv.Atoi(s); err == nil {
-		return "proto " + s
+func protoName(p trace.Proto) string { return string(appendProtoName(nil, p)) }
+
+func appendProtoName(b []byte, p trace.Proto) []byte {
+	s := p.String() // a name, "any", or the number
+	if s != "" && s[0] >= '0' && s[0] <= '9' {
+		b = append(b, "proto "...)
 	}
-	return s
+	return append(b, s...)
 }
 
 // flowName is how the summary names a flow: "icmp 10.0.1.2 <-> 10.0.2.2", with ports for
@@ -50,26 +55,27 @@ func flowName(t trace.Tuple) string {
 	return s
 }
 
-// packetLine is the headline of a packet block after its id and direction:
+// appendPacketLine appends the headline of a packet block after its id and direction:
 // "icmp 10.0.1.2 > 10.0.2.2  echo-request id=4660 seq=1".
-func packetLine(h trace.Headers) string {
-	s := fmt.Sprintf("%s %s > %s", protoName(h.Proto), endpoint(h.Src, h.Sport, h.Proto), endpoint(h.Dst, h.Dport, h.Proto))
-	var extra []string
+func appendPacketLine(b []byte, h *trace.Headers) []byte {
+	b = appendProtoName(b, h.Proto)
+	b = appendEndpoint(append(b, ' '), h.Src, h.Sport, h.Proto)
+	b = appendEndpoint(append(b, " > "...), h.Dst, h.Dport, h.Proto)
 	switch {
 	case isICMP(h.Proto):
-		extra = append(extra, icmpName(h))
+		b = appendICMPName(append(b, "  "...), h)
 	case h.Proto == trace.ProtoTCP:
+		sep := "  "
 		if h.TCPFlags != 0 {
-			extra = append(extra, "["+h.TCPFlags.String()+"]")
+			b = append(append(b, sep...), '[')
+			b = append(h.TCPFlags.AppendTo(b), ']')
+			sep = " "
 		}
 		if h.TCPSeq != 0 {
-			extra = append(extra, "seq="+strconv.FormatUint(uint64(h.TCPSeq), 10))
+			b = strconv.AppendUint(append(append(b, sep...), "seq="...), uint64(h.TCPSeq), 10)
 		}
 	}
-	if len(extra) > 0 {
-		s += "  " + strings.Join(extra, " ")
-	}
-	return s
+	return b
 }
 
 var icmpTypes = map[trace.Proto]map[uint8]string{
@@ -84,24 +90,27 @@ var icmpTypes = map[trace.Proto]map[uint8]string{
 var unreachCodes = map[uint8]string{0: "net-unreachable", 1: "host-unreachable", 2: "protocol-unreachable",
 	3: "port-unreachable", 4: "frag-needed", 9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
 
-func icmpName(h trace.Headers) string {
+func appendICMPName(b []byte, h *trace.Headers) []byte {
 	name, ok := icmpTypes[h.Proto][h.ICMPType]
 	if !ok {
-		return fmt.Sprintf("type=%d code=%d", h.ICMPType, h.ICMPCode)
+		b = strconv.AppendUint(append(b, "type="...), uint64(h.ICMPType), 10)
+		return strconv.AppendUint(append(b, " code="...), uint64(h.ICMPCode), 10)
 	}
 	switch name {
 	case "echo-request", "echo-reply":
-		return fmt.Sprintf("%s id=%d seq=%d", name, h.ICMPID, h.ICMPSeq)
+		b = strconv.AppendUint(append(append(b, name...), " id="...), uint64(h.ICMPID), 10)
+		return strconv.AppendUint(append(b, " seq="...), uint64(h.ICMPSeq), 10)
 	}
 	if h.Proto == trace.ProtoICMP && h.ICMPType == 3 {
 		if c, ok := unreachCodes[h.ICMPCode]; ok {
-			return name + " " + c
+			return append(append(append(b, name...), ' '), c...)
 		}
 	}
+	b = append(b, name...)
 	if h.ICMPCode != 0 {
-		return fmt.Sprintf("%s code=%d", name, h.ICMPCode)
+		b = strconv.AppendUint(append(b, " code="...), uint64(h.ICMPCode), 10)
 	}
-	return name
+	return b
 }
 
 // reasonAt is "IP_INADDRERRORS at ip_error+0x5a".
@@ -115,33 +124,44 @@ func reasonAt(reason, location string) string {
 	return reason
 }
 
+func appendReasonAt(b []byte, reason, location string) []byte {
+	switch {
+	case reason != "" && location != "":
+		return append(append(append(b, reason...), " at "...), location...)
+	case location != "":
+		return append(append(b, "at "...), location...)
+	}
+	return append(b, reason...)
+}
+
 // Route table ids every Linux host has; others print as their number.
 var tableNames = map[uint32]string{253: "default", 254: "main", 255: "local"}
 
-func tableName(r trace.Route) string {
+func appendTableName(b []byte, r *trace.Route) []byte {
 	if r.TableName != "" {
-		return r.TableName
+		return append(b, r.TableName...)
 	}
 	if n, ok := tableNames[r.Table]; ok {
-		return n
+		return append(b, n...)
 	}
-	return strconv.FormatUint(uint64(r.Table), 10)
+	return strconv.AppendUint(b, uint64(r.Table), 10)
 }
 
-// routeDetail is "table main -> veth-ext via 10.0.2.2", or for a failed lookup
-// "table main: -113 EHOSTUNREACH (unreachable route)", and whether it failed.
-func routeDetail(r trace.Route) (string, bool) {
-	s := "table " + tableName(r)
+// appendRouteDetail appends "table main -> veth-ext via 10.0.2.2", or for a failed lookup
+// "table main: -113 EHOSTUNREACH (unreachable route)", and says whether it failed.
+func appendRouteDetail(b []byte, r *trace.Route) ([]byte, bool) {
+	b = appendTableName(append(b, "table "...), r)
 	if r.Err != 0 {
-		return s + ": " + fibError(r.Err), true
+		return appendFibError(append(b, ": "...), r.Err), true
 	}
-	if out := (trace.Place{Ifname: r.OutIfname, Ifindex: r.OutIndex}).Device(); out != "" {
-		s += " -> " + out
+	if r.OutIfname != "" || r.OutIndex != 0 {
+		out := trace.Place{Ifname: r.OutIfname, Ifindex: r.OutIndex}
+		b = out.AppendDevice(append(b, " -> "...))
 	}
 	if r.Gateway.IsValid() {
-		s += " via " + r.Gateway.String()
+		b = r.Gateway.AppendTo(append(b, " via "...))
 	}
-	return s, false
+	return b, false
 }
 
 // What fib_table_lookup's errors mean for the packet (net/ipv4/fib_semantics.c fib_props and
@@ -154,55 +174,70 @@ var fibErrors = map[int32]string{
 	113: "unreachable route",                                       // EHOSTUNREACH
 }
 
-func fibError(err int32) string {
+func appendFibError(b []byte, err int32) []byte {
 	n := err
 	if n < 0 {
 		n = -n
 	}
-	s := strconv.Itoa(int(err))
+	b = strconv.AppendInt(b, int64(err), 10)
 	if name := errnoName(n); name != "" {
-		s += " " + name
+		b = append(append(b, ' '), name...)
 	}
 	if m, ok := fibErrors[n]; ok {
-		s += " (" + m + ")"
+		b = append(append(append(b, " ("...), m...), ')')
 	}
-	return s
+	return b
 }
 
-// nat describes how a hop's headers differ from the previous hop's: "NAT src 10.0.1.2 ->
-// 10.0.2.1", ports included when they changed. TTL and IP id changes are routing, not NAT,
-// and a protocol change is encapsulation, which this does not try to describe.
-func nat(prev, cur trace.Tuple) string {
+// appendNAT appends how a hop's headers differ from the previous hop's: "NAT src 10.0.1.2 ->
+// 10.0.2.1", ports included when they changed; nothing when they do not. TTL and IP id changes
+// are routing, not NAT, and a protocol change is encapsulation, which this does not try to
+// describe.
+func appendNAT(b []byte, prev, cur *trace.Tuple) []byte {
 	if prev.Proto != cur.Proto {
-		return ""
+		return b
 	}
-	var parts []string
-	change := func(what, from, to string) {
-		parts = append(parts, what+" "+from+" -> "+to)
+	start := len(b)
+	b = append(b, "NAT "...)
+	parts := 0
+	change := func(what string) {
+		if parts > 0 {
+			b = append(b, ", "...)
+		}
+		parts++
+		b = append(append(b, what...), ' ')
 	}
 	if hasPorts(cur.Proto) {
 		if prev.Src != cur.Src || prev.Sport != cur.Sport {
-			change("src", endpoint(prev.Src, prev.Sport, cur.Proto), endpoint(cur.Src, cur.Sport, cur.Proto))
+			change("src")
+			b = appendEndpoint(b, prev.Src, prev.Sport, cur.Proto)
+			b = appendEndpoint(append(b, " -> "...), cur.Src, cur.Sport, cur.Proto)
 		}
 		if prev.Dst != cur.Dst || prev.Dport != cur.Dport {
-			change("dst", endpoint(prev.Dst, prev.Dport, cur.Proto), endpoint(cur.Dst, cur.Dport, cur.Proto))
+			change("dst")
+			b = appendEndpoint(b, prev.Dst, prev.Dport, cur.Proto)
+			b = appendEndpoint(append(b, " -> "...), cur.Dst, cur.Dport, cur.Proto)
 		}
 	} else {
 		if prev.Src != cur.Src {
-			change("src", addr(prev.Src), addr(cur.Src))
+			change("src")
+			b = appendAddr(append(appendAddr(b, prev.Src), " -> "...), cur.Src)
 		}
 		if prev.Dst != cur.Dst {
-			change("dst", addr(prev.Dst), addr(cur.Dst))
+			change("dst")
+			b = appendAddr(append(appendAddr(b, prev.Dst), " -> "...), cur.Dst)
 		}
 		// ICMP echo carries its identifier in both Sport and Dport; NAT may rewrite it.
 		if prev.Sport != cur.Sport {
-			change("id", strconv.Itoa(int(prev.Sport)), strconv.Itoa(int(cur.Sport)))
+			change("id")
+			b = strconv.AppendUint(b, uint64(prev.Sport), 10)
+			b = strconv.AppendUint(append(b, " -> "...), uint64(cur.Sport), 10)
 		}
 	}
-	if len(parts) == 0 {
-		return ""
+	if parts == 0 {
+		return b[:start]
 	}
-	return "NAT " + strings.Join(parts, ", ")
+	return b
 }
 
 func plural(n int, one, many string) string {

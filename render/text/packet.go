@@ -1,11 +1,10 @@
 package text
 
 import (
-	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -13,192 +12,309 @@ import (
 const hopIndent = "    "
 
 // Packet prints one packet's block: a headline, one line per hop in time order, and its fate.
+// A live run prints one for every packet it keeps, so the block is appended into the
+// Printer's reused buffers with no string built per hop.
 func (p *Printer) Packet(pk trace.Packet) {
 	b := p.newBlock()
-	head := fmt.Sprintf(" %-7s  %s", pk.Flow, packetLine(pk.Tuple))
+	from := len(b.txt)
+	b.txt = strconv.AppendInt(append(b.txt, '#'), int64(pk.ID), 10)
+	b.putTxt(bold, from)
+	b.txt = append(append(b.txt, ' '), pk.Flow...)
+	for n := utf8.RuneCountInString(string(pk.Flow)); n < 7; n++ {
+		b.txt = append(b.txt, ' ')
+	}
+	b.txt = appendPacketLine(append(b.txt, "  "...), &pk.Tuple)
 	switch {
 	case pk.CopyOf != 0:
-		head += fmt.Sprintf("  (copy of #%d)", pk.CopyOf)
+		b.txt = append(strconv.AppendInt(append(b.txt, "  (copy of #"...), int64(pk.CopyOf), 10), ')')
 	case pk.RetransmitOf != 0:
-		head += fmt.Sprintf("  (retransmission of #%d)", pk.RetransmitOf)
+		b.txt = append(strconv.AppendInt(append(b.txt, "  (retransmission of #"...), int64(pk.RetransmitOf), 10), ')')
 	}
 	if pk.Incomplete {
-		head += "  (incomplete: some of its hops were lost)"
+		b.txt = append(b.txt, "  (incomplete: some of its hops were lost)"...)
 	}
-	b.line("", styled(bold, "#"+strconv.Itoa(pk.ID)), sp(head))
+	b.putTxt(plain, from)
+	b.nl()
 
 	hops := trace.InTimeOrder(pk.Hops)
-	rows := make([][]cell, len(hops))
-	tails := make([][]span, len(hops))
 	// A merged trace's packet crossed several nodes: each hop says which.
-	onNodes := slices.ContainsFunc(hops, func(h trace.Hop) bool { return h.Node != "" })
+	onNodes := false
+	for i := range hops {
+		onNodes = onNodes || hops[i].Node != ""
+	}
 	var prev *trace.Tuple
-	for i, h := range hops {
-		event, evStyle := eventName(h)
+	for i := range hops {
+		h := &hops[i]
+		b.row()
+		from := len(b.txt)
+		b.txt = append(appendMS(append(b.txt, '+'), h.TimeNS-hops[0].TimeNS), "ms"...)
+		b.asciiCell(from, plain, true)
+		if onNodes {
+			b.txtCell(h.Node)
+		}
+		from = len(b.txt)
+		if b.txt = h.AppendNamespace(b.txt); len(b.txt) == from {
+			b.txt = append(b.txt, '-')
+		}
+		b.cell(from, plain, false)
+		from = len(b.txt)
+		if b.txt = h.AppendDevice(b.txt); len(b.txt) == from {
+			b.txt = append(b.txt, '-')
+		}
+		b.cell(from, plain, false)
+		from = len(b.txt)
+		var st style
+		b.txt, st = appendEventName(b.txt, h)
 		if h.Event == trace.KindDrop && !h.Copy && pk.Fate.Outcome != trace.Dropped {
 			// The packet's own handler freed it as a drop, yet a copy of it was delivered (ping's
 			// raw socket): not where it died, so not shouted.
-			event, evStyle = "dropped", warn
+			b.txt, st = append(b.txt[:from], "dropped"...), warn
 		}
-		rows[i] = []cell{
-			{s: fmt.Sprintf("+%.3fms", float64(h.TimeNS-hops[0].TimeNS)/1e6), right: true},
-			{s: or(h.Namespace(), "-")},
-			{s: or(h.Device(), "-")},
-			{s: event, st: evStyle},
-		}
-		if onNodes {
-			rows[i] = slices.Insert(rows[i], 1, cell{s: or(h.Node, "-")})
-		}
-		tails[i] = hopDetail(h)
+		b.cell(from, st, false)
+
+		b.hopDetail(h)
 		if h.Encap != "" && h.Outer != nil {
-			if len(tails[i]) > 0 {
-				tails[i] = append(tails[i], sp("  "))
+			if b.tailsOf() > 0 {
+				b.txtTail("  ")
 			}
-			tails[i] = append(tails[i], sp(fmt.Sprintf("in %s %s", h.Encap, endpoints(h.Outer.Tuple))))
+			from = len(b.txt)
+			b.txt = append(append(append(b.txt, "in "...), h.Encap...), ' ')
+			b.txt = appendEndpoints(b.txt, &h.Outer.Tuple)
+			b.tail(from, plain)
 		}
 		if h.Tuple != nil {
 			if prev != nil {
-				if n := nat(*prev, h.Tuple.Tuple); n != "" {
-					if len(tails[i]) > 0 {
-						tails[i] = append(tails[i], sp("  "))
-					}
-					tails[i] = append(tails[i], styled(warn, n))
+				sep := b.tailsOf() > 0
+				at := len(b.txt)
+				if sep {
+					b.txt = append(b.txt, "  "...)
+				}
+				from = len(b.txt)
+				switch b.txt = appendNAT(b.txt, prev, &h.Tuple.Tuple); {
+				case len(b.txt) == from: // no NAT
+					b.txt = b.txt[:at]
+				case sep:
+					b.tails = append(b.tails, tspan{piece: piece{from: at, to: from, width: 2, ascii: true}}) // "  "
+					fallthrough
+				default:
+					b.tail(from, warn)
 				}
 			}
 			prev = &h.Tuple.Tuple
 		}
 	}
-	b.table(hopIndent, rows, tails)
-	b.line(hopIndent, fateLine(pk, hops)...)
+	b.writeTable(hopIndent)
+	b.fateLine(&pk, hops)
 	b.nl()
 	p.flush(b)
 }
 
-func eventName(h trace.Hop) (string, style) {
-	switch {
-	case h.Event == trace.KindFunc && h.Func != nil && h.Func.Name == "nf_hook_slow":
-		return "netfilter", plain
-	case h.Event == trace.KindFunc && h.Func != nil:
-		return h.Func.Name, plain
-	case h.Copy:
-		// A copy's free says where a socket's clone ended, not where the packet did.
-		return "copy " + string(h.Event), plain
-	case h.Event == trace.KindDrop:
-		return "DROPPED", alarm
+// appendMS appends ns in milliseconds to three decimals, as fmt's %.3f of float64(ns)/1e6
+// would write it. Off a tie (a remainder of exactly 500 ns, left to the float), the float is
+// far closer to ns/1e6 than half a microsecond: the rounding of integers is the same.
+func appendMS(b []byte, ns uint64) []byte {
+	if ns >= 1<<50 || ns%1000 == 500 {
+		return strconv.AppendFloat(b, float64(ns)/1e6, 'f', 3, 64)
 	}
-	return string(h.Event), plain
+	us := (ns + 500) / 1000
+	b = append(strconv.AppendUint(b, us/1000, 10), '.')
+	frac := us % 1000
+	return append(b, byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
 }
 
-func hopDetail(h trace.Hop) []span {
+// txtCell adds s as a cell, "-" when empty.
+func (b *block) txtCell(s string) {
+	from := len(b.txt)
+	if s == "" {
+		s = "-"
+	}
+	b.txt = append(b.txt, s...)
+	b.cell(from, plain, false)
+}
+
+func (b *block) txtTail(s string) {
+	from := len(b.txt)
+	b.txt = append(b.txt, s...)
+	b.tail(from, plain)
+}
+
+func appendEventName(b []byte, h *trace.Hop) ([]byte, style) {
+	switch {
+	case h.Event == trace.KindFunc && h.Func != nil && h.Func.Name == "nf_hook_slow":
+		return append(b, "netfilter"...), plain
+	case h.Event == trace.KindFunc && h.Func != nil:
+		return append(b, h.Func.Name...), plain
+	case h.Copy:
+		// A copy's free says where a socket's clone ended, not where the packet did.
+		return append(append(b, "copy "...), h.Event...), plain
+	case h.Event == trace.KindDrop:
+		return append(b, "DROPPED"...), alarm
+	}
+	return append(b, h.Event...), plain
+}
+
+// hopDetail adds what the hop says beyond where and what, as tails of the row.
+func (b *block) hopDetail(h *trace.Hop) {
+	from := len(b.txt)
 	switch h.Event {
 	case trace.KindFunc:
-		if h.Func == nil {
-			return nil
+		f := h.Func
+		if f == nil {
+			return
 		}
-		if f := h.Func; f.Hook != "" || f.Verdict != "" {
+		if f.Hook != "" || f.Verdict != "" {
 			s := strings.TrimSpace(f.Hook + " " + f.Family)
 			if f.Verdict == "" {
-				return []span{sp(s)}
+				b.txtTail(s)
+				return
 			}
 			st := plain
 			if f.Verdict == "DROP" {
 				st = alarm
 			}
-			return []span{sp(s + ": "), styled(st, f.Verdict)}
+			b.txtTail(s + ": ")
+			from = len(b.txt)
+			b.txt = append(b.txt, f.Verdict...)
+			b.tail(from, st)
+			return
 		}
-		if h.Func.Ret != nil {
-			return []span{sp(fmt.Sprintf("returned %d", *h.Func.Ret))}
+		if f.Ret != nil {
+			b.txt = strconv.AppendInt(append(b.txt, "returned "...), int64(*f.Ret), 10)
+			b.tail(from, plain)
 		}
 	case trace.KindRoute:
 		if h.Route == nil {
-			return nil
+			return
 		}
-		s, failed := routeDetail(*h.Route)
+		var failed bool
+		b.txt, failed = appendRouteDetail(b.txt, h.Route)
 		if failed {
-			return []span{styled(alarm, s)}
+			b.tail(from, alarm)
+			return
 		}
-		return []span{sp(s)}
+		b.tail(from, plain)
 	case trace.KindDrop:
-		d := or(reasonAt(h.Reason, h.Location), "no drop reason reported")
+		if b.txt = appendReasonAt(b.txt, h.Reason, h.Location); len(b.txt) == from {
+			b.txt = append(b.txt, "no drop reason reported"...)
+		}
 		if h.ReasonInferred {
-			d += " (reason inferred from the location: this kernel reports none)"
+			b.txt = append(b.txt, " (reason inferred from the location: this kernel reports none)"...)
 		}
 		if f := h.Func; f != nil && f.Hook != "" {
-			d += "  netfilter " + strings.TrimSpace(f.Hook+" "+f.Family) + ": " + f.Verdict
+			b.txt = append(b.txt, "  netfilter "...)
+			b.txt = append(b.txt, strings.TrimSpace(f.Hook+" "+f.Family)...)
+			b.txt = append(append(b.txt, ": "...), f.Verdict...)
 		}
-		return []span{sp(d)}
+		b.tail(from, plain)
 	case trace.KindConsume:
 		if h.Location != "" {
-			return []span{sp("at " + h.Location)}
+			b.txt = append(append(b.txt, "at "...), h.Location...)
+			b.tail(from, plain)
 		}
 	}
-	return nil
 }
 
-// fateLine is the block's last line, the one a reader skims for: "=> DROPPED on node
+// fateLine writes the block's last line, the one a reader skims for: "=> DROPPED on node
 // veth-pod: IP_INADDRERRORS at ip_error+0x5a".
-func fateLine(pk trace.Packet, hops []trace.Hop) []span {
-	f := pk.Fate
-	where := f.Place.String()
-	node := ""
-	if f.Node != "" {
-		node = " node " + f.Node
-	}
+func (b *block) fateLine(pk *trace.Packet, hops []trace.Hop) {
+	f := &pk.Fate
+	b.text(hopIndent)
+	from := len(b.txt)
 	switch f.Outcome {
 	case trace.Dropped:
-		s := ""
+		b.text("=> ")
+		b.put(alarm, "DROPPED")
+		if f.Node != "" {
+			b.txt = append(append(b.txt, " on node "...), f.Node...)
+		}
+		at := len(b.txt)
+		b.txt = f.Place.AppendTo(append(b.txt, " in "...))
 		switch {
-		case node != "" && where != "":
-			s = " on" + node + " in " + where
-		case node != "":
-			s = " on" + node
-		case where != "":
-			s = " on " + where
+		case len(b.txt) == at+4: // no place
+			b.txt = b.txt[:at]
+		case f.Node == "":
+			copy(b.txt[at+1:], "on ") // " in " -> " on "
 		}
-		if why := reasonAt(f.Reason, f.Location); why != "" {
-			s += ": " + why
+		if f.Reason != "" || f.Location != "" {
+			b.txt = appendReasonAt(append(b.txt, ": "...), f.Reason, f.Location)
 		}
-		return []span{sp("=> "), styled(alarm, "DROPPED"), sp(s)}
 	case trace.Delivered:
-		s := ""
-		if node != "" {
-			s = " on" + node
+		b.text("=> ")
+		b.put(good, "delivered")
+		if f.Node != "" {
+			b.txt = append(append(b.txt, " on node "...), f.Node...)
 		}
-		if ns := f.Namespace(); ns != "" {
-			s += " in " + ns
+		at := len(b.txt)
+		if b.txt = f.AppendNamespace(append(b.txt, " in "...)); len(b.txt) == at+4 {
+			b.txt = b.txt[:at]
 		}
 		if f.Location != "" {
-			s += " (consumed at " + f.Location + ")"
+			b.txt = append(append(append(b.txt, " (consumed at "...), f.Location...), ')')
 		}
 		if f.Note != "" {
-			s += " (" + f.Note + ")"
+			b.txt = append(append(append(b.txt, " ("...), f.Note...), ')')
 		}
-		return []span{sp("=> "), styled(good, "delivered"), sp(s)}
 	case trace.LeftHost:
-		s := ""
+		b.text("=> ")
+		if f.Node != "" {
+			b.txt = append(append(b.txt, "left node "...), f.Node...)
+		} else {
+			b.txt = append(b.txt, "left host"...)
+		}
+		b.putTxt(good, from)
 		if f.Ifname != "" {
-			s = " on " + f.Ifname
+			b.txt = append(append(b.txt, " on "...), f.Ifname...)
 		}
-		if node != "" {
-			return []span{sp("=> "), styled(good, "left"+node), sp(s)}
-		}
-		return []span{sp("=> "), styled(good, "left host"), sp(s)}
 	case trace.Unknown, "":
-		s := ": trace ended before the packet's end was seen"
+		b.text("=> ")
+		b.put(warn, "unknown")
+		b.txt = append(b.txt, ": trace ended before the packet's end was seen"...)
 		if n := len(hops); n > 0 {
-			h := hops[n-1]
-			ev, _ := eventName(h)
-			if w := h.Place.String(); w != "" {
-				ev += " on " + w
+			h := &hops[n-1]
+			b.txt, _ = appendEventName(append(b.txt, " (last seen: "...), h)
+			at := len(b.txt)
+			if b.txt = h.AppendTo(append(b.txt, " on "...)); len(b.txt) == at+4 {
+				b.txt = b.txt[:at]
 			}
 			if h.Node != "" {
-				ev += " on node " + h.Node
+				b.txt = append(append(b.txt, " on node "...), h.Node...)
 			}
-			s += " (last seen: " + ev + ")"
+			b.txt = append(b.txt, ')')
 		}
-		return []span{sp("=> "), styled(warn, "unknown"), sp(s)}
+	default:
+		b.txt = append(b.txt, strings.TrimSpace("=> "+string(f.Outcome)+" "+f.Place.String())...)
 	}
-	return []span{sp(strings.TrimSpace("=> " + string(f.Outcome) + " " + where))}
+	b.putTxt(plain, from)
+	b.nl()
+}
+
+// appendEndpoints appends "src:sport > dst:dport proto" (ports only where the protocol has
+// them).
+func appendEndpoints(b []byte, t *trace.Tuple) []byte {
+	if t.Proto == trace.ProtoTCP || t.Proto == trace.ProtoUDP {
+		b = appendAddrPort(b, netip.AddrPortFrom(t.Src, t.Sport))
+		b = appendAddrPort(append(b, " > "...), netip.AddrPortFrom(t.Dst, t.Dport))
+	} else {
+		b = appendIP(b, t.Src)
+		b = appendIP(append(b, " > "...), t.Dst)
+	}
+	return append(append(b, ' '), t.Proto.String()...)
+}
+
+// appendIP and appendAddrPort write what netip's String methods would, "invalid IP" and
+// "invalid AddrPort" included.
+func appendIP(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, "invalid IP"...)
+	}
+	return a.AppendTo(b)
+}
+
+func appendAddrPort(b []byte, a netip.AddrPort) []byte {
+	if !a.Addr().IsValid() {
+		return append(b, "invalid AddrPort"...)
+	}
+	return a.AppendTo(b)
 }
 
 func or(s, fallback string) string {
@@ -206,12 +322,4 @@ func or(s, fallback string) string {
 		return fallback
 	}
 	return s
-}
-
-// endpoints is "src:sport > dst:dport" (ports only where the protocol has them).
-func endpoints(t trace.Tuple) string {
-	if t.Proto == trace.ProtoTCP || t.Proto == trace.ProtoUDP {
-		return fmt.Sprintf("%s > %s %s", netip.AddrPortFrom(t.Src, t.Sport), netip.AddrPortFrom(t.Dst, t.Dport), t.Proto)
-	}
-	return fmt.Sprintf("%s > %s %s", t.Src, t.Dst, t.Proto)
 }

@@ -22,11 +22,12 @@ type Printer struct {
 	w    io.Writer
 	opts Options
 	err  error
+	blk  block // reused: only its buffers outlive a call
 }
 
 // NewPrinter returns a Printer writing to w.
 func NewPrinter(w io.Writer, opts Options) *Printer {
-	return &Printer{w: w, opts: opts}
+	return &Printer{w: w, opts: opts, blk: block{color: opts.Color}}
 }
 
 // Err is the first error the writer returned. Once set, the Printer writes nothing more.
@@ -35,13 +36,16 @@ func (p *Printer) Err() error { return p.err }
 // flush writes one part with a single Write, so a live packet block is not split by output
 // from elsewhere (a log line on stderr sharing the terminal).
 func (p *Printer) flush(b *block) {
-	if p.err != nil || b.buf.Len() == 0 {
+	if p.err != nil || len(b.buf) == 0 {
 		return
 	}
-	_, p.err = io.WriteString(p.w, b.buf.String())
+	_, p.err = p.w.Write(b.buf)
 }
 
-func (p *Printer) newBlock() *block { return &block{color: p.opts.Color} }
+func (p *Printer) newBlock() *block {
+	p.blk.reset()
+	return &p.blk
+}
 
 // Render prints a whole trace: the header, every packet in order, then the summary.
 func Render(w io.Writer, t *trace.Trace, opts Options) error {

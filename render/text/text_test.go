@@ -3,6 +3,8 @@ package text
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"regexp"
@@ -315,8 +317,8 @@ func TestNAT(t *testing.T) {
 			"NAT dst [fd00::2]:443 -> [fd00::9]:8443"},
 	}
 	for _, c := range cases {
-		if got := nat(c.prev, c.cur); got != c.want {
-			t.Errorf("%s: nat() = %q, want %q", c.name, got, c.want)
+		if got := string(appendNAT(nil, &c.prev, &c.cur)); got != c.want {
+			t.Errorf("%s: appendNAT() = %q, want %q", c.name, got, c.want)
 		}
 	}
 }
@@ -376,6 +378,39 @@ func TestTerminalDetection(t *testing.T) {
 		t.Setenv("NO_COLOR", "1")
 		if AutoColor(tty) {
 			t.Error("NO_COLOR is set, yet AutoColor says colour")
+		}
+	}
+}
+
+// The hop table's times are what %.3f of the float wrote before them.
+func TestAppendMS(t *testing.T) {
+	check := func(ns uint64) {
+		if got, want := string(appendMS(nil, ns)), fmt.Sprintf("%.3f", float64(ns)/1e6); got != want {
+			t.Fatalf("appendMS(%d) = %s, want %s", ns, got, want)
+		}
+	}
+	for _, ns := range []uint64{0, 1, 499, 500, 501, 999, 1000, 1499, 1500, 1501, 999_499, 999_500, 999_501, 999_999,
+		1_000_000, 1_234_567, 2_000_500, 1<<50 - 1, 1 << 50, 1<<53 + 1, 1<<64 - 1} {
+		check(ns)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200_000 {
+		check(r.Uint64N(1 << uint(r.IntN(51))))
+	}
+}
+
+func TestPrintableASCII(t *testing.T) {
+	for c := range 256 {
+		for at := range 11 {
+			b := []byte("abcdefghijk")
+			b[at] = byte(c)
+			want := c >= 0x20 && c < 0x7f
+			if got := printableASCII(b); got != want {
+				t.Fatalf("byte %#x at %d: printableASCII = %v, want %v", c, at, got, want)
+			}
+			if got := printableASCIIString(string(b)); got != want {
+				t.Fatalf("byte %#x at %d (string): printableASCII = %v, want %v", c, at, got, want)
+			}
 		}
 	}
 }
