@@ -38,9 +38,9 @@ var defaultModules = []string{
 }
 
 // defaultSkip are tests that cannot run in the VM, by package: they shell out to host
-// binaries the initramfs does not have (ip netns exec, iptables-nft, tshark).
+// binaries the initramfs does not have (ip netns exec, iptables-nft, tshark, setpriv).
 var defaultSkip = map[string]string{
-	"./e2e": "^TestIptablesForwardDrop$|^TestCapture",
+	"./e2e": "^TestIptablesForwardDrop$|^TestCapture|^TestWithoutNetAdmin$",
 }
 
 type config struct {
