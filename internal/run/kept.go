@@ -72,14 +72,7 @@ func (k *keptPackets) save(path string, t *trace.Trace) error {
 	if k.spill == nil {
 		return SaveTrace(path, t)
 	}
-	err := k.Err()
-	if err == nil {
-		err = k.bw.Flush()
-	}
-	if err == nil {
-		_, err = k.spill.Seek(0, io.SeekStart)
-	}
-	if err != nil {
+	if err := k.rewind(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	out, err := openOutput(path)
@@ -91,6 +84,19 @@ func (k *keptPackets) save(path string, t *trace.Trace) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return out.commit()
+}
+
+// rewind flushes what was written to the spill and seeks back to its first packet; it fails
+// with the first write error.
+func (k *keptPackets) rewind() error {
+	if err := k.Err(); err != nil {
+		return err
+	}
+	if err := k.bw.Flush(); err != nil {
+		return err
+	}
+	_, err := k.spill.Seek(0, io.SeekStart)
+	return err
 }
 
 // close lets the unnamed file go.
@@ -106,14 +112,7 @@ func (k *keptPackets) each(fn func(*trace.Packet)) error {
 	if k.spill == nil {
 		return nil
 	}
-	err := k.Err()
-	if err == nil {
-		err = k.bw.Flush()
-	}
-	if err == nil {
-		_, err = k.spill.Seek(0, io.SeekStart)
-	}
-	if err != nil {
+	if err := k.rewind(); err != nil {
 		return err
 	}
 	// The spill is the elements of the document's packets array, separated by commas.
