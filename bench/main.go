@@ -341,10 +341,14 @@ func run(duration time.Duration, rounds int, bin, script, outDir, trafficL, conf
 	if micro {
 		measureMicro(res, goBin, benchtime, count, note)
 	}
+	return finish(res, outDir, trs, cfgs)
+}
+
+// finish summarizes res, prints its table and saves it under outDir.
+func finish(res *results, outDir string, trs []traffic, cfgs []config) error {
 	res.Finished = time.Now().UTC()
 	res.LoadEnd = loadavg()
 	summarize(res, trs, cfgs)
-
 	printTable(os.Stdout, res)
 	path, err := save(outDir, res)
 	if err != nil {
@@ -402,16 +406,7 @@ func runMicroOnly(goBin, benchtime string, count int, outDir string) error {
 		res.Notes = append(res.Notes, s)
 		fmt.Fprintln(os.Stderr, "bench: note:", s)
 	})
-	res.Finished = time.Now().UTC()
-	res.LoadEnd = loadavg()
-	summarize(res, nil, nil)
-	printTable(os.Stdout, res)
-	path, err := save(outDir, res)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\nresults: %s\n", path)
-	return nil
+	return finish(res, outDir, nil, nil)
 }
 
 func hasConfig(cs []config, name string) bool {

@@ -71,7 +71,11 @@ func floodRecords(t testing.TB) [][]byte {
 // step (BenchmarkAssemble in internal/run measures the rest), in events per second.
 func BenchmarkDecode(b *testing.B) {
 	tr := testTracer(b, dropreason.Names{2: "NOT_SPECIFIED"})
-	recs := floodRecords(b)
+	benchDecode(b, tr, floodRecords(b))
+}
+
+// benchDecode decodes recs over and over, reporting events per second and ns per event.
+func benchDecode(b *testing.B, tr *Tracer, recs [][]byte) {
 	b.ReportAllocs()
 	n := 0
 	var ev trace.Event

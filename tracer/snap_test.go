@@ -156,17 +156,5 @@ func BenchmarkDecodeSnap(b *testing.B) {
 	for i := range recs {
 		recs[i] = append(recs[i], tail...)
 	}
-	b.ReportAllocs()
-	n := 0
-	var ev trace.Event
-	for b.Loop() {
-		for _, raw := range recs {
-			if !tr.decode(raw, &ev) {
-				b.Fatal("decode failed")
-			}
-			n++
-		}
-	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+	benchDecode(b, tr, recs)
 }
