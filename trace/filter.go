@@ -61,6 +61,11 @@ func NewFilter(src, dst netip.Prefix, proto Proto, sport, dport uint16) (Filter,
 	if src.IsValid() && dst.IsValid() && src.Addr().Is4() != dst.Addr().Is4() {
 		return Filter{}, fmt.Errorf("--src %s and --dst %s are of different address families", src, dst)
 	}
+	// "icmp" with IPv6 addresses can only mean ICMPv6: taken literally it would match nothing,
+	// and the run would end with "no packet matched" for a flow that was there.
+	if f.IsV6() && proto == ProtoICMP {
+		f.Proto = ProtoICMPv6
+	}
 	if (sport != 0 || dport != 0) && !proto.HasPorts() {
 		return Filter{}, fmt.Errorf("--sport/--dport need --proto tcp or udp, not %s", proto)
 	}

@@ -424,3 +424,17 @@ func TestParseAddrMappedCIDR(t *testing.T) {
 		t.Errorf("ParseAddr = %v, want %v", got, want)
 	}
 }
+
+// "icmp" with IPv6 addresses is ICMPv6: taken literally it would match no packet at all.
+func TestNewFilterICMPWithIPv6IsICMPv6(t *testing.T) {
+	v6 := netip.MustParsePrefix("fd00::2/128")
+	for _, c := range []struct{ src, dst netip.Prefix }{{v6, netip.Prefix{}}, {netip.Prefix{}, v6}, {v6, v6}} {
+		f, err := NewFilter(c.src, c.dst, ProtoICMP, 0, 0)
+		if err != nil || f.Proto != ProtoICMPv6 {
+			t.Errorf("NewFilter(%s, %s, icmp) = %+v, %v; want icmpv6", c.src, c.dst, f, err)
+		}
+	}
+	if f, _ := NewFilter(netip.MustParsePrefix("10.0.0.1/32"), netip.Prefix{}, ProtoICMP, 0, 0); f.Proto != ProtoICMP {
+		t.Errorf("IPv4 icmp became %s", f.Proto)
+	}
+}

@@ -34,7 +34,8 @@ type finding struct {
 	meaning  string
 	evidence []trace.Evidence
 	fix      []string
-	sure     bool // the node's state confirms the cause
+	sure     bool   // the node's state confirms the cause
+	class    string // the catalogue's class that explained it
 	late     func(d *Diagnoser, f *finding)
 }
 
@@ -137,7 +138,7 @@ func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 	if sites := d.sites(); len(sites) > 0 {
 		return d.dropVerdict(sites)
 	}
-	return noDropVerdict(t, c)
+	return d.noDropVerdict(t, &c)
 }
 
 // sites are the drop sites seen, the one the verdict is about first.
@@ -170,7 +171,7 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 		f.late(d, f)
 	}
 	where := f.site.Place.String()
-	v := trace.Verdict{Outcome: "dropped", Cause: f.cause, Fix: f.fix}
+	v := trace.Verdict{Outcome: "dropped", Class: f.class, Cause: f.cause, Fix: f.fix}
 	v.Summary = fmt.Sprintf("the %s was dropped %sin %s", f.site.Flow, onNode(f.site.Node), where)
 	if f.site.Location != "" {
 		v.Summary += " at " + f.site.Location
@@ -210,31 +211,12 @@ func onNode(node string) string {
 	return "on node " + node + " "
 }
 
-// explain fills in what the reason means and what the node's state says about it.
+// explain fills in what the reason means and, through the catalogue's class that recognises
+// the drop, what the node's state says about it.
 func (d *Diagnoser) explain(f *finding) {
 	f.meaning = Explain(f.site.Reason)
-	fn, _, _ := strings.Cut(f.site.Location, "+")
-	switch r := f.site.Reason; {
-	case r == "IP_INADDRERRORS" || r == "IP_INNOROUTES" || fn == "ip_error" || fn == "ip6_forward":
-		d.forwarding(f)
-	case r == "IP_RPFILTER":
-		d.rpFilter(f)
-	case r == "NETFILTER_DROP" || strings.HasPrefix(fn, "nf_") || strings.HasPrefix(fn, "nft_"):
-		f.cause = "netfilter rule"
-		f.late = (*Diagnoser).netfilter
-	case r == "TC_INGRESS" || r == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_") || strings.HasPrefix(fn, "tcx_"):
-		d.tcProgram(f)
-	case r == "" && (strings.HasPrefix(fn, "__netif_receive_skb_core") || strings.HasPrefix(fn, "__dev_queue_xmit")):
-		// Before 5.17 a tc drop is a plain kfree_skb from the inlined ingress or egress hook:
-		// it is the tc program if one is attached there, which only the node's state can say.
-		d.tcProgramGuess(f, strings.HasPrefix(fn, "__dev_queue_xmit"))
-	case strings.HasSuffix(r, "_CSUM"):
-		d.checksum(f)
-	case strings.HasPrefix(r, "NEIGH_"):
-		d.neighbour(f)
-	case r == "IP_OUTNOROUTES":
-		d.noRoute(f)
-	case r == "NO_SOCKET":
-		d.noSocket(f)
+	if c := classOf(&f.site); c != nil {
+		f.class = c.Name
+		c.Explain(d, f)
 	}
 }

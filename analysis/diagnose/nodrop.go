@@ -47,40 +47,83 @@ func (c *tally) add(p trace.Packet) {
 	}
 }
 
-// noDropVerdict concludes a trace where nothing died on this host.
-func noDropVerdict(t *trace.Trace, c tally) trace.Verdict {
-	req, rep, delivered, unknown, ended := c.req, c.rep, c.delivered, c.unknown, c.ended
-	var left *trace.Packet
-	if c.hasLeft {
-		left = &c.left
-	}
-	switch {
-	case left != nil && rep == 0:
-		return leftHostVerdict(t, *left)
-	case req > 0 && rep > 0 && unknown == 0:
-		v := trace.Verdict{
-			Outcome:    "delivered",
-			Summary:    fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host", req, rep),
-			Confidence: "high",
+// The classes below tell a flow with no drop by the packets' fates. A class that reads more
+// (a packet waiting for a neighbour, a loop) comes before them in the catalogue's order.
+
+var leftHostClass = register(Class{
+	Name:       "left-host",
+	Order:      900,
+	Recognises: "requests that left the host on the wire, no reply seen",
+	Reads:      "the egress device and the source address on the wire",
+	Fix:        "SNAT applied: look beyond this host; SNAT missing: the MASQUERADE rule",
+	Conclude: func(_ *Diagnoser, t *trace.Trace, c *tally) (trace.Verdict, bool) {
+		if !c.hasLeft || c.rep > 0 {
+			return trace.Verdict{}, false
 		}
-		if ended > 0 {
-			v.Summary += fmt.Sprintf(" (%d freed as a socket closed or as flooded copies: normal)", ended)
+		return leftHostVerdict(t, c.left), true
+	},
+})
+
+var healthyClass = register(Class{
+	Name:       "healthy",
+	Order:      910,
+	Recognises: "requests and replies, none dropped",
+	Reads:      "the packets' fates",
+	Fix:        "none",
+	Conclude: func(_ *Diagnoser, _ *trace.Trace, c *tally) (trace.Verdict, bool) {
+		if c.req == 0 || c.rep == 0 {
+			return trace.Verdict{}, false
 		}
-		return v
-	case req > 0 && rep > 0:
+		if c.unknown == 0 {
+			v := trace.Verdict{
+				Outcome:    "delivered",
+				Summary:    fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host", c.req, c.rep),
+				Confidence: "high",
+			}
+			if c.ended > 0 {
+				v.Summary += fmt.Sprintf(" (%d freed as a socket closed or as flooded copies: normal)", c.ended)
+			}
+			return v, true
+		}
 		return trace.Verdict{
 			Outcome: "delivered",
 			Summary: fmt.Sprintf("healthy: %d request and %d reply packets, none dropped on this host; %d still in flight or freed unseen when the trace stopped",
-				req, rep, unknown),
+				c.req, c.rep, c.unknown),
 			Confidence: "medium",
+		}, true
+	},
+})
+
+var noReplyClass = register(Class{
+	Name:       "no-reply",
+	Order:      920,
+	Recognises: "requests delivered to a socket or namespace on this host, no reply seen",
+	Reads:      "the packets' fates",
+	Fix:        "why the destination does not answer (the application, its firewall)",
+	Conclude: func(_ *Diagnoser, _ *trace.Trace, c *tally) (trace.Verdict, bool) {
+		if c.rep > 0 || c.delivered == 0 {
+			return trace.Verdict{}, false
 		}
-	case rep == 0 && delivered > 0:
 		return trace.Verdict{
 			Outcome:    "delivered",
 			Cause:      "no reply",
-			Summary:    fmt.Sprintf("%d request packets delivered on this host, none dropped; no reply seen while tracing", req),
+			Summary:    fmt.Sprintf("%d request packets delivered on this host, none dropped; no reply seen while tracing", c.req),
 			Fix:        []string{"the destination got the requests: check why it does not answer (the application, its firewall)"},
 			Confidence: "medium",
+		}, true
+	},
+})
+
+// noDropVerdict concludes a trace where nothing died on this host: the first class of the
+// catalogue that concludes it, or, when none does, that the packets' ends were not seen.
+func (d *Diagnoser) noDropVerdict(t *trace.Trace, c *tally) trace.Verdict {
+	for _, cl := range Classes() {
+		if cl.Conclude == nil {
+			continue
+		}
+		if v, ok := cl.Conclude(d, t, c); ok {
+			v.Class = cl.Name
+			return v
 		}
 	}
 	return trace.Verdict{

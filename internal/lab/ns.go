@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -323,4 +324,33 @@ func (n *NS) deleteLink(name string) {
 		}
 		return h.LinkDel(link)
 	})
+}
+
+// AddAddr adds an address (CIDR) to a device of the namespace; an IPv6 one is usable at once
+// (no duplicate address detection).
+func (n *NS) AddAddr(dev, cidr string) error {
+	addr, err := parseCIDR(cidr)
+	if err != nil {
+		return fmt.Errorf("address %s on %s in %s: %w", cidr, dev, n.name, err)
+	}
+	return n.netlink(func(h *netlink.Handle) error {
+		link, err := h.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("address %s on %s in %s: %w", cidr, dev, n.name, err)
+		}
+		if err := h.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("address %s on %s in %s: %w", cidr, dev, n.name, err)
+		}
+		return nil
+	})
+}
+
+// Run runs a command (ip, nft, iptables...) inside the namespace and returns its error with
+// its output, so that a lab can be broken with the tools a person would use.
+func (n *NS) Run(name string, args ...string) error {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

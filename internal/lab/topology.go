@@ -91,3 +91,38 @@ func buildStandard(l *Lab, net uint8) (*Topology, error) {
 
 // Close removes the topology's namespaces.
 func (t *Topology) Close() error { return t.Lab.Close() }
+
+// The standard topology's IPv6 addresses, added by AddIPv6: fd00:<net>:1::/64 between pod and
+// node, fd00:<net>:2::/64 between node and ext, hosts ::2 and ::1 as in IPv4.
+func (t *Topology) ip6(subnet, host byte) netip.Addr {
+	net := t.PodIP.As4()[1]
+	return netip.AddrFrom16([16]byte{0xfd, 0x00, 0x00, net, 0x00, subnet, 15: host})
+}
+
+// AddIPv6 gives the standard topology IPv6 alongside IPv4: addresses, default routes and
+// forwarding on the node. It returns the pod's and ext's addresses.
+func (t *Topology) AddIPv6() (pod, ext netip.Addr, err error) {
+	cidr := func(a netip.Addr) string { return netip.PrefixFrom(a, 64).String() }
+	for _, a := range []struct {
+		ns   *NS
+		dev  string
+		addr netip.Addr
+	}{
+		{t.Pod, PodIf, t.ip6(1, 2)}, {t.Node, NodePodIf, t.ip6(1, 1)},
+		{t.Node, NodeExtIf, t.ip6(2, 1)}, {t.Ext, ExtIf, t.ip6(2, 2)},
+	} {
+		if err := a.ns.AddAddr(a.dev, cidr(a.addr)); err != nil {
+			return pod, ext, err
+		}
+	}
+	if err := t.Node.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+		return pod, ext, err
+	}
+	if err := t.Pod.AddRoute("::/0", t.ip6(1, 1).String()); err != nil {
+		return pod, ext, err
+	}
+	if err := t.Ext.AddRoute("::/0", t.ip6(2, 1).String()); err != nil {
+		return pod, ext, err
+	}
+	return t.ip6(1, 2), t.ip6(2, 2), nil
+}

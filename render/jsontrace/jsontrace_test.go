@@ -93,7 +93,7 @@ func full() *trace.Trace {
 				Place: trace.Place{Ifname: "veth-pod", NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"}, Count: 3}},
 		}},
 		Verdict: trace.Verdict{
-			Outcome: "dropped", Cause: "a netfilter rule drops the reply", Summary: "3 replies dropped <-> by netfilter & co",
+			Outcome: "dropped", Class: "netfilter", Cause: "a netfilter rule drops the reply", Summary: "3 replies dropped <-> by netfilter & co",
 			Evidence:   []trace.Evidence{{What: "drop reason", Value: "NETFILTER_DROP", Source: "skb:kfree_skb"}},
 			Fix:        []string{"iptables-save | grep DROP"},
 			Confidence: "high",

@@ -1,0 +1,16 @@
+package diagnose
+
+import "github.com/pathtrace/pathtrace/trace"
+
+// reasonClass takes every drop no other class recognises: the kernel's reason put in words
+// (explain.go), the place and the location, nothing read from the node. Its verdict's
+// confidence says that nothing confirmed it.
+var reasonClass = register(Class{
+	Name:       "kernel-reason",
+	Order:      1000,
+	Recognises: "any other drop",
+	Reads:      "nothing: the kernel's drop reason, put in words, and where it happened",
+	Fix:        "none named: the reason and the place are what is known",
+	Drop:       func(*trace.DropSite, string) bool { return true },
+	Explain:    func(*Diagnoser, *finding) {},
+})

@@ -1,0 +1,104 @@
+package diagnose
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+var tcClass = register(Class{
+	Name:       "tc-program",
+	Order:      40,
+	Recognises: "`TC_INGRESS` / `TC_EGRESS`, a drop in `tcf_*`, `sch_handle_*`, `tcx_*`",
+	Reads:      "the tc and tcx BPF programs on the device and direction (name, id, tag); Cilium's `cil_*` named as policy enforcement",
+	Fix:        "`tc filter show`; for Cilium `cilium monitor --type drop`, the NetworkPolicies",
+	Drop: func(s *trace.DropSite, fn string) bool {
+		return s.Reason == "TC_INGRESS" || s.Reason == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_") || strings.HasPrefix(fn, "tcx_")
+	},
+	Explain: (*Diagnoser).tcProgram,
+})
+
+// Before 5.17 a tc drop is a plain kfree_skb from the inlined ingress or egress hook: it is
+// the tc program if one is attached there, which only the node's state can say.
+var tcGuessClass = register(Class{
+	Name:       "tc-program-inferred",
+	Order:      41,
+	Recognises: "a drop without reason in `__netif_receive_skb_core` / `__dev_queue_xmit` (kernels before 5.17)",
+	Reads:      "the tc programs attached in that direction",
+	Fix:        "as tc-program, with medium confidence",
+	Drop: func(s *trace.DropSite, fn string) bool {
+		return s.Reason == "" && (strings.HasPrefix(fn, "__netif_receive_skb_core") || strings.HasPrefix(fn, "__dev_queue_xmit"))
+	},
+	Explain: func(d *Diagnoser, f *finding) {
+		fn, _, _ := strings.Cut(f.site.Location, "+")
+		d.tcProgramGuess(f, strings.HasPrefix(fn, "__dev_queue_xmit"))
+	},
+})
+
+// tcProgram lists the programs on the tc hook that dropped the packet: on Kubernetes usually
+// the CNI's policy enforcement (incident 004).
+func (d *Diagnoser) tcProgram(f *finding) {
+	dir := "ingress"
+	if f.site.Reason == "TC_EGRESS" || strings.Contains(f.site.Location, "egress") {
+		dir = "egress"
+	}
+	dev := f.site.Ifname
+	f.cause = "tc " + dir + " program on " + dev
+	f.fix = []string{inNetns(f.site.NetnsName, "tc filter show dev "+dev+" "+dir)}
+	if d.facts == nil {
+		return
+	}
+	progs, err := d.facts.TCPrograms(f.site.Netns, dev, dir)
+	if err != nil {
+		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " programs on " + dev, Value: err.Error(), Source: "read failed"})
+		return
+	}
+	var names []string
+	cilium := false
+	for _, p := range progs {
+		f.evidence = append(f.evidence, trace.Evidence{
+			What:   fmt.Sprintf("%s %s program on %s", p.Kind, p.Direction, dev),
+			Value:  fmt.Sprintf("%s (id %d, tag %s)", p.Name, p.ID, p.Tag),
+			Source: "netlink",
+		})
+		names = append(names, p.Name)
+		cilium = cilium || strings.HasPrefix(p.Name, "cil_")
+	}
+	if len(progs) == 0 {
+		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " programs on " + dev, Value: "none now (detached since?)", Source: "netlink"})
+		return
+	}
+	f.sure = true
+	f.cause = fmt.Sprintf("tc %s program %s on %s", dir, strings.Join(names, ", "), dev)
+	f.meaning = fmt.Sprintf("the BPF program %s attached to %s's %s dropped it", strings.Join(names, ", "), dev, dir)
+	if cilium {
+		f.meaning += ": Cilium's policy enforcement. Traffic from nodes Cilium does not manage arrives as identity \"world\""
+		f.fix = []string{
+			"cilium monitor --type drop   # in the Cilium agent on this node: the policy verdict and identities",
+			"check the NetworkPolicies / CiliumNetworkPolicies selecting the pod behind " + dev + " (allow the source, e.g. fromEntities: world or the node CIDR)",
+		}
+	}
+}
+
+// tcProgramGuess explains a reasonless drop in the device layer by the tc programs attached in
+// that direction, when there are any; it says it guessed.
+func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
+	if d.facts == nil {
+		return
+	}
+	dir := "ingress"
+	if egress {
+		dir = "egress"
+	}
+	progs, err := d.facts.TCPrograms(f.site.Netns, f.site.Ifname, dir)
+	if err != nil || len(progs) == 0 {
+		return
+	}
+	reason := f.site.Reason
+	f.site.Reason = "TC_" + strings.ToUpper(dir)
+	d.tcProgram(f)
+	f.site.Reason = reason
+	f.sure = false
+	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and these programs are attached there)"
+}
