@@ -288,12 +288,21 @@ type DropSite struct {
 type Verdict struct {
 	Outcome string `json:"outcome"` // "dropped", "delivered", "left-host", "no-packets", "unknown"
 	// Class is the catalogue's class of failure that made the verdict (docs/verdicts.md).
-	Class      string     `json:"class,omitempty"`
-	Cause      string     `json:"cause,omitempty"`
-	Summary    string     `json:"summary"`
-	Evidence   []Evidence `json:"evidence,omitempty"`
-	Fix        []string   `json:"fix,omitempty"`
+	Class    string     `json:"class,omitempty"`
+	Cause    string     `json:"cause,omitempty"`
+	Summary  string     `json:"summary"`
+	Evidence []Evidence `json:"evidence,omitempty"`
+	Fix      []string   `json:"fix,omitempty"`
+	// Unknown is what the verdict could not observe, each with the command that would settle
+	// it: a confident verdict has none, a cautious one says what it lacks.
+	Unknown    []NotKnown `json:"unknown,omitempty"`
 	Confidence string     `json:"confidence"` // "high", "medium", "low"
+}
+
+// NotKnown is one thing a verdict does not know, and how to find it out.
+type NotKnown struct {
+	What   string `json:"what"`
+	Settle string `json:"settle"`
 }
 
 // Evidence is one fact a verdict rests on, and where it came from.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/pathtrace/pathtrace/trace"
 )
 
 var updateDocs = flag.Bool("update", false, "rewrite the catalogue's table in docs/verdicts.md")
@@ -67,5 +69,14 @@ func TestCatalogueClasses(t *testing.T) {
 		if strings.ContainsAny(c.Recognises+c.Reads+c.Fix, "|\n") {
 			t.Errorf("class %s: a table cell cannot hold | or a newline", c.Name)
 		}
+	}
+}
+
+// A drop no class recognises, on a kernel without drop reasons, is told by its place, and the
+// verdict says what it does not know.
+func TestReasonlessDropSaysWhatIsNotKnown(t *testing.T) {
+	v := verdictOf(fakeFacts{}, nil, dropped(trace.Request, "veth-pod", "", "some_func+0x10", icmp(podIP, extIP)))
+	if v.Class != "kernel-reason" || v.Confidence != "low" || len(v.Unknown) == 0 || !strings.Contains(v.Unknown[0].What, "some_func+0x10") {
+		t.Errorf("verdict %+v: want class kernel-reason, low confidence, and what is not known", v)
 	}
 }

@@ -12,5 +12,10 @@ var reasonClass = register(Class{
 	Reads:      "nothing: the kernel's drop reason, put in words, and where it happened",
 	Fix:        "none named: the reason and the place are what is known",
 	Drop:       func(*trace.DropSite, string) bool { return true },
-	Explain:    func(*Diagnoser, *finding) {},
+	Explain: func(_ *Diagnoser, f *finding) {
+		if f.site.Reason == "" {
+			f.notKnown("why it was dropped: this kernel reports no drop reason, only the place ("+f.site.Location+")",
+				"read "+f.site.Location+" in this kernel version's source, or trace the flow on a kernel with drop reasons (5.17 and later)")
+		}
+	},
 })

@@ -36,6 +36,7 @@ type finding struct {
 	fix      []string
 	sure     bool   // the node's state confirms the cause
 	class    string // the catalogue's class that explained it
+	unknown  []trace.NotKnown
 	late     func(d *Diagnoser, f *finding)
 }
 
@@ -189,6 +190,7 @@ func (d *Diagnoser) dropVerdict(sites []*finding) trace.Verdict {
 	v.Evidence = append([]trace.Evidence{
 		{What: "drop", Value: strings.TrimSpace(f.site.Reason + " at " + f.site.Location), Source: "skb:kfree_skb"},
 	}, f.evidence...)
+	v.Unknown = f.unknown
 	switch {
 	case f.sure:
 		v.Confidence = "high"

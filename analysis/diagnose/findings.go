@@ -93,3 +93,9 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+// notKnown records what the finding could not observe and the command that would settle it:
+// the verdict says it rather than guess.
+func (f *finding) notKnown(what, settle string) {
+	f.unknown = append(f.unknown, trace.NotKnown{What: what, Settle: settle})
+}

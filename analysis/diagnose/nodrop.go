@@ -129,6 +129,7 @@ func (d *Diagnoser) noDropVerdict(t *trace.Trace, c *tally) trace.Verdict {
 	return trace.Verdict{
 		Outcome:    "unknown",
 		Summary:    "no drop seen, but the trace stopped before the packets' ends were seen",
+		Unknown:    []trace.NotKnown{{What: "where the packets ended", Settle: "trace longer (--duration) while the traffic flows"}},
 		Confidence: "low",
 	}
 }

@@ -96,6 +96,7 @@ func full() *trace.Trace {
 			Outcome: "dropped", Class: "netfilter", Cause: "a netfilter rule drops the reply", Summary: "3 replies dropped <-> by netfilter & co",
 			Evidence:   []trace.Evidence{{What: "drop reason", Value: "NETFILTER_DROP", Source: "skb:kfree_skb"}},
 			Fix:        []string{"iptables-save | grep DROP"},
+			Unknown:    []trace.NotKnown{{What: "which rule", Settle: "nft list ruleset"}},
 			Confidence: "high",
 		},
 	}

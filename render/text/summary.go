@@ -212,6 +212,14 @@ func verdict(b *block, v trace.Verdict) {
 		}
 	}
 	keyed("fix", fixes)
+	for i, u := range v.Unknown {
+		key := ""
+		if i == 0 {
+			key = "not known"
+		}
+		rows = append(rows, []cell{{s: key}, {s: u.What}})
+		tails = append(tails, []span{sp("(settle: " + u.Settle + ")")})
+	}
 	b.table("  ", rows, tails)
 }
 

@@ -414,3 +414,14 @@ func TestPrintableASCII(t *testing.T) {
 		}
 	}
 }
+
+// What a verdict does not know is printed with the command that settles it.
+func TestVerdictNotKnown(t *testing.T) {
+	tr := tracetest.LostEvents()
+	tr.Verdict = trace.Verdict{Outcome: "unknown", Summary: "no drop seen", Confidence: "low",
+		Unknown: []trace.NotKnown{{What: "where the packets ended", Settle: "trace longer (--duration)"}}}
+	out := render(t, tr, Options{})
+	if !strings.Contains(out, "not known") || !strings.Contains(out, "where the packets ended") || !strings.Contains(out, "(settle: trace longer (--duration))") {
+		t.Errorf("the verdict's unknown is not printed:\n%s", out)
+	}
+}

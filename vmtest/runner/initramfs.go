@@ -75,6 +75,10 @@ func buildInitramfs(c config, work string, k *Kernel, vc vmCase, cm *common, bas
 	a.File("/etc/hosts", 0o644, []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n"))
 	a.File("/etc/hostname", 0o644, []byte("vmtest\n"))
 	for _, cf := range cm.files {
+		if cf.link != "" {
+			a.Symlink(cf.name, cf.link)
+			continue
+		}
 		data := cf.data
 		if cf.src != "" {
 			if data, err = os.ReadFile(cf.src); err != nil {

@@ -40,7 +40,7 @@ var defaultModules = []string{
 // defaultSkip are tests that cannot run in the VM, by package: they shell out to host
 // binaries the initramfs does not have (ip netns exec, iptables-nft, tshark, setpriv).
 var defaultSkip = map[string]string{
-	"./e2e": "^TestIptablesForwardDrop$|^TestCapture|^TestWithoutNetAdmin$",
+	"./e2e": "^TestCapture",
 }
 
 type config struct {
@@ -238,6 +238,7 @@ type cfile struct {
 	perm uint32
 	src  string // host file
 	data []byte
+	link string // a symbolic link to this target instead
 }
 
 func goCmd(env []string, args ...string) error {
@@ -271,6 +272,11 @@ func buildCommon(c config, work string) (*common, *vmspec.Manifest, error) {
 	// The repository's own testdata (recorded event streams) travels too, where a top-level
 	// package's tests find it: ../testdata from /tests/<package>.
 	cm.files = append(cm.files, testdataFiles("testdata", "/tests/testdata")...)
+	tools, err := hostToolFiles()
+	if err != nil {
+		return nil, nil, err
+	}
+	cm.files = append(cm.files, tools...)
 	for _, pkg := range c.pkgs {
 		name := strings.ReplaceAll(strings.Trim(strings.TrimPrefix(pkg, "./"), "/"), "/", "_")
 		bin := filepath.Join(work, name+".test")

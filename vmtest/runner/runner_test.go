@@ -156,3 +156,28 @@ func TestCases(t *testing.T) {
 		t.Error("a case whose package was not built: want an error")
 	}
 }
+
+// The tools a lab shells out to travel with their loader and libraries.
+func TestHostToolFiles(t *testing.T) {
+	files, err := hostToolFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]cfile{}
+	for _, f := range files {
+		byName[f.name] = f
+	}
+	for _, want := range []string{"/usr/sbin/iptables-nft", "/usr/sbin/nft", "/usr/sbin/tc"} {
+		if _, ok := byName[want]; !ok {
+			t.Errorf("no %s in the initramfs files", want)
+		}
+	}
+	var libc, loader bool
+	for name := range byName {
+		libc = libc || strings.HasSuffix(name, "/libc.so.6")
+		loader = loader || strings.Contains(name, "/ld-linux")
+	}
+	if !libc || !loader {
+		t.Errorf("libc %v, loader %v: the tools cannot run without them", libc, loader)
+	}
+}
