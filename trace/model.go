@@ -60,6 +60,26 @@ type Meta struct {
 	Nodes []Node `json:"nodes,omitempty"`
 	// Pods are the pods named in --src/--dst, as they were resolved.
 	Pods []PodInfo `json:"pods,omitempty"`
+	// Probe is the traffic pathtrace sent itself (--probe); nil when the flow was only watched.
+	Probe *SentProbe `json:"probe,omitempty"`
+}
+
+// SentProbe is --probe's traffic: what pathtrace sent into the flow it traced, so that a reader
+// of the trace knows its packets were made by the tracer and not by the workload.
+type SentProbe struct {
+	Kind  string     `json:"kind"` // icmp, tcp, udp, dns
+	Dst   netip.Addr `json:"dst"`
+	Dport uint16     `json:"dport,omitempty"`
+	Name  string     `json:"name,omitempty"` // dns: the name asked for
+	// Netns is the network namespace the probes left from (a pod's, as the node names it);
+	// "" for pathtrace's own.
+	Netns string `json:"netns,omitempty"`
+	Count int    `json:"count"` // how many were to be sent
+	Sent  int    `json:"sent"`  // how many left (fewer when the run ended first or sending failed)
+	// Error is why sending stopped early.
+	Error string `json:"error,omitempty"`
+	// Node is, in a merged trace, the node that sent them.
+	Node string `json:"node,omitempty"`
 }
 
 // PodInfo is a pod the user named instead of an address.

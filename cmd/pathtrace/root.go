@@ -162,12 +162,13 @@ with a per-flow summary and a verdict.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			onReady, err := f.prober(ctx, env, src, dst, filter, pods.pods)
+			probe, err := f.prober(env, src, dst, filter, pods.pods)
 			if err != nil {
 				return err
 			}
 			_, err = run.Run(ctx, run.Options{
-				OnReady:    onReady,
+				Probe:      probe,
+				ProbeLog:   os.Stderr,
 				Filter:     filter,
 				Duration:   f.Duration,
 				Count:      f.Count,

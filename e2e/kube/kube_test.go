@@ -70,15 +70,33 @@ func TestKubectlPathtrace(t *testing.T) {
 			"add chain inet pathtrace_e2e input { type filter hook input priority 0; }",
 			"add rule inet pathtrace_e2e input ip saddr "+webIP+" icmp type echo-request drop")
 		defer nft(t, "delete table inet pathtrace_e2e")
-		out, err := e.kubectlPathtrace(ctx, "", append(common, "--src=default/web", "--dst="+gateway, "--proto=icmp", "--probe=icmp", "--probe-count=3")...)
+		saved := filepath.Join(dir, "probe.json")
+		out, err := e.kubectlPathtrace(ctx, "", append(common, "--src=default/web", "--dst="+gateway, "--proto=icmp", "--probe=icmp", "--probe-count=3", "--json="+saved)...)
 		t.Logf("kubectl pathtrace --src default/web --dst %s --proto icmp --probe icmp:\n%s", gateway, out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"Verdict: DROPPED", "default/web", "probe: sent icmp echo-request"} {
+		for _, want := range []string{"Verdict: DROPPED", "default/web", "probe: sent icmp echo-request",
+			"3 icmp echo-requests to " + gateway + ", sent by pathtrace (--probe) from ", "probe: 3 of 3 sent by pathtrace (--probe)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
 			}
+		}
+		// The saved trace says its packets were pathtrace's probes.
+		var tr struct {
+			Meta struct {
+				Probe *struct {
+					Kind, Dst, Netns string
+					Count, Sent      int
+				} `json:"probe"`
+			} `json:"meta"`
+		}
+		if b, err := os.ReadFile(saved); err != nil {
+			t.Error(err)
+		} else if err := json.Unmarshal(b, &tr); err != nil {
+			t.Error(err)
+		} else if p := tr.Meta.Probe; p == nil || p.Kind != "icmp" || p.Dst != gateway || p.Count != 3 || p.Sent != 3 || p.Netns == "" {
+			t.Errorf("meta.probe %+v, want 3 icmp probes to %s sent from the pod's network namespace", p, gateway)
 		}
 		if left := e.ourPods(t); left != "" {
 			t.Errorf("pods left: %s", left)

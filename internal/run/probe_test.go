@@ -1,0 +1,74 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pathtrace/pathtrace/internal/probe"
+	"github.com/pathtrace/pathtrace/trace"
+)
+
+// The sender's account is what meta.probe holds: what was to be sent before the run (for the
+// header), and at the end how many left. UDP to a loopback socket needs no privilege.
+func TestSenderAccount(t *testing.T) {
+	ln, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := uint16(ln.LocalAddr().(*net.UDPAddr).Port)
+	var log bytes.Buffer
+	s, err := newSender(probe.Probe{Kind: "udp", Dst: netip.MustParseAddr("127.0.0.1"), Dport: port, Count: 3, Interval: 5 * time.Millisecond}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := trace.SentProbe{Kind: "udp", Dst: netip.MustParseAddr("127.0.0.1"), Dport: port, Count: 3}
+	if got := s.planned(); *got != want {
+		t.Errorf("planned %+v, want %+v", *got, want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.start(ctx)
+	buf := make([]byte, 64)
+	for i := 0; i < 3; i++ {
+		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := ln.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !strings.HasPrefix(string(buf[:n]), probe.Marker) {
+			t.Errorf("datagram %d is %q, want the probe marker", i, buf[:n])
+		}
+	}
+	cancel()
+	want.Sent = 3
+	if got := s.result(); *got != want {
+		t.Errorf("result %+v, want %+v", *got, want)
+	}
+	if n := strings.Count(log.String(), "probe: sent udp datagram to 127.0.0.1 port "); n != 3 {
+		t.Errorf("log says %d sent, want 3:\n%s", n, log.String())
+	}
+}
+
+// A probe that cannot be sent says why in the account; a bad one is refused before the run.
+func TestSenderError(t *testing.T) {
+	// Broadcast without SO_BROADCAST: the kernel refuses the first datagram (EACCES).
+	s, err := newSender(probe.Probe{Kind: "udp", Dst: netip.MustParseAddr("255.255.255.255"), Dport: 9, Count: 2, Interval: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.start(ctx)
+	cancel()
+	got := s.result()
+	if got.Sent != 0 || !strings.Contains(got.Error, "permission denied") {
+		t.Errorf("result %+v, want none sent and the kernel's refusal", *got)
+	}
+	if _, err := newSender(probe.Probe{Kind: "tcp", Dst: netip.MustParseAddr("10.0.0.1")}, nil); err == nil || !strings.Contains(err.Error(), "--dport") {
+		t.Errorf("a tcp probe without a port: %v, want it refused for want of --dport", err)
+	}
+}
