@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
 	"github.com/pathtrace/pathtrace/internal/kube/hostenv"
 	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/text"
@@ -101,7 +102,7 @@ with a per-flow summary and a verdict.`,
   pathtrace --dst 10.96.0.10 --proto udp --dport 53 --count 10
   pathtrace show trace.json
   pathtrace demo`,
-		Version:       versionString(),
+		Version:       buildinfo.Version(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -230,7 +231,7 @@ with a per-flow summary and a verdict.`,
 	for _, hidden := range []string{"emit-json", "ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
-	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd())
+	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd(), newVersionCmd())
 	cmd.SetContext(context.Background())
 	return cmd
 }

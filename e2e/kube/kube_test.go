@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
 	"github.com/pathtrace/pathtrace/internal/kubetest"
 )
 
@@ -62,7 +63,7 @@ func TestKubectlPathtrace(t *testing.T) {
 	}
 	webIP, _ := c.Kubectl(ctx, "get", "pod/web", "-o", "jsonpath={.status.podIP}")
 	gateway := strings.TrimSuffix(kubetest.PodSubnet, "0/24") + "1"
-	common := []string{"--cri-socket=" + c.CRISocket, "--image=" + image, "--color=never"}
+	common := []string{"--cri-socket=" + c.CRISocket, "--color=never"} // --image: the default, stamped by build
 
 	t.Run("probe from a pod, dropped on the node", func(t *testing.T) {
 		// The node drops the pod's pings to its gateway (the host's bridge address).
@@ -149,9 +150,6 @@ subjects: [{kind: User, name: viewer, apiGroup: rbac.authorization.k8s.io}]
 			{"no cluster", filepath.Join(dir, "none"), []string{"--src=default/web"}, "no access to a cluster"},
 		} {
 			args := append(append([]string{}, common...), tc.args...)
-			if tc.name == "image not present" {
-				args = append(args[:1], args[2:]...) // the test's --image gives way to the case's
-			}
 			out, err := e.kubectlPathtrace(ctx, tc.kubeconfig, args...)
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			last := lines[len(lines)-1]
@@ -299,7 +297,9 @@ func build(t *testing.T, ctx context.Context, dir, plugin string) {
 	root := moduleRoot(t)
 	bin := filepath.Join(dir, "pathtrace")
 	for _, b := range [][2]string{{plugin, "./cmd/kubectl-pathtrace"}, {bin, "./cmd/pathtrace"}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b[0], b[1])
+		// Stamped as make kubectl-pathtrace stamps a release: the plugin's --image defaults to
+		// the image imported below, so the tests run it without --image.
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X "+buildinfo.LDFlagPrefix+"image="+image, "-o", b[0], b[1])
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
