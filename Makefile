@@ -31,6 +31,16 @@ check-generated: generate
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(BUILDINFO_LDFLAGS)" -o $(BIN) ./cmd/pathtrace
 
+# kubectl-pathtrace's release archives (linux and darwin, amd64 and arm64) and its krew manifest
+# with their sha256, into $(KREW_OUT) (scripts/krew.sh). VERSION must be a release's (v0.2.0);
+# the plugins default --image to RELEASE_IMAGE, the name the release's image would be published
+# as (build it with make image IMAGE=...). The manifest's URLs are where the release would
+# publish the archives.
+KREW_OUT ?= bin/krew
+RELEASE_IMAGE ?= ghcr.io/pathtrace/pathtrace:$(VERSION)
+krew:
+	GO=$(GO) VERSION=$(VERSION) IMAGE=$(RELEASE_IMAGE) KREW_OUT=$(KREW_OUT) ./scripts/krew.sh
+
 # The kubectl plugin, for this machine: cp bin/kubectl-pathtrace somewhere on $$PATH.
 kubectl-pathtrace:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(BUILDINFO_LDFLAGS)" -o $(PLUGIN) ./cmd/kubectl-pathtrace
