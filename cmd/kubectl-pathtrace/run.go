@@ -431,31 +431,29 @@ func (s *session) follow(ctx context.Context, p tracePod, stdout io.Writer) ([]b
 	defer body.Close()
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var js []byte
-	inJSON := false
+	var tl kube.TraceLog
 	for sc.Scan() {
 		line := sc.Text()
-		switch {
-		case inJSON:
-			js = append(js, line...)
-			js = append(js, '\n')
-		case line == kube.TraceMarker:
-			inJSON = true
-		default:
-			s.mu.Lock()
-			if s.prefix {
-				fmt.Fprintf(stdout, "[%s] %s\n", p.node, line)
-			} else {
-				fmt.Fprintln(stdout, line)
-			}
-			s.mu.Unlock()
+		if tl.Line(line) {
+			continue
 		}
+		s.mu.Lock()
+		if s.prefix {
+			fmt.Fprintf(stdout, "[%s] %s\n", p.node, line)
+		} else {
+			fmt.Fprintln(stdout, line)
+		}
+		s.mu.Unlock()
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("logs of pathtrace on node %s: %w", p.node, err)
 	}
-	if !inJSON {
+	js, err := tl.Trace()
+	switch {
+	case errors.Is(err, kube.ErrNoTrace):
 		return nil, fmt.Errorf("pathtrace on node %s ended without a trace (its output is above)", p.node)
+	case err != nil:
+		return nil, fmt.Errorf("the trace of node %s arrived incomplete: %v: its log was cut (the node's kubelet containerLogMaxSize, or a broken stream); trace fewer packets (--count, --duration) or raise the limit", p.node, err)
 	}
 	return js, nil
 }

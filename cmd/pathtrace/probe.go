@@ -45,17 +45,13 @@ func (f *flags) prober(env hostenv.Env, src, dst endpoint, filter trace.Filter, 
 	return &p, nil
 }
 
-// emitJSON prints kube.TraceMarker and the trace file: how kubectl-pathtrace collects a node's
-// trace from its pod's log.
+// emitJSON prints the trace file as kubectl-pathtrace takes it from its pod's log: gzipped,
+// in marked base64 lines, with an end line that gives its length and sha256 (kube.WriteTrace).
 func emitJSON(w io.Writer, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if _, err := fmt.Fprintln(w, kube.TraceMarker); err != nil {
-		return err
-	}
-	_, err = io.Copy(w, f)
-	return err
+	return kube.WriteTrace(w, f)
 }

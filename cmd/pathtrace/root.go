@@ -227,7 +227,7 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.Probe, "probe", "", "send the flow's traffic: icmp, tcp (a SYN to --dport), udp, dns (a query to --dst port 53); from the --src pod's network namespace, else this one")
 	fl.IntVar(&f.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
 	fl.StringVar(&f.ProbeName, "probe-name", "", "the name a dns probe asks for (default kubernetes.default.svc.cluster.local)")
-	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print a marker line and the --json trace on standard output (kubectl-pathtrace's pods)")
+	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print the --json trace on standard output, gzipped and checksummed between marker lines (kubectl-pathtrace's pods)")
 	for _, hidden := range []string{"emit-json", "ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
