@@ -66,7 +66,7 @@ journey and prints the verdict. --probe sends the flow from the source pod's net
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, o, os.Stdout, os.Stderr)
+			return run(ctx, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	pf := cmd.PersistentFlags()

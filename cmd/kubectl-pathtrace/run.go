@@ -74,6 +74,8 @@ func resolve(ctx context.Context, api *kube.API, ns, flag, value string) (side, 
 	}
 	p, err := api.Pod(ctx, pns, ref.Name)
 	switch {
+	case errors.Is(err, kube.ErrPodNotFound) && ref.Namespace == "":
+		return s, notInNamespace(ctx, api, flag, pns, ref.Name)
 	case errors.Is(err, kube.ErrPodNotFound):
 		return s, fmt.Errorf("%s: pod %s/%s not found (kubectl get pods -n %s)", flag, pns, ref.Name, pns)
 	case err != nil:
@@ -87,6 +89,26 @@ func resolve(ctx context.Context, api *kube.API, ns, flag, value string) (side, 
 	}
 	s.pod = &p
 	return s, nil
+}
+
+// notInNamespace is the error for a pod named without a namespace that is not in -n's: it says
+// in which namespaces a pod of that name is, when the API lets us list them, so the user can
+// say which one is meant (a bare name is never guessed: it is -n's, as for kubectl).
+func notInNamespace(ctx context.Context, api *kube.API, flag, ns, name string) error {
+	notFound := fmt.Errorf("%s: pod %s not found in namespace %s (kubectl get pods -n %s; give NAMESPACE/%s for another)", flag, name, ns, ns, name)
+	others, err := api.PodsNamed(ctx, name)
+	if err != nil || len(others) == 0 {
+		return notFound
+	}
+	var where []string
+	for _, p := range others {
+		where = append(where, p.Namespace)
+	}
+	sort.Strings(where)
+	if len(where) == 1 {
+		return fmt.Errorf("%s: pod %s is not in namespace %s but in %s: give %s/%s (or -n %s)", flag, name, ns, where[0], where[0], name, where[0])
+	}
+	return fmt.Errorf("%s: pod %s is not in namespace %s, and is in %d others (%s): say which, as NAMESPACE/%s", flag, name, ns, len(where), strings.Join(where, ", "), name)
 }
 
 // node is what the plugin checks of a node before tracing on it.
