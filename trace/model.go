@@ -274,6 +274,9 @@ type Packet struct {
 	RetransmitOf int `json:"retransmit_of,omitempty"`
 	// Incomplete says hops of this packet were lost (the ring buffer was full).
 	Incomplete bool `json:"incomplete,omitempty"`
+	// FromProbe says the packet is pathtrace's own (--probe, Meta.Probe), or a reply to one:
+	// its ICMP echo id or its port is the one the probe's socket had.
+	FromProbe bool `json:"from_probe,omitempty"`
 	// FlowTuple is the flow assembly classified the packet into: its request-direction tuple,
 	// which NAT may have made differ from Tuple. Not saved: a packet read from a file has
 	// none, and the flows are classified again from its hops.

@@ -367,7 +367,17 @@ func TestMergeKeepsProbe(t *testing.T) {
 	in := read(t, "ping/node1.json", "ping/node2.json")
 	sent := trace.SentProbe{Kind: "icmp", Dst: netip.MustParseAddr("10.0.2.2"), Count: 3, Sent: 3, Netns: "/var/run/netns/pod1"}
 	in[1].Trace.Meta.Probe = &sent
+	for i := range in[1].Trace.Packets {
+		if p := &in[1].Trace.Packets[i]; p.Tuple.ICMPType == 8 {
+			p.FromProbe = true // the node that sent them marks them
+		}
+	}
 	merged, _ := mustMerge(t, in)
+	for _, p := range merged.Packets {
+		if want := p.Tuple.ICMPType == 8; p.FromProbe != want {
+			t.Errorf("merged #%d (%s) from_probe %v, want %v: the sending node's mark holds for the journey", p.ID, p.Flow, p.FromProbe, want)
+		}
+	}
 	want := sent
 	want.Node = "node2"
 	if got := merged.Meta.Probe; got == nil || *got != want {

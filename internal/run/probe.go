@@ -17,8 +17,9 @@ type sender struct {
 	log  io.Writer
 	done chan struct{}
 
-	mu   sync.Mutex
-	meta trace.SentProbe
+	mu     sync.Mutex
+	meta   trace.SentProbe
+	idents map[uint16]bool // the ICMP echo ids or source ports the probes left with
 }
 
 // newSender checks p and says what is to be sent; log (nil: none) is told of each packet and
@@ -39,6 +40,14 @@ func newSender(p probe.Probe, log io.Writer) (*sender, error) {
 // for the replies until then).
 func (s *sender) start(ctx context.Context) {
 	p := s.p
+	p.Ident = func(id uint16) {
+		s.mu.Lock()
+		if s.idents == nil {
+			s.idents = map[uint16]bool{}
+		}
+		s.idents[id] = true
+		s.mu.Unlock()
+	}
 	p.Sent = func(format string, args ...any) {
 		s.mu.Lock()
 		s.meta.Sent++
@@ -75,4 +84,43 @@ func (s *sender) result() *trace.SentProbe {
 	defer s.mu.Unlock()
 	m := s.meta
 	return &m
+}
+
+// Mark marks p as a probe or a reply to one (trace.Packet.FromProbe): a packet of the probe's
+// protocol whose ICMP echo id, or whose source port going out (destination port coming back),
+// is one the probes' sockets had. The ids are known before the packets leave. The run's filter
+// already holds the flow's addresses; a request must also go to the probes' destination (a
+// reply's source may be a Service's backend, before the node undoes the NAT).
+func (s *sender) Mark(p *trace.Packet) {
+	t := &p.Tuple
+	var id uint16
+	switch {
+	case s.meta.Kind == "icmp" && (t.Proto == trace.ProtoICMP || t.Proto == trace.ProtoICMPv6):
+		switch t.ICMPType {
+		case 8, 128: // echo request
+			if p.Flow != trace.Request {
+				return
+			}
+		case 0, 129: // echo reply
+			if p.Flow != trace.Reply {
+				return
+			}
+		default:
+			return
+		}
+		id = t.ICMPID
+	case s.meta.Kind == "tcp" && t.Proto == trace.ProtoTCP, (s.meta.Kind == "udp" || s.meta.Kind == "dns") && t.Proto == trace.ProtoUDP:
+		id = t.Sport
+		if p.Flow == trace.Reply {
+			id = t.Dport
+		}
+	default:
+		return
+	}
+	if p.Flow == trace.Request && t.Dst != s.meta.Dst {
+		return
+	}
+	s.mu.Lock()
+	p.FromProbe = s.idents[id]
+	s.mu.Unlock()
 }

@@ -72,3 +72,40 @@ func TestSenderError(t *testing.T) {
 		t.Errorf("a tcp probe without a port: %v, want it refused for want of --dport", err)
 	}
 }
+
+// The packets of the probes' sockets, and their replies, are marked; nothing else is.
+func TestSenderMarks(t *testing.T) {
+	dst := netip.MustParseAddr("10.96.0.10")
+	other := netip.MustParseAddr("10.0.0.1")
+	pod := netip.MustParseAddr("10.244.1.5")
+	pkt := func(flow trace.Direction, proto trace.Proto, src, dst netip.Addr, sport, dport uint16, icmpType uint8, icmpID uint16) *trace.Packet {
+		return &trace.Packet{Flow: flow, Tuple: trace.Headers{Tuple: trace.Tuple{Proto: proto, Src: src, Dst: dst, Sport: sport, Dport: dport}, ICMPType: icmpType, ICMPID: icmpID}}
+	}
+	for _, c := range []struct {
+		kind string
+		p    *trace.Packet
+		want bool
+	}{
+		{"dns", pkt(trace.Request, trace.ProtoUDP, pod, dst, 40001, 53, 0, 0), true},
+		{"dns", pkt(trace.Reply, trace.ProtoUDP, netip.MustParseAddr("10.244.2.2"), pod, 53, 40001, 0, 0), true}, // from the backend, before un-NAT
+		{"dns", pkt(trace.Request, trace.ProtoUDP, pod, dst, 40002, 53, 0, 0), false},                            // another socket
+		{"dns", pkt(trace.Request, trace.ProtoUDP, pod, other, 40001, 53, 0, 0), false},                          // elsewhere
+		{"dns", pkt(trace.Request, trace.ProtoTCP, pod, dst, 40001, 53, 0, 0), false},
+		{"tcp", pkt(trace.Request, trace.ProtoTCP, pod, dst, 40001, 80, 0, 0), true},
+		{"icmp", pkt(trace.Request, trace.ProtoICMP, pod, dst, 0, 0, 8, 40001), true},
+		{"icmp", pkt(trace.Reply, trace.ProtoICMP, dst, pod, 0, 0, 0, 40001), true},
+		{"icmp", pkt(trace.Reply, trace.ProtoICMP, dst, pod, 0, 0, 3, 40001), false}, // not an echo
+		{"icmp", pkt(trace.Request, trace.ProtoICMP, pod, dst, 0, 0, 8, 999), false},
+		{"icmp", pkt(trace.Request, trace.ProtoUDP, pod, dst, 40001, 53, 0, 0), false},
+	} {
+		s, err := newSender(probe.Probe{Kind: c.kind, Dst: dst, Dport: 80}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.idents = map[uint16]bool{40001: true}
+		s.Mark(c.p)
+		if c.p.FromProbe != c.want {
+			t.Errorf("%s probe: %s %+v marked %v, want %v", c.kind, c.p.Flow, c.p.Tuple, c.p.FromProbe, c.want)
+		}
+	}
+}

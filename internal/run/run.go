@@ -195,6 +195,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	// What is done with each packet as it completes (emit.Packets): labelled, counted in its
 	// flow, diagnosed, kept for the trace file and printed.
 	pk := &emit.Packets{Count: o.Count, Labeller: o.Labeller, Flows: assemble.NewSummarizer(o.Filter), Diag: diag, Kept: kept.Kept, Printer: pr}
+	if snd != nil {
+		pk.Marker = snd
+	}
 	take := func(done []trace.Packet) {
 		reached := pk.Take(done)
 		asm.Recycle(done) // their hops are printed and written: the next packets' are built in them

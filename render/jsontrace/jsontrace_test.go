@@ -86,7 +86,7 @@ func full() *trace.Trace {
 		},
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
-			CopyOf: 2, RetransmitOf: 1, Incomplete: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
+			CopyOf: 2, RetransmitOf: 1, Incomplete: true, FromProbe: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Place: trace.Place{Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"}},
 		}},
 		Flows: []trace.FlowSummary{{

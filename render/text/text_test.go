@@ -435,3 +435,11 @@ func TestProbeIsMarked(t *testing.T) {
 		t.Errorf("a trace without --probe mentions a probe:\n%s", out)
 	}
 }
+
+// A packet pathtrace sent says so on its first line.
+func TestProbePacket(t *testing.T) {
+	tr := tracetest.HealthyPing()
+	tr.Packets[0].FromProbe = true
+	out := render(t, tr, Options{})
+	wantLines(t, out, "#1 request  icmp 10.0.1.2 > 10.0.2.2  echo-request id=4660 seq=1  (probe)", "#2 reply    icmp 10.0.2.2 > 10.0.1.2  echo-reply id=4660 seq=1")
+}
