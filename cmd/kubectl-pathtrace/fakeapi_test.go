@@ -35,8 +35,9 @@ type fakeAPI struct {
 	refuseMsg  string
 	// waiting is the container's waiting reason of every created pod ("": it runs).
 	waiting string
-	// logs is each node's pod log; a node without one logs a trace of "{}".
-	logs map[string]string
+	// logs is each node's pod log, as followed; a node without one logs a trace of "{}".
+	// relogs is what a later read, not followed, gives (default: logs).
+	logs, relogs map[string]string
 }
 
 type createdPod struct {
@@ -46,7 +47,7 @@ type createdPod struct {
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	f := &fakeAPI{t: t, pods: map[string]map[string]any{}, nodes: map[string]map[string]any{}, logs: map[string]string{}}
+	f := &fakeAPI{t: t, pods: map[string]map[string]any{}, nodes: map[string]map[string]any{}, logs: map[string]string{}, relogs: map[string]string{}}
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -152,6 +153,9 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		case len(parts) == 7 && parts[6] == "log":
 			node := p["spec"].(map[string]any)["nodeName"].(string)
 			log, ok := f.logs[node]
+			if again, ok2 := f.relogs[node]; ok2 && r.URL.Query().Get("follow") != "true" {
+				log, ok = again, true
+			}
 			if !ok {
 				log = "Verdict: delivered\n" + traceLog(f.t, "{}\n")
 			}

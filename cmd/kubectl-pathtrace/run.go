@@ -471,6 +471,15 @@ func (s *session) follow(ctx context.Context, p tracePod, stdout io.Writer) ([]b
 		return nil, fmt.Errorf("logs of pathtrace on node %s: %w", p.node, err)
 	}
 	js, err := tl.Trace()
+	if err != nil && !errors.Is(err, kube.ErrNoTrace) {
+		// The followed stream missed lines: it broke, or the kubelet rotated the log under
+		// it. The pod has ended and is still there: its log, read again from the start of
+		// the newest file, may hold the whole trace.
+		if again, aerr := s.reread(ctx, p); aerr == nil {
+			fmt.Fprintf(s.stderr, "kubectl pathtrace: the log followed from node %s missed part of the trace (%v); read again: whole\n", p.node, err)
+			return again, nil
+		}
+	}
 	switch {
 	case errors.Is(err, kube.ErrNoTrace):
 		return nil, fmt.Errorf("pathtrace on node %s ended without a trace (its output is above)", p.node)
@@ -478,6 +487,26 @@ func (s *session) follow(ctx context.Context, p tracePod, stdout io.Writer) ([]b
 		return nil, fmt.Errorf("the trace of node %s arrived incomplete: %v: its log was cut (the node's kubelet containerLogMaxSize, or a broken stream); trace fewer packets (--count, --duration) or raise the limit", p.node, err)
 	}
 	return js, nil
+}
+
+// reread reads the pod's log once more, not followed, for its trace only.
+func (s *session) reread(ctx context.Context, p tracePod) ([]byte, error) {
+	path := "/api/v1/namespaces/" + kube.PathEscape(s.ns) + "/pods/" + kube.PathEscape(p.name) + "/log?container=pathtrace"
+	body, err := s.api.Stream(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	var tl kube.TraceLog
+	for sc.Scan() {
+		tl.Line(sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return tl.Trace()
 }
 
 // finish writes --json and, for several nodes, prints the merged journey and its verdict.

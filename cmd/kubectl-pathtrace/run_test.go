@@ -234,6 +234,11 @@ func TestErrors(t *testing.T) {
 			lines := strings.SplitAfter(traceLog(f.t, strings.Repeat(`{"packet":1}`, 100000)), "\n")
 			f.logs["node-a"] = "Verdict: delivered\n" + strings.Join(lines[:len(lines)/2], "")
 		}, []string{"--src=default/web"}, "the trace of node node-a arrived incomplete: the log ends inside the trace"},
+		{"trace cut, and its start rotated away", func(f *fakeAPI) {
+			lines := strings.SplitAfter(traceLog(f.t, strings.Repeat(`{"packet":1}`, 100000)), "\n")
+			f.logs["node-a"] = "Verdict: delivered\n" + strings.Join(lines[:len(lines)/2], "")
+			f.relogs["node-a"] = strings.Join(append([]string{lines[0]}, lines[len(lines)/2:]...), "")
+		}, []string{"--src=default/web"}, "the trace of node node-a arrived incomplete: the log ends inside the trace"},
 		{"no trace in the log", func(f *fakeAPI) { f.logs["node-a"] = "pathtrace: needs root\n" }, []string{"--src=default/web"},
 			"pathtrace on node node-a ended without a trace (its output is above)"},
 	} {
@@ -275,6 +280,31 @@ func TestNoCluster(t *testing.T) {
 	_, _, err = plugin(t, f, "--src=default/web")
 	if err == nil || !strings.Contains(err.Error(), "no access to the cluster at "+f.srv.URL) {
 		t.Errorf("server down: %v", err)
+	}
+}
+
+// A followed log that missed lines (a rotation under the kubelet's follow, a broken stream)
+// is read again once the pod has ended; a whole trace there is taken.
+func TestTraceReadAgain(t *testing.T) {
+	f := cluster(t)
+	js := strings.Repeat(`{"packet":1}`, 100000)
+	lines := strings.SplitAfter(traceLog(t, js), "\n")
+	f.logs["node-a"] = "Verdict: delivered\n" + strings.Join(lines[:len(lines)/2], "")
+	f.relogs["node-a"] = "Verdict: delivered\n" + strings.Join(lines, "")
+	saved := filepath.Join(t.TempDir(), "trace.json")
+	stdout, stderr, err := plugin(t, f, "--src=default/web", "--json="+saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(saved); err != nil || string(b) != js {
+		t.Errorf("--json holds %d bytes (%v), want the %d of the trace", len(b), err, len(js))
+	}
+	if stdout != "Verdict: delivered\n" {
+		t.Errorf("stdout %q: the output is shown once", stdout)
+	}
+	if !strings.Contains(stderr, "kubectl pathtrace: the log followed from node node-a missed part of the trace (the log ends inside the trace, after ") ||
+		!strings.Contains(stderr, "; read again: whole") {
+		t.Errorf("stderr does not say the trace was read again:\n%s", stderr)
 	}
 }
 
