@@ -3,7 +3,6 @@ package main
 import (
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -14,14 +13,16 @@ func TestMakefileStampsVersionAndImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds both binaries")
 	}
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make")
+	for _, tool := range []string{"make", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s on $PATH", tool)
+		}
 	}
 	dir := t.TempDir()
 	plugin, bin := filepath.Join(dir, "kubectl-pathtrace"), filepath.Join(dir, "pathtrace")
 	const version, image = "v9.8.7-test", "registry.example/pathtrace:v9.8.7-test"
 	cmd := exec.Command("make", "-s", "-C", "../..", "kubectl-pathtrace", "build",
-		"GO="+filepath.Join(runtime.GOROOT(), "bin", "go"), "VERSION="+version, "IMAGE="+image, "PLUGIN="+plugin, "BIN="+bin)
+		"VERSION="+version, "IMAGE="+image, "PLUGIN="+plugin, "BIN="+bin)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make: %v\n%s", err, out)
 	}

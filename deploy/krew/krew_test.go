@@ -39,13 +39,15 @@ func TestMakeKrew(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cross-builds the plugin for four platforms")
 	}
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make")
+	for _, tool := range []string{"make", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s on $PATH", tool)
+		}
 	}
 	const version, image = "v0.0.1-test.1", "registry.example/pathtrace:v0.0.1-test.1"
 	dirs := []string{t.TempDir(), t.TempDir()}
 	for _, dir := range dirs {
-		cmd := exec.Command("make", "-s", "-C", "../..", "krew", "GO="+filepath.Join(runtime.GOROOT(), "bin", "go"),
+		cmd := exec.Command("make", "-s", "-C", "../..", "krew",
 			"VERSION="+version, "RELEASE_IMAGE="+image, "KREW_OUT="+dir)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make krew: %v\n%s", err, out)
