@@ -71,8 +71,9 @@ type SentProbe struct {
 	Dst   netip.Addr `json:"dst"`
 	Dport uint16     `json:"dport,omitempty"`
 	Name  string     `json:"name,omitempty"` // dns: the name asked for
-	// Netns is the network namespace the probes left from (a pod's, as the node names it);
-	// "" for pathtrace's own.
+	// Pod is the pod they left from (NAMESPACE/NAME, the --src pod); Netns its network
+	// namespace as pathtrace opened it. Both "" for pathtrace's own namespace.
+	Pod   string `json:"pod,omitempty"`
 	Netns string `json:"netns,omitempty"`
 	Count int    `json:"count"` // how many were to be sent
 	Sent  int    `json:"sent"`  // how many left (fewer when the run ended first or sending failed)

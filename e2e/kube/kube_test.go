@@ -78,7 +78,7 @@ func TestKubectlPathtrace(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, want := range []string{"Verdict: DROPPED", "default/web", "probe: sent icmp echo-request", "echo-request id=",
-			"3 icmp echo-requests to " + gateway + ", sent by pathtrace (--probe) from ", "probe: 3 of 3 sent by pathtrace (--probe)"} {
+			"3 icmp echo-requests to " + gateway + ", sent by pathtrace (--probe) from pod default/web\n", "probe: 3 of 3 sent by pathtrace (--probe)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
 			}
@@ -87,8 +87,8 @@ func TestKubectlPathtrace(t *testing.T) {
 		var tr struct {
 			Meta struct {
 				Probe *struct {
-					Kind, Dst, Netns string
-					Count, Sent      int
+					Kind, Dst, Pod, Netns string
+					Count, Sent           int
 				} `json:"probe"`
 			} `json:"meta"`
 			Packets []struct {
@@ -99,7 +99,7 @@ func TestKubectlPathtrace(t *testing.T) {
 			t.Error(err)
 		} else if err := json.Unmarshal(b, &tr); err != nil {
 			t.Error(err)
-		} else if p := tr.Meta.Probe; p == nil || p.Kind != "icmp" || p.Dst != gateway || p.Count != 3 || p.Sent != 3 || p.Netns == "" {
+		} else if p := tr.Meta.Probe; p == nil || p.Kind != "icmp" || p.Dst != gateway || p.Count != 3 || p.Sent != 3 || p.Pod != "default/web" || p.Netns == "" {
 			t.Errorf("meta.probe %+v, want 3 icmp probes to %s sent from the pod's network namespace", p, gateway)
 		}
 		// Every packet is a probe (nothing else pings the gateway), and is marked so.

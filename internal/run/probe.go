@@ -36,6 +36,15 @@ func newSender(p probe.Probe, log io.Writer) (*sender, error) {
 	return s, nil
 }
 
+// from names the pod the probes leave from: the --src pod, when they leave from a namespace.
+func (s *sender) from(pods []trace.PodInfo) {
+	for _, p := range pods {
+		if p.Side == "src" && s.meta.Netns != "" {
+			s.meta.Pod = p.Key()
+		}
+	}
+}
+
 // start sends in the background until the probes are sent and ctx ends (the sockets stay open
 // for the replies until then).
 func (s *sender) start(ctx context.Context) {

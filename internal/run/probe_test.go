@@ -31,6 +31,10 @@ func TestSenderAccount(t *testing.T) {
 	if got := s.planned(); *got != want {
 		t.Errorf("planned %+v, want %+v", *got, want)
 	}
+	s.from([]trace.PodInfo{{Side: "src", Namespace: "default", Name: "web"}}) // no netns: not from the pod
+	if got := s.planned(); got.Pod != "" {
+		t.Errorf("from pathtrace's own namespace, the probe names pod %q", got.Pod)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.start(ctx)
 	buf := make([]byte, 64)
@@ -103,6 +107,11 @@ func TestSenderMarks(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.idents = map[uint16]bool{40001: true}
+		s.meta.Netns = "/var/run/netns/cni-1"
+		s.from([]trace.PodInfo{{Side: "dst", Namespace: "default", Name: "db"}, {Side: "src", Namespace: "default", Name: "web"}})
+		if s.meta.Pod != "default/web" {
+			t.Errorf("probe from the src pod's namespace names pod %q", s.meta.Pod)
+		}
 		s.Mark(c.p)
 		if c.p.FromProbe != c.want {
 			t.Errorf("%s probe: %s %+v marked %v, want %v", c.kind, c.p.Flow, c.p.Tuple, c.p.FromProbe, c.want)

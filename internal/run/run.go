@@ -142,6 +142,7 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	}
 	t.Meta.Hostname, _ = os.Hostname()
 	if snd != nil {
+		snd.from(o.Pods)
 		t.Meta.Probe = snd.planned()
 	}
 

@@ -78,7 +78,7 @@ func full() *trace.Trace {
 			Pods: []trace.PodInfo{{Side: "src", Namespace: "default", Name: "web", Netns: "/var/run/netns/cni-1",
 				IPs: []netip.Addr{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00::1:2")}, Traced: netip.MustParseAddr("10.0.1.2")}},
 			Probe: &trace.SentProbe{Kind: "dns", Dst: netip.MustParseAddr("10.0.2.2"), Dport: 53, Name: "kubernetes.default.svc.cluster.local",
-				Netns: "/var/run/netns/cni-1", Count: 5, Sent: 4, Error: "probe dns to 10.0.2.2: network is unreachable", Node: "node-a"},
+				Pod: "default/web", Netns: "/var/run/netns/cni-1", Count: 5, Sent: 4, Error: "probe dns to 10.0.2.2: network is unreachable", Node: "node-a"},
 		},
 		Filter: trace.Filter{
 			Src: netip.MustParsePrefix("10.0.1.0/24"), Dst: netip.MustParsePrefix("10.0.2.2/32"),

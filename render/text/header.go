@@ -158,7 +158,7 @@ func podLine(p trace.PodInfo) string {
 }
 
 // probeLine says that pathtrace made the flow's traffic itself (--probe): "5 icmp echo-requests
-// to 10.0.2.2, sent by pathtrace (--probe) from /var/run/netns/cni-1". It says what was to be
+// to 10.0.2.2, sent by pathtrace (--probe) from pod default/web". It says what was to be
 // sent, which the live run knows before the first packet; the summary says how many were.
 func probeLine(p trace.SentProbe) string {
 	s := plural(p.Count, probeWhat(p.Kind, false), probeWhat(p.Kind, true)) + " to " + p.Dst.String()
@@ -172,7 +172,10 @@ func probeLine(p trace.SentProbe) string {
 	if p.Node != "" {
 		s += " on node " + p.Node
 	}
-	if p.Netns != "" {
+	switch {
+	case p.Pod != "":
+		s += " from pod " + p.Pod
+	case p.Netns != "":
 		s += " from " + p.Netns
 	}
 	return s

@@ -420,10 +420,10 @@ func TestPrintableASCII(t *testing.T) {
 func TestProbeIsMarked(t *testing.T) {
 	tr := tracetest.HealthyPing()
 	tr.Meta.Probe = &trace.SentProbe{Kind: "dns", Dst: netip.MustParseAddr("10.96.0.10"), Dport: 53, Name: "kubernetes.default.svc.cluster.local",
-		Netns: "/var/run/netns/cni-1", Count: 5, Sent: 2, Error: "probe dns to 10.96.0.10: network is unreachable"}
+		Pod: "default/web", Netns: "/var/run/netns/cni-1", Count: 5, Sent: 2, Error: "probe dns to 10.96.0.10: network is unreachable"}
 	out := render(t, tr, Options{})
 	wantLines(t, out,
-		"probe    5 dns queries to 10.96.0.10 port 53 asking for kubernetes.default.svc.cluster.local, sent by pathtrace (--probe) from /var/run/netns/cni-1",
+		"probe    5 dns queries to 10.96.0.10 port 53 asking for kubernetes.default.svc.cluster.local, sent by pathtrace (--probe) from pod default/web",
 		"probe: 2 of 5 sent by pathtrace (--probe): probe dns to 10.96.0.10: network is unreachable",
 	)
 	tr.Meta.Probe = &trace.SentProbe{Kind: "icmp", Dst: netip.MustParseAddr("10.0.2.2"), Count: 1, Sent: 1}
