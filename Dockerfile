@@ -11,9 +11,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# VERSION is what `pathtrace --version` prints (the context has no .git to stamp).
+# VERSION is what `pathtrace --version` prints (the context has no .git to stamp), IMAGE the
+# name this image is tagged with (`pathtrace version` prints it; internal/buildinfo).
 ARG VERSION=devel
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+ARG IMAGE=localhost/pathtrace:dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+		-X github.com/pathtrace/pathtrace/internal/buildinfo.version=${VERSION} \
+		-X github.com/pathtrace/pathtrace/internal/buildinfo.image=${IMAGE}" \
 		-o /rootfs/usr/local/bin/pathtrace ./cmd/pathtrace \
 	&& mkdir -m 1777 /rootfs/tmp
 

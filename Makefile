@@ -1,8 +1,17 @@
 # pathtrace — see README.md.
 GO ?= go
 BIN := bin/pathtrace
+PLUGIN := bin/kubectl-pathtrace
 
-.PHONY: all deps generate check-generated build test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss k8s-build k8s-up k8s-down k8s-test bench-micro
+# What a build says it is (internal/buildinfo): `pathtrace --version`, `kubectl pathtrace
+# --version`, and the image kubectl-pathtrace runs on the nodes by default (--image), which is
+# the one `make image` builds. A release sets both: make krew VERSION=v0.2.0 (see krew below).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+IMAGE ?= localhost/pathtrace:dev
+BUILDINFO := github.com/pathtrace/pathtrace/internal/buildinfo
+BUILDINFO_LDFLAGS = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).image=$(IMAGE)
+
+.PHONY: all deps generate check-generated build kubectl-pathtrace krew test unit e2e demo lint vet clean fuzz race vmtest bench image image-test show-rss k8s-build k8s-up k8s-down k8s-test bench-micro
 
 all: build
 
@@ -20,7 +29,21 @@ check-generated: generate
 	@git diff --exit-code --stat -- bpf/ internal/lab/tcprog/ || { echo "generated BPF files are stale: run 'make generate' and commit" >&2; exit 1; }
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/pathtrace
+	CGO_ENABLED=0 $(GO) build -ldflags "$(BUILDINFO_LDFLAGS)" -o $(BIN) ./cmd/pathtrace
+
+# kubectl-pathtrace's release archives (linux and darwin, amd64 and arm64) and its krew manifest
+# with their sha256, into $(KREW_OUT) (scripts/krew.sh). VERSION must be a release's (v0.2.0);
+# the plugins default --image to RELEASE_IMAGE, the name the release's image would be published
+# as (build it with make image IMAGE=...). The manifest's URLs are where the release would
+# publish the archives.
+KREW_OUT ?= bin/krew
+RELEASE_IMAGE ?= ghcr.io/pathtrace/pathtrace:$(VERSION)
+krew:
+	GO=$(GO) VERSION=$(VERSION) IMAGE=$(RELEASE_IMAGE) KREW_OUT=$(KREW_OUT) ./scripts/krew.sh
+
+# The kubectl plugin, for this machine: cp bin/kubectl-pathtrace somewhere on $$PATH.
+kubectl-pathtrace:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(BUILDINFO_LDFLAGS)" -o $(PLUGIN) ./cmd/kubectl-pathtrace
 
 # Everything: unit tests (no privileges) and the end-to-end suite (root: real namespaces and packets).
 test: vet
@@ -103,9 +126,8 @@ bench-micro:
 # The container image without a registry (scripts/image.sh; the Dockerfile builds the same
 # image where one is reachable): bin/pathtrace-image.tar, an OCI archive that docker load,
 # podman load and ctr images import all take, named $(IMAGE). See deploy/README.md.
-IMAGE ?= localhost/pathtrace:dev
 image:
-	IMAGE=$(IMAGE) ./scripts/image.sh
+	IMAGE=$(IMAGE) VERSION=$(VERSION) ./scripts/image.sh
 
 # The image run for real (root): podman and containerd load it; --version and `pathtrace
 # demo` inside a privileged container with the host's network and PID namespaces.

@@ -19,7 +19,8 @@ ctx=bin/image
 rm -rf "$ctx"
 mkdir -p "$ctx/rootfs/usr/local/bin"
 install -d -m 1777 "$ctx/rootfs/tmp" # scratch has no /tmp, and --json needs a writable place
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
+buildinfo=github.com/pathtrace/pathtrace/internal/buildinfo
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X $buildinfo.version=$VERSION -X $buildinfo.image=$IMAGE" \
 	-o "$ctx/rootfs/usr/local/bin/pathtrace" ./cmd/pathtrace
 
 # A storage of its own (vfs: no overlay or fuse needed) keeps the build away from the host's

@@ -247,6 +247,7 @@ func (p *Packet) appendHeadJSON(b []byte, c *HopJSON) []byte {
 	b = intOmit(b, `,"copy_of":`, int64(p.CopyOf))
 	b = intOmit(b, `,"retransmit_of":`, int64(p.RetransmitOf))
 	b = trueOmit(b, `,"incomplete":`, p.Incomplete)
+	b = trueOmit(b, `,"from_probe":`, p.FromProbe)
 	return b
 }
 

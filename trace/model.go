@@ -60,6 +60,27 @@ type Meta struct {
 	Nodes []Node `json:"nodes,omitempty"`
 	// Pods are the pods named in --src/--dst, as they were resolved.
 	Pods []PodInfo `json:"pods,omitempty"`
+	// Probe is the traffic pathtrace sent itself (--probe); nil when the flow was only watched.
+	Probe *SentProbe `json:"probe,omitempty"`
+}
+
+// SentProbe is --probe's traffic: what pathtrace sent into the flow it traced, so that a reader
+// of the trace knows its packets were made by the tracer and not by the workload.
+type SentProbe struct {
+	Kind  string     `json:"kind"` // icmp, tcp, udp, dns
+	Dst   netip.Addr `json:"dst"`
+	Dport uint16     `json:"dport,omitempty"`
+	Name  string     `json:"name,omitempty"` // dns: the name asked for
+	// Pod is the pod they left from (NAMESPACE/NAME, the --src pod); Netns its network
+	// namespace as pathtrace opened it. Both "" for pathtrace's own namespace.
+	Pod   string `json:"pod,omitempty"`
+	Netns string `json:"netns,omitempty"`
+	Count int    `json:"count"` // how many were to be sent
+	Sent  int    `json:"sent"`  // how many left (fewer when the run ended first or sending failed)
+	// Error is why sending stopped early.
+	Error string `json:"error,omitempty"`
+	// Node is, in a merged trace, the node that sent them.
+	Node string `json:"node,omitempty"`
 }
 
 // PodInfo is a pod the user named instead of an address.
@@ -254,6 +275,9 @@ type Packet struct {
 	RetransmitOf int `json:"retransmit_of,omitempty"`
 	// Incomplete says hops of this packet were lost (the ring buffer was full).
 	Incomplete bool `json:"incomplete,omitempty"`
+	// FromProbe says the packet is pathtrace's own (--probe, Meta.Probe), or a reply to one:
+	// its ICMP echo id or its port is the one the probe's socket had.
+	FromProbe bool `json:"from_probe,omitempty"`
 	// FlowTuple is the flow assembly classified the packet into: its request-direction tuple,
 	// which NAT may have made differ from Tuple. Not saved: a packet read from a file has
 	// none, and the flows are classified again from its hops.

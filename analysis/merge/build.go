@@ -89,6 +89,8 @@ func (m *merger) build(inputs []Input) (*trace.Trace, Report) {
 			if src.RetransmitOf != 0 && p.RetransmitOf == 0 {
 				p.RetransmitOf = byOldID(r.node, src.RetransmitOf)
 			}
+			// Only the node that sent the probes knows them: its mark holds for the journey.
+			p.FromProbe = p.FromProbe || src.FromProbe
 		}
 		packets[i] = p
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"flag"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -358,5 +359,44 @@ func TestClocksChainThroughNodes(t *testing.T) {
 	lone := clocks(2, nil)
 	if lone[1].SkewBasis != basisNone {
 		t.Errorf("a node no estimate reaches: %+v", lone[1])
+	}
+}
+
+// The probes pathtrace sent (--probe) left from one node; the journey keeps them and says which.
+func TestMergeKeepsProbe(t *testing.T) {
+	in := read(t, "ping/node1.json", "ping/node2.json")
+	sent := trace.SentProbe{Kind: "icmp", Dst: netip.MustParseAddr("10.0.2.2"), Count: 3, Sent: 3, Netns: "/var/run/netns/pod1"}
+	in[1].Trace.Meta.Probe = &sent
+	for i := range in[1].Trace.Packets {
+		if p := &in[1].Trace.Packets[i]; p.Tuple.ICMPType == 8 {
+			p.FromProbe = true // the node that sent them marks them
+		}
+	}
+	merged, _ := mustMerge(t, in)
+	for _, p := range merged.Packets {
+		if want := p.Tuple.ICMPType == 8; p.FromProbe != want {
+			t.Errorf("merged #%d (%s) from_probe %v, want %v: the sending node's mark holds for the journey", p.ID, p.Flow, p.FromProbe, want)
+		}
+	}
+	want := sent
+	want.Node = "node2"
+	if got := merged.Meta.Probe; got == nil || *got != want {
+		t.Fatalf("merged meta.probe %+v, want %+v", got, want)
+	}
+	var buf bytes.Buffer
+	if err := text.Render(&buf, merged, text.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"probe     3 icmp echo-requests to 10.0.2.2, sent by pathtrace (--probe) on node node2 from /var/run/netns/pod1",
+		"probe: 3 of 3 sent by pathtrace (--probe)",
+	} {
+		if !strings.Contains(buf.String(), line) {
+			t.Errorf("merged text lacks %q:\n%s", line, buf.String())
+		}
+	}
+	plain, _ := mustMerge(t, read(t, "ping/node1.json", "ping/node2.json"))
+	if plain.Meta.Probe != nil {
+		t.Errorf("a merge of traces without probes has meta.probe %+v", plain.Meta.Probe)
 	}
 }

@@ -54,6 +54,13 @@ func (m *merger) meta(start int64) trace.Meta {
 				st.errs = append(st.errs, strings.TrimSuffix("on "+n.name+": "+p.Error, ": "))
 			}
 		}
+		// The probes were sent from one node (the source pod's): the journey keeps them, and
+		// says where they left.
+		if tm.Probe != nil && meta.Probe == nil {
+			pr := *tm.Probe
+			pr.Node = n.name
+			meta.Probe = &pr
+		}
 		meta.LostEvents += tm.LostEvents
 		meta.Untracked += tm.Untracked
 		meta.Skipped += tm.Skipped

@@ -17,10 +17,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// defaultImage is the image this release was built as (set with -ldflags -X).
-var defaultImage = "localhost/pathtrace:dev"
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
+)
 
 type options struct {
 	Kubeconfig, Context, Namespace string
@@ -60,13 +59,14 @@ journey and prints the verdict. --probe sends the flow from the source pod's net
   kubectl pathtrace --src default/web --dst kube-system/coredns-7c9 --proto udp --dport 53 --probe dns
   kubectl pathtrace --node worker-3 --src 10.244.3.7 --dst 10.96.0.10 --duration 30s --json incident.json
   kubectl pathtrace cleanup`,
+		Version:       buildinfo.Version(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, o, os.Stdout, os.Stderr)
+			return run(ctx, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	pf := cmd.PersistentFlags()
@@ -85,13 +85,27 @@ journey and prints the verdict. --probe sends the flow from the source pod's net
 	fl.StringVar(&o.Probe, "probe", "", "send the flow: icmp, tcp, udp or dns, from the source pod's network namespace")
 	fl.IntVar(&o.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
 	fl.StringVar(&o.JSON, "json", "", "write the (merged) trace as JSON to this file")
-	fl.StringVar(&o.Image, "image", defaultImage, "pathtrace's image, present on the nodes or pullable by them")
+	fl.StringVar(&o.Image, "image", buildinfo.Image(), "pathtrace's image, present on the nodes or pullable by them")
 	fl.StringVar(&o.Color, "color", "auto", "colour: auto (on a terminal), always, never")
 	fl.StringVar(&o.CRISocket, "cri-socket", "", "the nodes' CRI socket when it is not containerd's or CRI-O's usual one (a path on the node)")
 	fl.DurationVar(&o.Timeout, "start-timeout", 2*time.Minute, "how long a pathtrace pod may take to start")
-	cmd.AddCommand(newCleanupCmd(&o))
+	// --version and `version` say which build this is and which image it runs on the nodes.
+	cmd.SetVersionTemplate(versionText())
+	cmd.AddCommand(newCleanupCmd(&o), &cobra.Command{
+		Use:   "version",
+		Short: "Print the plugin's version and the image it runs on the nodes by default (--image)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprint(cmd.OutOrStdout(), versionText())
+			return err
+		},
+	})
 	cmd.SetContext(context.Background())
 	return cmd
+}
+
+func versionText() string {
+	return "kubectl-pathtrace version " + buildinfo.Version() + "\nimage " + buildinfo.Image() + "\n"
 }
 
 func newCleanupCmd(o *options) *cobra.Command {

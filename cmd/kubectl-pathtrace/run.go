@@ -74,6 +74,8 @@ func resolve(ctx context.Context, api *kube.API, ns, flag, value string) (side, 
 	}
 	p, err := api.Pod(ctx, pns, ref.Name)
 	switch {
+	case errors.Is(err, kube.ErrPodNotFound) && ref.Namespace == "":
+		return s, notInNamespace(ctx, api, flag, pns, ref.Name)
 	case errors.Is(err, kube.ErrPodNotFound):
 		return s, fmt.Errorf("%s: pod %s/%s not found (kubectl get pods -n %s)", flag, pns, ref.Name, pns)
 	case err != nil:
@@ -87,6 +89,26 @@ func resolve(ctx context.Context, api *kube.API, ns, flag, value string) (side, 
 	}
 	s.pod = &p
 	return s, nil
+}
+
+// notInNamespace is the error for a pod named without a namespace that is not in -n's: it says
+// in which namespaces a pod of that name is, when the API lets us list them, so the user can
+// say which one is meant (a bare name is never guessed: it is -n's, as for kubectl).
+func notInNamespace(ctx context.Context, api *kube.API, flag, ns, name string) error {
+	notFound := fmt.Errorf("%s: pod %s not found in namespace %s (kubectl get pods -n %s; give NAMESPACE/%s for another)", flag, name, ns, ns, name)
+	others, err := api.PodsNamed(ctx, name)
+	if err != nil || len(others) == 0 {
+		return notFound
+	}
+	var where []string
+	for _, p := range others {
+		where = append(where, p.Namespace)
+	}
+	sort.Strings(where)
+	if len(where) == 1 {
+		return fmt.Errorf("%s: pod %s is not in namespace %s but in %s: give %s/%s (or -n %s)", flag, name, ns, where[0], where[0], name, where[0])
+	}
+	return fmt.Errorf("%s: pod %s is not in namespace %s, and is in %d others (%s): say which, as NAMESPACE/%s", flag, name, ns, len(where), strings.Join(where, ", "), name)
 }
 
 // node is what the plugin checks of a node before tracing on it.
@@ -431,33 +453,60 @@ func (s *session) follow(ctx context.Context, p tracePod, stdout io.Writer) ([]b
 	defer body.Close()
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var js []byte
-	inJSON := false
+	var tl kube.TraceLog
 	for sc.Scan() {
 		line := sc.Text()
-		switch {
-		case inJSON:
-			js = append(js, line...)
-			js = append(js, '\n')
-		case line == kube.TraceMarker:
-			inJSON = true
-		default:
-			s.mu.Lock()
-			if s.prefix {
-				fmt.Fprintf(stdout, "[%s] %s\n", p.node, line)
-			} else {
-				fmt.Fprintln(stdout, line)
-			}
-			s.mu.Unlock()
+		if tl.Line(line) {
+			continue
 		}
+		s.mu.Lock()
+		if s.prefix {
+			fmt.Fprintf(stdout, "[%s] %s\n", p.node, line)
+		} else {
+			fmt.Fprintln(stdout, line)
+		}
+		s.mu.Unlock()
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("logs of pathtrace on node %s: %w", p.node, err)
 	}
-	if !inJSON {
+	js, err := tl.Trace()
+	if err != nil && !errors.Is(err, kube.ErrNoTrace) {
+		// The followed stream missed lines: it broke, or the kubelet rotated the log under
+		// it. The pod has ended and is still there: its log, read again from the start of
+		// the newest file, may hold the whole trace.
+		if again, aerr := s.reread(ctx, p); aerr == nil {
+			fmt.Fprintf(s.stderr, "kubectl pathtrace: the log followed from node %s missed part of the trace (%v); read again: whole\n", p.node, err)
+			return again, nil
+		}
+	}
+	switch {
+	case errors.Is(err, kube.ErrNoTrace):
 		return nil, fmt.Errorf("pathtrace on node %s ended without a trace (its output is above)", p.node)
+	case err != nil:
+		return nil, fmt.Errorf("the trace of node %s arrived incomplete: %v: its log was cut (the node's kubelet containerLogMaxSize, or a broken stream); trace fewer packets (--count, --duration) or raise the limit", p.node, err)
 	}
 	return js, nil
+}
+
+// reread reads the pod's log once more, not followed, for its trace only.
+func (s *session) reread(ctx context.Context, p tracePod) ([]byte, error) {
+	path := "/api/v1/namespaces/" + kube.PathEscape(s.ns) + "/pods/" + kube.PathEscape(p.name) + "/log?container=pathtrace"
+	body, err := s.api.Stream(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	var tl kube.TraceLog
+	for sc.Scan() {
+		tl.Line(sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return tl.Trace()
 }
 
 // finish writes --json and, for several nodes, prints the merged journey and its verdict.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -14,10 +13,11 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// prober returns what starts --probe's traffic once tracing is ready (nil without --probe).
-// The probe leaves from the source pod's network namespace when --src is a pod, else from
-// pathtrace's own; without --duration or --count the run ends a second after the last probe.
-func (f *flags) prober(ctx context.Context, env hostenv.Env, src, dst endpoint, filter trace.Filter, pods []trace.PodInfo) (func(), error) {
+// prober returns --probe's traffic, for run.Run to send once tracing is ready (nil without
+// --probe). The probe leaves from the source pod's network namespace when --src is a pod, else
+// from pathtrace's own; without --duration or --count the run ends two seconds after the last
+// probe.
+func (f *flags) prober(env hostenv.Env, src, dst endpoint, filter trace.Filter, pods []trace.PodInfo) (*probe.Probe, error) {
 	if f.Probe == "" {
 		return nil, nil
 	}
@@ -39,30 +39,19 @@ func (f *flags) prober(ctx context.Context, env hostenv.Env, src, dst endpoint, 
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	p.Sent = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "probe: sent "+format+"\n", args...) }
 	if f.Duration == 0 && f.Count == 0 {
 		f.Duration = time.Duration(p.Count)*p.Interval + 2*time.Second
 	}
-	return func() {
-		go func() {
-			if err := p.Run(ctx); err != nil {
-				fmt.Fprintln(os.Stderr, "pathtrace: "+err.Error())
-			}
-		}()
-	}, nil
+	return &p, nil
 }
 
-// emitJSON prints kube.TraceMarker and the trace file: how kubectl-pathtrace collects a node's
-// trace from its pod's log.
+// emitJSON prints the trace file as kubectl-pathtrace takes it from its pod's log: gzipped,
+// in marked base64 lines, with an end line that gives its length and sha256 (kube.WriteTrace).
 func emitJSON(w io.Writer, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if _, err := fmt.Fprintln(w, kube.TraceMarker); err != nil {
-		return err
-	}
-	_, err = io.Copy(w, f)
-	return err
+	return kube.WriteTrace(w, f)
 }

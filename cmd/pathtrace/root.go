@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
 	"github.com/pathtrace/pathtrace/internal/kube/hostenv"
 	"github.com/pathtrace/pathtrace/internal/run"
 	"github.com/pathtrace/pathtrace/render/text"
@@ -101,7 +102,7 @@ with a per-flow summary and a verdict.`,
   pathtrace --dst 10.96.0.10 --proto udp --dport 53 --count 10
   pathtrace show trace.json
   pathtrace demo`,
-		Version:       versionString(),
+		Version:       buildinfo.Version(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -162,12 +163,13 @@ with a per-flow summary and a verdict.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			onReady, err := f.prober(ctx, env, src, dst, filter, pods.pods)
+			probe, err := f.prober(env, src, dst, filter, pods.pods)
 			if err != nil {
 				return err
 			}
 			_, err = run.Run(ctx, run.Options{
-				OnReady:    onReady,
+				Probe:      probe,
+				ProbeLog:   os.Stderr,
 				Filter:     filter,
 				Duration:   f.Duration,
 				Count:      f.Count,
@@ -225,11 +227,11 @@ with a per-flow summary and a verdict.`,
 	fl.StringVar(&f.Probe, "probe", "", "send the flow's traffic: icmp, tcp (a SYN to --dport), udp, dns (a query to --dst port 53); from the --src pod's network namespace, else this one")
 	fl.IntVar(&f.ProbeCount, "probe-count", 5, "how many probe packets, one every 200ms")
 	fl.StringVar(&f.ProbeName, "probe-name", "", "the name a dns probe asks for (default kubernetes.default.svc.cluster.local)")
-	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print a marker line and the --json trace on standard output (kubectl-pathtrace's pods)")
+	fl.BoolVar(&f.EmitJSON, "emit-json", false, "after the verdict, print the --json trace on standard output, gzipped and checksummed between marker lines (kubectl-pathtrace's pods)")
 	for _, hidden := range []string{"emit-json", "ready-file", "record-events", "kernel-btf", "ring-buffer", "netns-scope"} {
 		_ = fl.MarkHidden(hidden)
 	}
-	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd())
+	cmd.AddCommand(newShowCmd(), newDemoCmd(), newMergeCmd(), newVersionCmd())
 	cmd.SetContext(context.Background())
 	return cmd
 }

@@ -86,7 +86,7 @@ func TestReadmeUsageNamesEveryFlag(t *testing.T) {
 	usage := readmeUsage(t, readme)
 	root := newRootCmd()
 	cmds := map[string]*cobra.Command{"": root}
-	for _, name := range []string{"show", "merge", "demo"} {
+	for _, name := range []string{"show", "merge", "demo", "version"} {
 		sub, _, err := root.Find([]string{name})
 		if err != nil || sub == root {
 			t.Fatalf("no %s command: %v", name, err)

@@ -1,39 +1,21 @@
 package main
 
-import "runtime/debug"
+import (
+	"fmt"
 
-// version is set at link time by `make image` and the Dockerfile
-// (-ldflags "-X main.version=..."), so an image says which commit it was built from even
-// though its build context has no .git to stamp.
-var version string
+	"github.com/spf13/cobra"
 
-// versionString is what --version prints: the link-time version, else the VCS revision Go
-// stamped into the binary, else "devel".
-func versionString() string {
-	if version != "" {
-		return version
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
+)
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print pathtrace's version and the image kubectl pathtrace pairs with this build",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "pathtrace version %s\nimage %s\n", buildinfo.Version(), buildinfo.Image())
+			return err
+		},
 	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	rev, dirty := "", false
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return rev
 }

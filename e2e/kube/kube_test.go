@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pathtrace/pathtrace/internal/buildinfo"
 	"github.com/pathtrace/pathtrace/internal/kubetest"
 )
 
@@ -62,7 +63,7 @@ func TestKubectlPathtrace(t *testing.T) {
 	}
 	webIP, _ := c.Kubectl(ctx, "get", "pod/web", "-o", "jsonpath={.status.podIP}")
 	gateway := strings.TrimSuffix(kubetest.PodSubnet, "0/24") + "1"
-	common := []string{"--cri-socket=" + c.CRISocket, "--image=" + image, "--color=never"}
+	common := []string{"--cri-socket=" + c.CRISocket, "--color=never"} // --image: the default, stamped by build
 
 	t.Run("probe from a pod, dropped on the node", func(t *testing.T) {
 		// The node drops the pod's pings to its gateway (the host's bridge address).
@@ -70,15 +71,46 @@ func TestKubectlPathtrace(t *testing.T) {
 			"add chain inet pathtrace_e2e input { type filter hook input priority 0; }",
 			"add rule inet pathtrace_e2e input ip saddr "+webIP+" icmp type echo-request drop")
 		defer nft(t, "delete table inet pathtrace_e2e")
-		out, err := e.kubectlPathtrace(ctx, "", append(common, "--src=default/web", "--dst="+gateway, "--proto=icmp", "--probe=icmp", "--probe-count=3")...)
+		saved := filepath.Join(dir, "probe.json")
+		out, err := e.kubectlPathtrace(ctx, "", append(common, "--src=default/web", "--dst="+gateway, "--proto=icmp", "--probe=icmp", "--probe-count=3", "--json="+saved)...)
 		t.Logf("kubectl pathtrace --src default/web --dst %s --proto icmp --probe icmp:\n%s", gateway, out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"Verdict: DROPPED", "default/web", "probe: sent icmp echo-request"} {
+		for _, want := range []string{"Verdict: DROPPED", "default/web", "probe: sent icmp echo-request", "echo-request id=",
+			"3 icmp echo-requests to " + gateway + ", sent by pathtrace (--probe) from pod default/web\n", "probe: 3 of 3 sent by pathtrace (--probe)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
 			}
+		}
+		// The saved trace says its packets were pathtrace's probes.
+		var tr struct {
+			Meta struct {
+				Probe *struct {
+					Kind, Dst, Pod, Netns string
+					Count, Sent           int
+				} `json:"probe"`
+			} `json:"meta"`
+			Packets []struct {
+				FromProbe bool `json:"from_probe"`
+			} `json:"packets"`
+		}
+		if b, err := os.ReadFile(saved); err != nil {
+			t.Error(err)
+		} else if err := json.Unmarshal(b, &tr); err != nil {
+			t.Error(err)
+		} else if p := tr.Meta.Probe; p == nil || p.Kind != "icmp" || p.Dst != gateway || p.Count != 3 || p.Sent != 3 || p.Pod != "default/web" || p.Netns == "" {
+			t.Errorf("meta.probe %+v, want 3 icmp probes to %s sent from the pod's network namespace", p, gateway)
+		}
+		// Every packet is a probe (nothing else pings the gateway), and is marked so.
+		marked := 0
+		for _, p := range tr.Packets {
+			if p.FromProbe {
+				marked++
+			}
+		}
+		if marked != 3 || len(tr.Packets) != 3 || strings.Count(out, "  (probe)\n") != 3 {
+			t.Errorf("%d of %d packets marked from_probe, %d \"(probe)\" in the output; want the 3 echo requests", marked, len(tr.Packets), strings.Count(out, "  (probe)\n"))
 		}
 		if left := e.ourPods(t); left != "" {
 			t.Errorf("pods left: %s", left)
@@ -131,9 +163,6 @@ subjects: [{kind: User, name: viewer, apiGroup: rbac.authorization.k8s.io}]
 			{"no cluster", filepath.Join(dir, "none"), []string{"--src=default/web"}, "no access to a cluster"},
 		} {
 			args := append(append([]string{}, common...), tc.args...)
-			if tc.name == "image not present" {
-				args = append(args[:1], args[2:]...) // the test's --image gives way to the case's
-			}
 			out, err := e.kubectlPathtrace(ctx, tc.kubeconfig, args...)
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			last := lines[len(lines)-1]
@@ -141,6 +170,65 @@ subjects: [{kind: User, name: viewer, apiGroup: rbac.authorization.k8s.io}]
 			if err == nil || !strings.Contains(last, tc.want) || !strings.HasPrefix(last, "kubectl pathtrace: ") {
 				t.Errorf("%s: err %v, last line %q, want one line with %q\n%s", tc.name, err, last, tc.want, out)
 			}
+		}
+		if left := e.ourPods(t); left != "" {
+			t.Errorf("pods left: %s", left)
+		}
+	})
+
+	// The trace comes through the pod's log, which the kubelet rotates at
+	// kubetest.ContainerLogMaxSize (1Mi): the node's loopback traffic (apiserver, etcd,
+	// kubelet) traced for 20 s makes a trace and an output larger than that, and the trace
+	// must arrive whole (the plugin checks its length and sha256) or the run fail saying so.
+	t.Run("a trace bigger than the node's log limit", func(t *testing.T) {
+		saved := filepath.Join(dir, "big.json")
+		// Meanwhile, count the rotated files of pathtrace's log (0.log.<time>) the kubelet makes.
+		rotated := map[string]bool{}
+		stop := make(chan struct{})
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			for {
+				files, _ := filepath.Glob("/var/log/pods/default_pathtrace-*/pathtrace/0.log.*")
+				for _, f := range files {
+					rotated[filepath.Base(f)] = true
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		}()
+		out, err := e.kubectlPathtrace(ctx, "", "--cri-socket="+c.CRISocket, "--color=never", "--node="+kubetest.NodeName,
+			"--src=127.0.0.1", "--dst=127.0.0.1", "--proto=tcp", "--duration=20s", "--json="+saved)
+		close(stop)
+		<-watched
+		t.Logf("the kubelet rotated pathtrace's log %d times during the run; the plugin read the log again: %v", len(rotated), strings.Contains(out, "read again: whole"))
+		if len(rotated) == 0 {
+			t.Errorf("the log was never rotated: the test proves less than it says")
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		t.Logf("%d lines, %d bytes of output; the last ones:\n%s", len(lines), len(out), strings.Join(lines[max(0, len(lines)-8):], "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(saved)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tr struct {
+			Packets []json.RawMessage `json:"packets"`
+		}
+		if err := json.Unmarshal(b, &tr); err != nil {
+			t.Fatalf("the trace (%d bytes) does not parse: %v", len(b), err)
+		}
+		t.Logf("trace: %d bytes, %d packets; output %d bytes; log limit %s", len(b), len(tr.Packets), len(out), kubetest.ContainerLogMaxSize)
+		if len(b) <= 1<<20 || len(out) <= 1<<20 {
+			t.Errorf("the trace (%d bytes) or the output (%d bytes) is not bigger than the log limit (%s): the test proves nothing", len(b), len(out), kubetest.ContainerLogMaxSize)
+		}
+		if !strings.Contains(out, "Verdict:") {
+			t.Error("no verdict")
 		}
 		if left := e.ourPods(t); left != "" {
 			t.Errorf("pods left: %s", left)
@@ -281,7 +369,9 @@ func build(t *testing.T, ctx context.Context, dir, plugin string) {
 	root := moduleRoot(t)
 	bin := filepath.Join(dir, "pathtrace")
 	for _, b := range [][2]string{{plugin, "./cmd/kubectl-pathtrace"}, {bin, "./cmd/pathtrace"}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b[0], b[1])
+		// Stamped as make kubectl-pathtrace stamps a release: the plugin's --image defaults to
+		// the image imported below, so the tests run it without --image.
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X "+buildinfo.LDFlagPrefix+"image="+image, "-o", b[0], b[1])
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -87,8 +87,3 @@ func statusError(server, method, path string, code int, body []byte) error {
 
 // PathEscape escapes one segment of an API path.
 func PathEscape(s string) string { return url.PathEscape(s) }
-
-// TraceMarker is the line after which a pathtrace pod started by kubectl-pathtrace prints its
-// trace's JSON on standard output (pathtrace --emit-json), so the plugin takes it from the log:
-// no registry, exec or copy needed.
-const TraceMarker = "=== pathtrace trace json follows ==="

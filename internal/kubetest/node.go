@@ -120,6 +120,11 @@ func (c *Cluster) waitImage(ctx context.Context, image string) error {
 	}
 }
 
+// ContainerLogMaxSize is where the node's kubelet rotates a container's log (10Mi by default):
+// small, and checked every 3 s (the least it takes), so that a test can write more than that
+// and see what survives a rotation.
+const ContainerLogMaxSize = "1Mi"
+
 func (c *Cluster) startKubelet(ctx context.Context, port, healthz int) error {
 	p := filepath.Join(c.Dir, "pki")
 	kc := filepath.Join(c.Dir, "kubelet.kubeconfig")
@@ -152,7 +157,9 @@ makeIPTablesUtilChains: false
 nodeStatusUpdateFrequency: 4s
 syncFrequency: 5s
 serializeImagePulls: false
-`, port, healthz, p, p, p, c.CRISocket)
+containerLogMaxSize: %s
+containerLogMonitorInterval: 3s
+`, port, healthz, p, p, p, c.CRISocket, ContainerLogMaxSize)
 	cfg := filepath.Join(c.Dir, "kubelet.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		return err

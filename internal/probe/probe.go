@@ -34,6 +34,10 @@ type Probe struct {
 	Name     string // dns: the name asked for; "" means kubernetes.default.svc.cluster.local
 	// Sent is told of each packet as it leaves (for the log line "probe: sent ...").
 	Sent func(format string, args ...any)
+	// Ident is told, before the packets that carry it leave, the ICMP echo id or the source
+	// port (TCP: one per probe) they leave with, so that they and their replies can be known
+	// for the probes in the trace. Not told when the socket's cannot be read.
+	Ident func(id uint16)
 }
 
 // Validate checks the probe's settings before anything is traced.
@@ -108,6 +112,11 @@ func (p Probe) Run(ctx context.Context) error {
 	}
 	if fd >= 0 {
 		defer unix.Close(fd)
+		if p.Kind == "icmp" && isRaw(fd) {
+			p.ident(uint16(os.Getpid())) // what sendOne writes; a ping socket's own is bound
+		} else {
+			p.bind(fd, v6)
+		}
 	}
 	for i := 0; i < p.Count; i++ {
 		if err := p.sendOne(fd, sa, dom, i, v6); err != nil {
@@ -161,6 +170,7 @@ func (p Probe) sendOne(fd int, sa unix.Sockaddr, dom, seq int, v6 bool) error {
 		}
 		// The SYN leaves on connect; the socket is closed a little later, so each probe is one
 		// new connection attempt.
+		p.bind(fd, v6)
 		if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 			unix.Close(fd)
 			return err
@@ -169,6 +179,46 @@ func (p Probe) sendOne(fd int, sa unix.Sockaddr, dom, seq int, v6 bool) error {
 		go func() { time.Sleep(p.Interval / 2); unix.Close(fd) }()
 	}
 	return nil
+}
+
+// bind gives the socket its port now (a ping socket: its echo id), which the kernel would
+// give it on the first send, and tells Ident.
+func (p Probe) bind(fd int, v6 bool) {
+	if p.Ident == nil {
+		return
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet4{}
+	if v6 {
+		sa = &unix.SockaddrInet6{}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return
+	}
+	switch a := sockname(fd).(type) {
+	case *unix.SockaddrInet4:
+		p.ident(uint16(a.Port))
+	case *unix.SockaddrInet6:
+		p.ident(uint16(a.Port))
+	}
+}
+
+func sockname(fd int) unix.Sockaddr {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil
+	}
+	return sa
+}
+
+func isRaw(fd int) bool {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && typ == unix.SOCK_RAW
+}
+
+func (p Probe) ident(id uint16) {
+	if p.Ident != nil && id != 0 {
+		p.Ident(id)
+	}
 }
 
 func (p Probe) sent(format string, args ...any) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/analysis/assemble"
 	"github.com/pathtrace/pathtrace/analysis/diagnose"
+	"github.com/pathtrace/pathtrace/internal/probe"
 	"github.com/pathtrace/pathtrace/internal/run/emit"
 	"github.com/pathtrace/pathtrace/render/jsontrace"
 	"github.com/pathtrace/pathtrace/render/text"
@@ -55,6 +56,10 @@ type Options struct {
 	Color   bool
 	// OnReady runs once the probes are attached (the demo starts its traffic here).
 	OnReady func()
+	// Probe, when set, is --probe's traffic: sent once the probes are attached, until the run
+	// ends, and recorded in the trace's meta.probe. ProbeLog is told of each packet sent.
+	Probe    *probe.Probe
+	ProbeLog io.Writer
 	// Facts reads the node's state where packets die, for the verdict; nil reads nothing.
 	Facts diagnose.Facts
 	// NFTrace turns on the kernel's nftables tracing for the flow, to name a dropping rule.
@@ -90,11 +95,18 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if path == "" {
 			continue
 		}
-		probe, err := openOutput(path)
+		out, err := openOutput(path)
 		if err != nil {
 			return nil, err
 		}
-		probe.abort()
+		out.abort()
+	}
+	var snd *sender
+	if o.Probe != nil {
+		var err error
+		if snd, err = newSender(*o.Probe, o.ProbeLog); err != nil {
+			return nil, err
+		}
 	}
 	rec, err := openOutput(o.RecordPath)
 	if err != nil {
@@ -129,6 +141,10 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		},
 	}
 	t.Meta.Hostname, _ = os.Hostname()
+	if snd != nil {
+		snd.from(o.Pods)
+		t.Meta.Probe = snd.planned()
+	}
 
 	asm := assemble.New(o.Filter, assemble.Options{})
 	diag := diagnose.New(o.Facts)
@@ -173,10 +189,16 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 	if o.OnReady != nil {
 		go o.OnReady()
 	}
+	if snd != nil {
+		snd.start(ctx)
+	}
 
 	// What is done with each packet as it completes (emit.Packets): labelled, counted in its
 	// flow, diagnosed, kept for the trace file and printed.
 	pk := &emit.Packets{Count: o.Count, Labeller: o.Labeller, Flows: assemble.NewSummarizer(o.Filter), Diag: diag, Kept: kept.Kept, Printer: pr}
+	if snd != nil {
+		pk.Marker = snd
+	}
 	take := func(done []trace.Packet) {
 		reached := pk.Take(done)
 		asm.Recycle(done) // their hops are printed and written: the next packets' are built in them
@@ -227,6 +249,10 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		// Its last drops reach the diagnosis before the verdict is made.
 		nf.Close()
 		nf = nil
+	}
+	if snd != nil {
+		cancel() // the sender keeps its sockets open for replies until the run's end: now
+		t.Meta.Probe = snd.result()
 	}
 	t.Meta.EndedAt = time.Now().UTC()
 	t.Meta.EndReason = endReason

@@ -77,6 +77,8 @@ func full() *trace.Trace {
 				Source: "b.json", SkewNS: -2500000000, SkewErrorNS: 40000, SkewBasis: "both directions", Packets: 8, Matched: 6}},
 			Pods: []trace.PodInfo{{Side: "src", Namespace: "default", Name: "web", Netns: "/var/run/netns/cni-1",
 				IPs: []netip.Addr{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00::1:2")}, Traced: netip.MustParseAddr("10.0.1.2")}},
+			Probe: &trace.SentProbe{Kind: "dns", Dst: netip.MustParseAddr("10.0.2.2"), Dport: 53, Name: "kubernetes.default.svc.cluster.local",
+				Pod: "default/web", Netns: "/var/run/netns/cni-1", Count: 5, Sent: 4, Error: "probe dns to 10.0.2.2: network is unreachable", Node: "node-a"},
 		},
 		Filter: trace.Filter{
 			Src: netip.MustParsePrefix("10.0.1.0/24"), Dst: netip.MustParsePrefix("10.0.2.2/32"),
@@ -84,7 +86,7 @@ func full() *trace.Trace {
 		},
 		Packets: []trace.Packet{{
 			ID: 3, Flow: trace.Reply, Tuple: *hdr, Hops: []trace.Hop{hop},
-			CopyOf: 2, RetransmitOf: 1, Incomplete: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
+			CopyOf: 2, RetransmitOf: 1, Incomplete: true, FromProbe: true, Fate: trace.Fate{Note: "a note", Outcome: trace.Dropped, Reason: "NETFILTER_DROP", Location: "nf_hook_slow+0xa1",
 				Place: trace.Place{Ifname: "veth-pod", Netns: 4026531840, NetnsName: "node", Node: "node-b", Pod: "default/web", DevicePod: "default/db"}},
 		}},
 		Flows: []trace.FlowSummary{{

@@ -43,6 +43,9 @@ func (p *Printer) Header(t *trace.Trace) {
 	for _, n := range t.Meta.Nodes {
 		add("node", plain, sp(nodeLine(n, t.Meta.Nodes[0].Name)))
 	}
+	if pr := t.Meta.Probe; pr != nil {
+		add("probe", warn, sp(probeLine(*pr)))
+	}
 	if !t.Meta.StartedAt.IsZero() {
 		add("started", plain, sp(t.Meta.StartedAt.Format(timeLayout)))
 	}
@@ -152,4 +155,42 @@ func podLine(p trace.PodInfo) string {
 		s += " (" + in + ")"
 	}
 	return s
+}
+
+// probeLine says that pathtrace made the flow's traffic itself (--probe): "5 icmp echo-requests
+// to 10.0.2.2, sent by pathtrace (--probe) from pod default/web". It says what was to be
+// sent, which the live run knows before the first packet; the summary says how many were.
+func probeLine(p trace.SentProbe) string {
+	s := plural(p.Count, probeWhat(p.Kind, false), probeWhat(p.Kind, true)) + " to " + p.Dst.String()
+	if p.Dport != 0 && p.Kind != "icmp" {
+		s += " port " + strconv.Itoa(int(p.Dport))
+	}
+	if p.Name != "" {
+		s += " asking for " + p.Name
+	}
+	s += ", sent by pathtrace (--probe)"
+	if p.Node != "" {
+		s += " on node " + p.Node
+	}
+	switch {
+	case p.Pod != "":
+		s += " from pod " + p.Pod
+	case p.Netns != "":
+		s += " from " + p.Netns
+	}
+	return s
+}
+
+func probeWhat(kind string, many bool) string {
+	one := map[string]string{"icmp": "icmp echo-request", "tcp": "tcp SYN", "udp": "udp datagram", "dns": "dns query"}[kind]
+	if one == "" {
+		one = kind + " probe"
+	}
+	if many {
+		if kind == "dns" {
+			return "dns queries"
+		}
+		return one + "s"
+	}
+	return one
 }

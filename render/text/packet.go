@@ -30,6 +30,9 @@ func (p *Printer) Packet(pk trace.Packet) {
 	case pk.RetransmitOf != 0:
 		b.txt = append(strconv.AppendInt(append(b.txt, "  (retransmission of #"...), int64(pk.RetransmitOf), 10), ')')
 	}
+	if pk.FromProbe {
+		b.txt = append(b.txt, "  (probe)"...)
+	}
 	if pk.Incomplete {
 		b.txt = append(b.txt, "  (incomplete: some of its hops were lost)"...)
 	}

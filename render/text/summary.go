@@ -32,6 +32,14 @@ func (p *Printer) SummaryOf(t *trace.Trace, kept int) {
 	for _, f := range t.Flows {
 		b.line("", flowLine(f)...)
 	}
+	if pr := t.Meta.Probe; pr != nil {
+		s := fmt.Sprintf("probe: %d of %d sent by pathtrace (--probe)", pr.Sent, pr.Count)
+		if pr.Error != "" {
+			b.line("", styled(warn, s+": "+pr.Error))
+		} else {
+			b.line("", sp(s))
+		}
+	}
 	if n := t.Meta.LostEvents; n > 0 {
 		lost := plural(int(n), "event", "events") + " lost"
 		if t.Meta.Events > 0 {

@@ -425,3 +425,32 @@ func TestVerdictNotKnown(t *testing.T) {
 		t.Errorf("the verdict's unknown is not printed:\n%s", out)
 	}
 }
+
+// A trace whose traffic pathtrace sent itself (--probe) says so in the header, before the
+// first packet, and says in the summary how many were sent.
+func TestProbeIsMarked(t *testing.T) {
+	tr := tracetest.HealthyPing()
+	tr.Meta.Probe = &trace.SentProbe{Kind: "dns", Dst: netip.MustParseAddr("10.96.0.10"), Dport: 53, Name: "kubernetes.default.svc.cluster.local",
+		Pod: "default/web", Netns: "/var/run/netns/cni-1", Count: 5, Sent: 2, Error: "probe dns to 10.96.0.10: network is unreachable"}
+	out := render(t, tr, Options{})
+	wantLines(t, out,
+		"probe    5 dns queries to 10.96.0.10 port 53 asking for kubernetes.default.svc.cluster.local, sent by pathtrace (--probe) from pod default/web",
+		"probe: 2 of 5 sent by pathtrace (--probe): probe dns to 10.96.0.10: network is unreachable",
+	)
+	tr.Meta.Probe = &trace.SentProbe{Kind: "icmp", Dst: netip.MustParseAddr("10.0.2.2"), Count: 1, Sent: 1}
+	wantLines(t, render(t, tr, Options{}),
+		"probe    1 icmp echo-request to 10.0.2.2, sent by pathtrace (--probe)",
+		"probe: 1 of 1 sent by pathtrace (--probe)",
+	)
+	if out := render(t, tracetest.HealthyPing(), Options{}); strings.Contains(out, "probe ") || strings.Contains(out, "probe:") {
+		t.Errorf("a trace without --probe mentions a probe:\n%s", out)
+	}
+}
+
+// A packet pathtrace sent says so on its first line.
+func TestProbePacket(t *testing.T) {
+	tr := tracetest.HealthyPing()
+	tr.Packets[0].FromProbe = true
+	out := render(t, tr, Options{})
+	wantLines(t, out, "#1 request  icmp 10.0.1.2 > 10.0.2.2  echo-request id=4660 seq=1  (probe)", "#2 reply    icmp 10.0.2.2 > 10.0.1.2  echo-reply id=4660 seq=1")
+}

@@ -20,10 +20,12 @@ type Packets struct {
 	Count int
 	// Labeller names each packet's places by pod before anything else sees it; nil: none.
 	Labeller interface{ Label(*trace.Packet) }
-	Flows    *assemble.Summarizer
-	Diag     *diagnose.Diagnoser
-	Kept     *Kept
-	Printer  *text.Printer
+	// Marker marks pathtrace's own probe packets (trace.Packet.FromProbe); nil: none.
+	Marker  interface{ Mark(*trace.Packet) }
+	Flows   *assemble.Summarizer
+	Diag    *diagnose.Diagnoser
+	Kept    *Kept
+	Printer *text.Printer
 
 	// Taken counts the packets taken; NotKept those of them past Kept's room, which are
 	// counted in the flows and diagnosed, not kept or printed.
@@ -42,6 +44,9 @@ func (e *Packets) Take(done []trace.Packet) (countReached bool) {
 		p := &done[i]
 		if e.Labeller != nil {
 			e.Labeller.Label(p)
+		}
+		if e.Marker != nil {
+			e.Marker.Mark(p)
 		}
 		e.Flows.Add(*p)
 		e.Diag.Observe(*p)
