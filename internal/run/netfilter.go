@@ -61,6 +61,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (
 			d.Netfilter(diagnose.NetfilterDrop{
 				Netns: drop.Netns, Family: drop.Family, Table: drop.Table, Chain: drop.Chain, Hook: drop.Hook,
 				Rule: drop.Rule, Handle: drop.Handle, Policy: drop.Policy, Src: drop.Src, Dst: drop.Dst,
+				Iptables: drop.Iptables, CtState: drop.CtState, CtDirection: drop.CtDirection,
 			})
 		}
 	}()

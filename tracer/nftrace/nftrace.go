@@ -43,6 +43,15 @@ type Drop struct {
 	Hook         string     // "prerouting", "input", "forward", "output", "postrouting", ... when known
 	Src, Dst     netip.Addr // from the traced packet's network header (as the chain saw it, i.e. after any NAT so far)
 	Netns        uint32     // inode of the network namespace
+	// Iptables is the rule as `iptables -S` (ip6tables for ip6) prints it, "-A CHAIN ...",
+	// when iptables-nft made it; "" otherwise.
+	Iptables string
+	// CtState is conntrack's state of the packet as the dropping chain saw it ("new",
+	// "established", "related", "invalid", "untracked"), and CtDirection its direction
+	// ("original", "reply"): "" when the kernel does not tell (before Linux 6.6), or the
+	// chain runs before conntrack (prerouting and output before priority -200), where no
+	// state exists yet.
+	CtState, CtDirection string
 }
 
 // Location is the raw reference of the rule or policy, as nft would name it:
@@ -254,9 +263,27 @@ func (s *Session) createTable(prio int32) error {
 			return err
 		}
 		s.table = name
+		s.markL2(owner, name, prio)
 		return nil
 	}
 	return fmt.Errorf("no usable table name: %w", last)
+}
+
+// markL2 adds the bridge and netdev marking tables the namespace's ruleset needs (see
+// l2mark.go); a failure is a warning: the ip family's rules are traced all the same.
+func (s *Session) markL2(owner *netlink.Conn, name string, prio int32) {
+	bridge, netdev, err := l2Chains(owner)
+	if err != nil {
+		s.warnf("listing bridge and netdev chains: %v", err)
+		return
+	}
+	msgs, err := l2MarkBatch(name, prio, s.a, s.b, bridge, netdev)
+	if err == nil && len(msgs) > 0 {
+		err = sendBatch(owner, msgs)
+	}
+	if err != nil {
+		s.warnf("tracing bridge and netdev chains: %v", err)
+	}
 }
 
 // closeOwner closes the owning socket, which makes the kernel delete the
@@ -414,7 +441,8 @@ const (
 
 func isOurTable(family byte, name string) bool {
 	switch family {
-	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET: // inet: tables of earlier versions
+	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET, // inet: tables of earlier versions
+		unix.NFPROTO_BRIDGE, unix.NFPROTO_NETDEV:
 		return strings.HasPrefix(name, TablePrefix)
 	}
 	return false
