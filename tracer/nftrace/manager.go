@@ -186,12 +186,15 @@ func (m *Manager) Close() error {
 	}
 	m.mu.Unlock()
 
-	var errs []error
-	for _, s := range sessions {
+	// In parallel: each session first drains the events still queued for it.
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
 		if s != nil {
-			errs = append(errs, s.Close())
+			wg.Go(func() { errs[i] = s.Close() })
 		}
 	}
+	wg.Wait()
 	// Sessions are closed, so forwarders end; those blocked on a full
 	// channel give up on done.
 	close(m.done)

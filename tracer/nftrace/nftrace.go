@@ -110,9 +110,12 @@ type Session struct {
 	trace  *netlink.Conn // NFNLGRP_NFTRACE listener
 
 	drops   chan Drop
-	pending chan candidate
+	pending chan candidate // closed by readTraces when it ends
 	done    chan struct{}
+	drained chan struct{} // closed by resolve when it ends
 	wg      sync.WaitGroup
+	// draining: Close asked readTraces to read what the socket holds and end.
+	draining atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,6 +162,7 @@ func open(nsPath string, a, b netip.Prefix, inode uint32) (*Session, error) {
 		drops:   make(chan Drop, drainBuffer),
 		pending: make(chan candidate, pendingBuffer),
 		done:    make(chan struct{}),
+		drained: make(chan struct{}),
 		warned:  map[string]bool{},
 	}
 	if inode != 0 && inode != s.netns {
@@ -336,10 +340,28 @@ func (s *Session) warnf(format string, args ...any) {
 	s.warnings = append(s.warnings, msg)
 }
 
-// Close deletes the table, closes the sockets and closes Drops. It is safe to
-// call more than once.
+// drainWait bounds how long Close waits for trace events still on their way: the kernel
+// queues a rule's event on the trace socket before it frees the packet, so every drop a
+// tracer saw before Close is already there; the wait only ends the read of an empty socket.
+const (
+	drainWait    = 50 * time.Millisecond
+	drainTimeout = 2 * time.Second
+)
+
+// Close first hands over the drops whose events are already queued (a run that stops right
+// after a drop must still name its rule), then deletes the table, closes the sockets and
+// closes Drops. It is safe to call more than once.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		if s.trace != nil {
+			s.draining.Store(true)
+			if err := s.trace.SetReadDeadline(time.Now().Add(drainWait)); err == nil {
+				select {
+				case <-s.drained:
+				case <-time.After(drainTimeout):
+				}
+			}
+		}
 		s.closed.Store(true)
 		close(s.done)
 		s.closeErr = s.teardown()

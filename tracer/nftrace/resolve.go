@@ -41,12 +41,16 @@ type resolver struct {
 // resolve turns drop candidates into Drops until Close.
 func (s *Session) resolve() {
 	defer s.wg.Done()
+	defer close(s.drained)
 	r := &resolver{s: s, chains: map[chainRef]*chainInfo{}, rules: map[chainRef]*ruleSet{}}
 	for {
 		select {
 		case <-s.done:
 			return
-		case c := <-s.pending:
+		case c, ok := <-s.pending:
+			if !ok {
+				return // readTraces ended: every candidate is handed over
+			}
 			d := r.drop(&c)
 			select {
 			case s.drops <- d:

@@ -240,12 +240,16 @@ func (t *tracker) sweep(now time.Time) {
 // to the resolver.
 func (s *Session) readTraces() {
 	defer s.wg.Done()
+	defer close(s.pending)
 	var t tracker
 	for {
 		msgs, err := s.trace.Receive()
 		if err != nil {
 			if s.closed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
+			}
+			if s.draining.Load() && isTimeout(err) {
+				return // Close's drain: the socket is read to its end
 			}
 			if errors.Is(err, unix.ENOBUFS) {
 				// The socket overflowed: events were lost, reading goes on.
