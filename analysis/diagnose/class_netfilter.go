@@ -165,6 +165,14 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 	if hook != "" {
 		f.cause = "netfilter rule in the " + hook + " hook"
 	}
+	fn, _, _ := strings.Cut(f.site.Location, "+")
+	if strings.HasPrefix(fn, "nft_") {
+		// Freed by nf_tables itself: an nftables rule (or iptables-nft), whatever else is there.
+		f.cause = where + " by an nftables rule"
+		f.fix = []string{inNetns(f.site.NetnsName, "nft -a list ruleset"), inNetns(f.site.NetnsName, "nft monitor trace   # with a rule setting meta nftrace for the flow")}
+		f.evidence = append(f.evidence, trace.Evidence{What: "rule", Value: "an nftables rule (the drop is in " + fn + "), not identified: nftables tracing off or unavailable, or its events lost", Source: "nftables trace"})
+		return
+	}
 	var legacy []string
 	lf, ok := d.facts.(legacyFacts)
 	if ok {
@@ -189,9 +197,9 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 		inNetns(f.site.NetnsName, "nft list ruleset"),
 		inNetns(f.site.NetnsName, "iptables-save"),
 	}
-	why := "nftables tracing off or unavailable, or its events lost"
+	why := "a legacy iptables rule, or nftables tracing off or its events lost"
 	if ok {
-		why += "; no legacy iptables tables in the namespace"
+		why = "nftables tracing off or unavailable, or its events lost; no legacy iptables tables in the namespace"
 	}
 	f.evidence = append(f.evidence, trace.Evidence{What: "rule", Value: "not identified (" + why + ")", Source: "nftables trace"})
 }
