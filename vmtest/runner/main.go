@@ -37,7 +37,7 @@ var defaultModules = []string{
 	// iptables-nft's xt matches and targets (kube-proxy's, CNIs'), and legacy iptables (the
 	// netfilter scenarios: e2e/catalogue_netfilter_test.go).
 	"x_tables", "xt_conntrack", "xt_comment", "xt_multiport", "xt_mark", "xt_addrtype",
-	"xt_limit", "xt_tcpudp", "xt_set", "xt_physdev", "ipt_REJECT", "ip6t_REJECT",
+	"xt_limit", "xt_tcpudp", "ipt_REJECT", "ip6t_REJECT", // not xt_physdev: it pulls in br_netfilter
 	"ip_tables", "iptable_filter", "ip6_tables", "ip6table_filter",
 	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel",
 }
