@@ -219,3 +219,23 @@ var _ = addScenario(scenario{
 		fix:      "nft insert rule inet filter forward",
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "netfilter/inet-ingress-v6",
+	about: "the destination drops the pod's IPv6 in an inet table's ingress chain on its eth0 (before prerouting)",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		// NF_INET_INGRESS: an inet chain's ingress hook is 5 (netdev's is 0).
+		c := filterChain(nftables.TableFamilyINet, nftables.ChainHookRef(5), "ingress", dropFrom(nftables.TableFamilyINet, s.Pod6))
+		c.Device = lab.ExtIf
+		if err := s.Ext.AddNftChain(c); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--src", s.Pod6, "--dst", s.Ext6, "--proto", "icmp"}, pingFromPod(s, s.Ext6, 2)
+	},
+	want: want{
+		v6: true, outcome: "dropped", class: "netfilter", netns: "ext", ifname: "eth0",
+		cause:    "netfilter rule inet filter ingress handle",
+		evidence: []evidence{{"rule", "ip6 saddr fd00:"}, {"hook", "ingress"}},
+		fix:      "nft delete rule inet filter ingress handle",
+	},
+})

@@ -16,7 +16,7 @@ import (
 // drops a traced packet is never reported. A session whose namespace has base chains in
 // these families at its start adds, in tables of the same families owned by the same socket,
 // chains that mark the flow first: bridge prerouting and output, and each netdev
-// ingress/egress device hook in use. Chains created later in these families are not covered
+// ingress/egress device hook in use (and inet ingress). Chains created later in these families are not covered
 // (the ip family's are, always).
 
 // l2Hook is a netdev base chain's hook and device.
@@ -45,7 +45,7 @@ func l2Chains(c *netlink.Conn) (bridge bool, netdev []l2Hook, err error) {
 			continue
 		}
 		fam := m.Data[0]
-		if fam != unix.NFPROTO_BRIDGE && fam != unix.NFPROTO_NETDEV {
+		if fam != unix.NFPROTO_BRIDGE && fam != unix.NFPROTO_NETDEV && fam != unix.NFPROTO_INET {
 			continue
 		}
 		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
@@ -88,6 +88,14 @@ func l2Chains(c *netlink.Conn) (bridge bool, netdev []l2Hook, err error) {
 		if fam == unix.NFPROTO_BRIDGE {
 			bridge = true
 			continue
+		}
+		if fam == unix.NFPROTO_INET {
+			// An inet ingress chain (Linux 5.10) runs on its device's netdev ingress hook,
+			// before prerouting: marked there like a netdev chain.
+			if *hook != nfInetIngress {
+				continue
+			}
+			*hook = unix.NF_NETDEV_INGRESS
 		}
 		for _, d := range devs {
 			h := l2Hook{*hook, d}
