@@ -241,12 +241,20 @@ var _ = addScenario(scenario{
 		iptables(t, s.Node, "iptables-legacy", "-A", "FORWARD", "-s", s.PodIP.String(), "-j", "DROP")
 		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "icmp"}, pingFromPod(s, s.ExtIP.String(), 2)
 	},
-	want: want{
-		outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
-		cause:    "no nftables rule matched",
-		evidence: []evidence{{"rule", "legacy iptables"}},
-		fix:      "iptables-legacy-save",
-	},
+	want: func() want {
+		w := want{
+			outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
+			cause:    "no nftables rule matched: legacy iptables (iptables-legacy-save would show it)",
+			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}},
+			fix:      "iptables-legacy-save -c",
+		}
+		if !kernelAtLeast(5, 12) {
+			// No nftables tracing: an nftables rule cannot be ruled out, and is not.
+			w.cause = "rule not identified: legacy iptables or nftables"
+			w.evidence = w.evidence[1:]
+		}
+		return w
+	}(),
 })
 
 var _ = addScenario(scenario{

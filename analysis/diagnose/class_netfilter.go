@@ -30,6 +30,12 @@ type legacyFacts interface {
 	LegacyIptables(netns uint32, ipv6 bool) ([]string, error)
 }
 
+// nftracedFacts says whether nftables tracing covered a namespace during the run (its
+// nftables drops would have been reported).
+type nftracedFacts interface {
+	NftablesTraced(netns uint32) bool
+}
+
 // netfilter names the rule the kernel's nftables tracing saw drop the packet. It runs when the
 // verdict is made: trace events arrive on their own socket, a little after the drop.
 func (d *Diagnoser) netfilter(f *finding) {
@@ -181,6 +187,20 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 	save := "iptables-legacy-save -c"
 	if ipv6 {
 		save = "ip6tables-legacy-save -c"
+	}
+	traced := false
+	if tf, ok := d.facts.(nftracedFacts); ok {
+		traced = tf.NftablesTraced(f.site.Netns)
+	}
+	if len(legacy) > 0 && !traced {
+		// Without tracing there, an nftables rule is as likely: both are told, with both commands.
+		f.cause = where + "; rule not identified: legacy iptables or nftables (nftables tracing did not cover this namespace)"
+		f.meaning = fmt.Sprintf("the namespace has legacy (x_tables) iptables tables (%s), and nftables tracing did not cover it: the rule may be either", strings.Join(legacy, ", "))
+		f.evidence = append(f.evidence,
+			trace.Evidence{What: "legacy iptables tables", Value: strings.Join(legacy, ", "), Source: "/proc/net/ip" + map[bool]string{true: "6", false: ""}[ipv6] + "_tables_names"},
+			trace.Evidence{What: "rule", Value: "not identified (nftables tracing off or unavailable in this namespace)", Source: "nftables trace"})
+		f.fix = []string{inNetns(f.site.NetnsName, save+"   # the rule whose packet counter grows with each drop"), inNetns(f.site.NetnsName, "nft -a list ruleset")}
+		return
 	}
 	if len(legacy) > 0 {
 		f.cause = where + "; no nftables rule matched: legacy iptables (" + strings.TrimSuffix(save, " -c") + " would show it)"

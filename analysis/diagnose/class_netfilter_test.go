@@ -8,13 +8,16 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// legacyNode is a node whose namespace has legacy iptables tables.
+// legacyNode is a node whose namespace has legacy iptables tables, traced by nftables
+// unless untraced.
 type legacyNode struct {
 	fakeFacts
-	tables []string
+	tables   []string
+	untraced bool
 }
 
 func (l legacyNode) LegacyIptables(uint32, bool) ([]string, error) { return l.tables, nil }
+func (l legacyNode) NftablesTraced(uint32) bool                    { return !l.untraced }
 
 func tcp(src, dst netip.Addr, dport uint16) *trace.Headers {
 	return &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoTCP, Src: src, Dst: dst, Sport: 40000, Dport: dport}, IPID: 1}
@@ -90,6 +93,12 @@ func TestNetfilterLegacy(t *testing.T) {
 	}
 	if evidenceOf(v, "legacy iptables tables") != "filter" || !strings.Contains(strings.Join(v.Fix, "\n"), "ip netns exec node iptables-legacy-save -c") {
 		t.Errorf("legacy: evidence %+v fix %q", v.Evidence, v.Fix)
+	}
+	// Without nftables tracing there, legacy is not claimed: either is told.
+	v = verdictOf(legacyNode{tables: []string{"filter"}, untraced: true}, nil, p)
+	if strings.Contains(v.Cause, "no nftables rule matched") || !strings.Contains(v.Cause, "legacy iptables or nftables") ||
+		!strings.Contains(strings.Join(v.Fix, "\n"), "nft -a list ruleset") {
+		t.Errorf("untraced legacy: cause %q fix %q", v.Cause, v.Fix)
 	}
 	// No legacy table: not called legacy.
 	v = verdictOf(legacyNode{}, nil, p)

@@ -5,3 +5,10 @@ package run
 func (f nodeFacts) LegacyIptables(netns uint32, ipv6 bool) ([]string, error) {
 	return f.r.LegacyIptables(netns, ipv6)
 }
+
+// NftablesTraced says whether nftables tracing covered the namespace in this run: its
+// nftables drops would have been reported.
+func (f nodeFacts) NftablesTraced(netns uint32) bool {
+	_, ok := nftraced.Load(netns)
+	return ok
+}

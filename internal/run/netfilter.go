@@ -128,7 +128,15 @@ func (w *netfilterWatch) watch(ino uint32, path string) {
 	w.seen[ino] = true
 	w.mu.Unlock()
 	w.mgr.Watch(ino, path)
+	if w.mgr.Tracing(ino) {
+		nftraced.Store(ino, true)
+	}
 }
+
+// nftraced holds the namespaces whose nftables drops a run of this process reported (Watch
+// succeeded there): a netfilter drop no rule was reported for is then known to be no nftables
+// rule's. It outlives the watch (the verdict is made after it closes).
+var nftraced sync.Map
 
 // Seen makes sure a namespace the flow was seen in is traced (one that appeared after start).
 func (w *netfilterWatch) Seen(ino uint32) {

@@ -147,6 +147,14 @@ func (m *Manager) Unwatch(netnsInode uint32) error {
 	return s.Close()
 }
 
+// Tracing reports whether a namespace's drops are reported: its session is open, or it has
+// no nftables table (no nftables rule there can drop anything) and is watched for one.
+func (m *Manager) Tracing(netnsInode uint32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[netnsInode] != nil || m.waiting[netnsInode] != nil
+}
+
 // Drops delivers the drops of every watched namespace; it is closed by Close.
 func (m *Manager) Drops() <-chan Drop { return m.drops }
 
