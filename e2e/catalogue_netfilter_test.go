@@ -67,7 +67,7 @@ func named(w want) want {
 	if kernelAtLeast(5, 12) {
 		return w
 	}
-	w.cause, w.fix = "netfilter", "nft"
+	w.cause, w.fix, w.class = "netfilter", "nft", "netfilter"
 	w.evidence = []evidence{{"rule", "not identified"}}
 	return w
 }
@@ -85,7 +85,7 @@ func ctTold(w want) want {
 		}
 	}
 	w.evidence = keep
-	w.cause = "chain forward policy drop"
+	w.cause, w.class = "chain forward policy drop", "netfilter"
 	return w
 }
 
@@ -98,7 +98,7 @@ func dropFrom(fam nftables.TableFamily, a string) []expr.Any {
 }
 
 var _ = addScenario(scenario{
-	name:  "netfilter/ipt-ctstate-invalid",
+	name:  "conntrack/ipt-ctstate-invalid",
 	about: "kube-proxy's `-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP` (iptables-nft) drops a TCP ACK conntrack does not know (nf_conntrack_tcp_loose=0)",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
 		iptables(t, s.Node, "iptables-nft", "-N", "KUBE-FORWARD")
@@ -117,7 +117,7 @@ var _ = addScenario(scenario{
 		}
 	},
 	want: named(want{
-		outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
+		outcome: "dropped", class: "conntrack", netns: "node", reason: "NETFILTER_DROP",
 		cause:    "conntrack judged the packet INVALID",
 		evidence: []evidence{{"rule", "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"}},
 		fix:      "iptables -t filter -D KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
@@ -258,7 +258,7 @@ var _ = addScenario(scenario{
 })
 
 var _ = addScenario(scenario{
-	name:  "netfilter/ct-policy-new",
+	name:  "conntrack/policy-new-flow",
 	about: "the node's forward chain accepts only `ct state established,related` and ext's side; its policy drop takes the pod's first packet of a new flow",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
 		c := filterChain(nftables.TableFamilyINet, nftables.ChainHookForward, "forward",
@@ -271,7 +271,7 @@ var _ = addScenario(scenario{
 		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "icmp"}, pingFromPod(s, s.ExtIP.String(), 2)
 	},
 	want: named(ctTold(want{
-		outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
+		outcome: "dropped", class: "conntrack", netns: "node", reason: "NETFILTER_DROP",
 		cause:    "chain forward policy drop",
 		evidence: []evidence{{"chain policy", "table inet filter chain forward policy drop"}, {"conntrack state", "new"}},
 		fix:      "nft insert rule inet filter forward",

@@ -9,7 +9,7 @@ import (
 
 var netfilterClass = register(Class{
 	Name:       "netfilter",
-	Order:      30,
+	Order:      32, // after conntrack's own functions (nf_conntrack_*), which it would take too
 	Recognises: "`NETFILTER_DROP`, or a drop in `nf_*`/`nft_*`",
 	Reads:      "the rule from nftables tracing, in every family (ip, ip6, inet, bridge, netdev) and hook: table, chain, handle, rule text (as `iptables -S` prints it for iptables-nft rules, with their xt matches decoded), hook, or the chain's policy; conntrack's state of the packet (Linux 6.6+); the `nf_hook_slow` verdict where a function backend saw it; the namespace's legacy (x_tables) iptables tables when no nftables rule matched",
 	Fix:        "`nft delete rule ... handle N`, or `iptables -t T -D CHAIN <rule>` for an iptables-nft rule; for a legacy iptables drop, `iptables-legacy-save -c` (the rule whose counter grows)",
@@ -19,6 +19,25 @@ var netfilterClass = register(Class{
 	Explain: func(_ *Diagnoser, f *finding) {
 		f.cause = "netfilter rule"
 		// The rule is named when the verdict is made: trace events come on their own socket.
+		f.late = (*Diagnoser).netfilter
+	},
+})
+
+// conntrackClass is the netfilter class's drops that turn on conntrack's judgement: a rule
+// matching a state (`--ctstate INVALID`, `ct state`) or a policy that took a packet conntrack
+// saw as new. The netfilter class recognises and explains them; the verdict names this class.
+var conntrackClass = register(Class{
+	Name:       "conntrack",
+	Order:      30,
+	Recognises: "a drop in conntrack's own functions (`nf_conntrack_*`, `nf_ct_*`); and the netfilter class's drops whose rule matches conntrack's state (`-m conntrack --ctstate`, `ct state`), or a chain policy drop of a packet conntrack saw as new",
+	Reads:      "conntrack's state of the packet from nftables tracing (Linux 6.6+), else the matching rule's state; `net.netfilter.nf_conntrack_tcp_loose` for an INVALID TCP segment",
+	Fix:        "the rule's `iptables -D` / `nft delete rule`, or the rule that should accept the flow; `conntrack -L` to see whether conntrack knows the connection",
+	Drop: func(_ *trace.DropSite, fn string) bool {
+		return strings.HasPrefix(fn, "nf_conntrack") || strings.HasPrefix(fn, "nf_ct_")
+	},
+	Explain: func(_ *Diagnoser, f *finding) {
+		f.cause = "conntrack"
+		f.fix = []string{inNetns(f.site.NetnsName, "conntrack -S   # insert_failed, drop, early_drop, invalid")}
 		f.late = (*Diagnoser).netfilter
 	},
 })
@@ -62,6 +81,12 @@ func (d *Diagnoser) netfilter(f *finding) {
 		}
 	}
 	if hit == nil {
+		if f.cause == "conntrack" {
+			// Freed in conntrack's own code, no rule: conntrack is the cause.
+			f.cause = "conntrack dropped the packet itself (" + strings.SplitN(f.site.Location, "+", 2)[0] + ")"
+			f.meaning = "conntrack's own code freed it, not a rule: a full conntrack table, a helper, or a packet conntrack's checks refuse"
+			return
+		}
 		d.netfilterUnnamed(f, hook, h.Src.Is6())
 		return
 	}
@@ -85,6 +110,9 @@ func (d *Diagnoser) netfilter(f *finding) {
 			value = fmt.Sprintf("%s (%s table %s; nft: %s)", hit.Iptables, iptablesCmd(hit.Family), hit.Table, value)
 		}
 		f.meaning = fmt.Sprintf("the rule \"%s\" in %s (handle %d) dropped it", shown, rule, hit.Handle)
+		if hit.Iptables != "" {
+			f.meaning = fmt.Sprintf("the %s rule \"%s\" in table %s (nft: %s handle %d) dropped it", iptablesCmd(hit.Family), shown, hit.Table, rule, hit.Handle)
+		}
 		f.evidence = append(f.evidence, trace.Evidence{What: "rule", Value: value, Source: "nftables trace"})
 		del := inNetns(f.site.NetnsName, fmt.Sprintf("nft delete rule %s %s %s handle %d   # after checking why it is there", hit.Family, hit.Table, hit.Chain, hit.Handle))
 		if spec, ok := strings.CutPrefix(hit.Iptables, "-A "+hit.Chain+" "); ok {
@@ -95,6 +123,7 @@ func (d *Diagnoser) netfilter(f *finding) {
 	}
 	if ct != "" {
 		f.cause += ": " + ct
+		f.class = "conntrack" // conntrackClass (a reference would be an initialization cycle)
 	}
 	if hit.CtState != "" {
 		v := hit.CtState

@@ -39,8 +39,8 @@ func TestNetfilterIptablesCtInvalid(t *testing.T) {
 	p := dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nft_do_chain+0x46f", tcp(podIP, extIP, 8080))
 	facts := fakeFacts{sysctl: map[string]string{"net.netfilter.nf_conntrack_tcp_loose": "0"}}
 	v := verdictOf(facts, []NetfilterDrop{kube}, p)
-	if !strings.Contains(v.Cause, "conntrack judged the packet INVALID") || !strings.HasPrefix(v.Cause, "netfilter rule ip filter KUBE-FORWARD handle 4") {
-		t.Errorf("cause %q", v.Cause)
+	if !strings.Contains(v.Cause, "conntrack judged the packet INVALID") || !strings.HasPrefix(v.Cause, "netfilter rule ip filter KUBE-FORWARD handle 4") || v.Class != "conntrack" {
+		t.Errorf("cause %q class %q", v.Cause, v.Class)
 	}
 	if r := evidenceOf(v, "rule"); !strings.HasPrefix(r, "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP (iptables table filter") {
 		t.Errorf("rule evidence %q", r)
@@ -62,8 +62,8 @@ func TestNetfilterIptablesCtInvalid(t *testing.T) {
 	// A rule that drops what is NOT invalid says nothing of INVALID.
 	other := kube
 	other.Iptables, other.Rule = "-A KUBE-FORWARD -m conntrack ! --ctstate INVALID -j DROP", "xt match conntrack ! --ctstate INVALID drop"
-	if v := verdictOf(nil, []NetfilterDrop{other}, p); strings.Contains(v.Cause, "INVALID") {
-		t.Errorf("negated state: cause %q", v.Cause)
+	if v := verdictOf(nil, []NetfilterDrop{other}, p); strings.Contains(v.Cause, "INVALID") || v.Class != "netfilter" {
+		t.Errorf("negated state: cause %q class %q", v.Cause, v.Class)
 	}
 	// The trace's own state wins: established is told as such.
 	est := kube
@@ -109,5 +109,16 @@ func TestNetfilterLegacy(t *testing.T) {
 	v = verdictOf(legacyNode{tables: []string{"filter"}}, nil, dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nft_do_chain+0x46f", icmp(podIP, extIP)))
 	if strings.Contains(v.Cause, "legacy") || !strings.Contains(v.Cause, "nftables rule") {
 		t.Errorf("nft_do_chain: cause %q", v.Cause)
+	}
+}
+
+// A drop in conntrack's own code with no rule is conntrack's, never a rule's or legacy's.
+func TestConntrackOwnDrop(t *testing.T) {
+	v := verdictOf(legacyNode{tables: []string{"filter"}}, nil, dropped(trace.Request, "veth-pod", "", "nf_conntrack_in+0x1f0", icmp(podIP, extIP)))
+	if v.Class != "conntrack" || !strings.HasPrefix(v.Cause, "conntrack dropped the packet itself (nf_conntrack_in)") || strings.Contains(v.Cause, "legacy") {
+		t.Errorf("class %q cause %q", v.Class, v.Cause)
+	}
+	if !strings.Contains(strings.Join(v.Fix, "\n"), "conntrack -S") {
+		t.Errorf("fix %q", v.Fix)
 	}
 }
