@@ -244,14 +244,15 @@ var _ = addScenario(scenario{
 	want: func() want {
 		w := want{
 			outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
-			cause:    "no nftables rule matched: legacy iptables (iptables-legacy-save would show it)",
-			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}},
-			fix:      "iptables-legacy-save -c",
+			cause:    "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (iptables-legacy-save would show it)",
+			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}, {"legacy rule that drops and counted packets", "-A FORWARD -s 10."}},
+			fix:      "iptables-legacy -t filter -D FORWARD -s 10.",
 		}
 		if !kernelAtLeast(5, 12) {
 			// No nftables tracing: an nftables rule cannot be ruled out, and is not.
 			w.cause = "rule not identified: legacy iptables or nftables"
 			w.evidence = w.evidence[1:]
+			w.fix = "iptables-legacy-save -c"
 		}
 		return w
 	}(),

@@ -49,6 +49,40 @@ type legacyFacts interface {
 	LegacyIptables(netns uint32, ipv6 bool) ([]string, error)
 }
 
+// LegacyRule is a rule of a legacy iptables table as `iptables-legacy -S` prints it (matches
+// by name only), with the hook of its built-in chain ("" in a user chain) and its counter.
+type LegacyRule struct {
+	Table, Chain, Hook, Spec, Target string
+	Packets                          uint64
+}
+
+// legacyRulesFacts reads an IPv4 legacy table's rules (a table legacyFacts listed).
+type legacyRulesFacts interface {
+	LegacyIptablesRules(netns uint32, table string) ([]LegacyRule, error)
+}
+
+// legacyDrops lists the legacy rules that drop (DROP, REJECT) and have counted packets: the
+// candidates for a legacy drop. IPv4 only.
+func (d *Diagnoser) legacyDrops(netns uint32, tables []string) []LegacyRule {
+	rf, ok := d.facts.(legacyRulesFacts)
+	if !ok {
+		return nil
+	}
+	var out []LegacyRule
+	for _, t := range tables {
+		rules, err := rf.LegacyIptablesRules(netns, t)
+		if err != nil {
+			continue
+		}
+		for _, r := range rules {
+			if (r.Target == "DROP" || r.Target == "REJECT") && r.Packets > 0 {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
 // nftracedFacts says whether nftables tracing covered a namespace during the run (its
 // nftables drops would have been reported).
 type nftracedFacts interface {
@@ -232,13 +266,27 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 		return
 	}
 	if len(legacy) > 0 {
+		var cands []LegacyRule
+		if !ipv6 {
+			cands = d.legacyDrops(f.site.Netns, legacy)
+		}
+		if hook == "" && len(cands) == 1 && cands[0].Hook != "" {
+			// The only dropping rule that counted packets: its chain's hook.
+			where = "a netfilter drop in hook " + cands[0].Hook
+		}
 		f.cause = where + "; no nftables rule matched: legacy iptables (" + strings.TrimSuffix(save, " -c") + " would show it)"
 		f.meaning = fmt.Sprintf("nftables tracing saw no rule drop it, and the namespace has legacy (x_tables) iptables tables (%s), whose rules nftables cannot see", strings.Join(legacy, ", "))
 		f.evidence = append(f.evidence,
 			trace.Evidence{What: "legacy iptables tables", Value: strings.Join(legacy, ", "), Source: "/proc/net/ip" + map[bool]string{true: "6", false: ""}[ipv6] + "_tables_names"},
 			trace.Evidence{What: "rule", Value: "no nftables rule matched: a legacy iptables rule (x_tables), not visible to nftables tracing", Source: "nftables trace"})
-		f.fix = []string{
-			inNetns(f.site.NetnsName, save+"   # the rule whose packet counter grows with each drop"),
+		for _, c := range cands {
+			f.evidence = append(f.evidence, trace.Evidence{What: "legacy rule that drops and counted packets", Value: fmt.Sprintf("%s (table %s, %d packets)", c.Spec, c.Table, c.Packets), Source: "iptables-legacy counters (IPT_SO_GET_ENTRIES)"})
+		}
+		f.fix = []string{inNetns(f.site.NetnsName, save+"   # the rule whose packet counter grows with each drop")}
+		if len(cands) == 1 {
+			f.meaning += fmt.Sprintf("; the only legacy rule that drops and has counted packets is \"%s\" in table %s", cands[0].Spec, cands[0].Table)
+			spec := strings.TrimPrefix(cands[0].Spec, "-A "+cands[0].Chain+" ")
+			f.fix = append(f.fix, inNetns(f.site.NetnsName, fmt.Sprintf("iptables-legacy -t %s -D %s %s   # if its counter grows with the drops", cands[0].Table, cands[0].Chain, spec)))
 		}
 		return
 	}

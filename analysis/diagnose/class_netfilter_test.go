@@ -14,10 +14,14 @@ type legacyNode struct {
 	fakeFacts
 	tables   []string
 	untraced bool
+	rules    []LegacyRule
 }
 
 func (l legacyNode) LegacyIptables(uint32, bool) ([]string, error) { return l.tables, nil }
 func (l legacyNode) NftablesTraced(uint32) bool                    { return !l.untraced }
+func (l legacyNode) LegacyIptablesRules(uint32, string) ([]LegacyRule, error) {
+	return l.rules, nil
+}
 
 func tcp(src, dst netip.Addr, dport uint16) *trace.Headers {
 	return &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoTCP, Src: src, Dst: dst, Sport: 40000, Dport: dport}, IPID: 1}
@@ -93,6 +97,17 @@ func TestNetfilterLegacy(t *testing.T) {
 	}
 	if evidenceOf(v, "legacy iptables tables") != "filter" || !strings.Contains(strings.Join(v.Fix, "\n"), "ip netns exec node iptables-legacy-save -c") {
 		t.Errorf("legacy: evidence %+v fix %q", v.Evidence, v.Fix)
+	}
+	// The one legacy DROP rule that counted packets is named, with its hook.
+	v = verdictOf(legacyNode{tables: []string{"filter"}, rules: []LegacyRule{
+		{Table: "filter", Chain: "FORWARD", Hook: "forward", Spec: "-A FORWARD -s 10.0.1.2/32 -j DROP", Target: "DROP", Packets: 2},
+		{Table: "filter", Chain: "FORWARD", Hook: "forward", Spec: "-A FORWARD -s 10.0.9.9/32 -j DROP", Target: "DROP"},
+		{Table: "filter", Chain: "INPUT", Hook: "input", Spec: "-A INPUT -j ACCEPT", Target: "ACCEPT", Packets: 9},
+	}}, nil, p)
+	if !strings.HasPrefix(v.Cause, "a netfilter drop in hook forward; no nftables rule matched") ||
+		evidenceOf(v, "legacy rule that drops and counted packets") != "-A FORWARD -s 10.0.1.2/32 -j DROP (table filter, 2 packets)" ||
+		!strings.Contains(strings.Join(v.Fix, "\n"), "iptables-legacy -t filter -D FORWARD -s 10.0.1.2/32 -j DROP") {
+		t.Errorf("legacy rule: cause %q evidence %+v fix %q", v.Cause, v.Evidence, v.Fix)
 	}
 	// Without nftables tracing there, legacy is not claimed: either is told.
 	v = verdictOf(legacyNode{tables: []string{"filter"}, untraced: true}, nil, p)
