@@ -11,8 +11,8 @@ var netfilterClass = register(Class{
 	Name:       "netfilter",
 	Order:      32, // after conntrack's own functions (nf_conntrack_*), which it would take too
 	Recognises: "`NETFILTER_DROP`, or a drop in `nf_*`/`nft_*`",
-	Reads:      "the rule from nftables tracing, in every family (ip, ip6, inet, bridge, netdev) and hook: table, chain, handle, rule text (as `iptables -S` prints it for iptables-nft rules, with their xt matches decoded), hook, or the chain's policy; conntrack's state of the packet (Linux 6.6+); the `nf_hook_slow` verdict where a function backend saw it; the namespace's legacy (x_tables) iptables tables when no nftables rule matched",
-	Fix:        "`nft delete rule ... handle N`, or `iptables -t T -D CHAIN <rule>` for an iptables-nft rule; for a legacy iptables drop, `iptables-legacy-save -c` (the rule whose counter grows)",
+	Reads:      "the rule from nftables tracing, in every family (ip, ip6, inet, bridge, netdev) and hook: table, chain, handle, rule text (as `iptables -S` prints it for iptables-nft rules, with their xt matches decoded), hook, or the chain's policy; conntrack's state of the packet (Linux 6.6+); the `nf_hook_slow` verdict where a function backend saw it; the namespace's legacy (x_tables) iptables tables, and their rules and counters (IPv4), when no nftables rule matched",
+	Fix:        "`nft delete rule ... handle N`, or `iptables -t T -D CHAIN <rule>` for an iptables-nft rule; for a legacy iptables drop, `iptables-legacy -t T -D CHAIN <rule>` when one DROP rule counted packets, else `iptables-legacy-save -c` (the rule whose counter grows)",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		return s.Reason == "NETFILTER_DROP" || strings.HasPrefix(fn, "nf_") || strings.HasPrefix(fn, "nft_")
 	},
