@@ -34,4 +34,9 @@ type NetfilterDrop struct {
 	Handle                     uint64
 	Policy                     bool
 	Src, Dst                   netip.Addr
+	// Iptables is the rule as `iptables -S` prints it ("-A CHAIN ...") when iptables-nft
+	// made it. CtState and CtDirection are conntrack's view of the packet in the dropping
+	// chain ("new", "invalid"...; "original", "reply"), "" when the kernel does not say.
+	Iptables             string
+	CtState, CtDirection string
 }

@@ -2,6 +2,9 @@ package run
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,7 +28,8 @@ type netfilterWatch struct {
 	stop, released chan struct{}
 }
 
-// watchNetfilter starts tracing in the host namespace and every named one, before the probes
+// watchNetfilter starts tracing in the host namespace, every named one and every one a process
+// is in, before the probes
 // are reported ready, and passes every drop it sees to d. netnsDirs are where named namespaces
 // are (nil: netns.DefaultDirs). The error says why this kernel cannot trace nftables at all
 // (no nf_tables, no CAP_NET_ADMIN); the run goes on without.
@@ -61,6 +65,7 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (
 			d.Netfilter(diagnose.NetfilterDrop{
 				Netns: drop.Netns, Family: drop.Family, Table: drop.Table, Chain: drop.Chain, Hook: drop.Hook,
 				Rule: drop.Rule, Handle: drop.Handle, Policy: drop.Policy, Src: drop.Src, Dst: drop.Dst,
+				Iptables: drop.Iptables, CtState: drop.CtState, CtDirection: drop.CtDirection,
 			})
 		}
 	}()
@@ -70,6 +75,12 @@ func watchNetfilter(f trace.Filter, d *diagnose.Diagnoser, netnsDirs []string) (
 	}
 	for _, n := range netns.List(netnsDirs...) {
 		w.watch(n.Inode, n.Path)
+	}
+	// Containers' namespaces have no name: found through their processes, they are traced
+	// from the start too. Left to Seen, the first packets there (often the only ones, and
+	// the very ones an input-hook rule drops) would cross them before tracing begins.
+	for ino, p := range processNetns("/proc") {
+		w.watch(ino, p)
 	}
 	go w.releaseGone(time.Second)
 	return w, nil
@@ -117,7 +128,15 @@ func (w *netfilterWatch) watch(ino uint32, path string) {
 	w.seen[ino] = true
 	w.mu.Unlock()
 	w.mgr.Watch(ino, path)
+	if w.mgr.Tracing(ino) {
+		nftraced.Store(ino, true)
+	}
 }
+
+// nftraced holds the namespaces whose nftables drops a run of this process reported (Watch
+// succeeded there): a netfilter drop no rule was reported for is then known to be no nftables
+// rule's. It outlives the watch (the verdict is made after it closes).
+var nftraced sync.Map
 
 // Seen makes sure a namespace the flow was seen in is traced (one that appeared after start).
 func (w *netfilterWatch) Seen(ino uint32) {
@@ -148,4 +167,25 @@ func (w *netfilterWatch) Close() error {
 	err := w.mgr.Close()
 	<-w.done
 	return err
+}
+
+// processNetns lists the network namespaces processes are in, one path each (/proc/<pid>/ns/net).
+func processNetns(proc string) map[uint32]string {
+	out := map[uint32]string{}
+	entries, err := os.ReadDir(proc)
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		p := filepath.Join(proc, e.Name(), "ns", "net")
+		if ino, err := netns.Inode(p); err == nil {
+			if _, ok := out[ino]; !ok {
+				out[ino] = p
+			}
+		}
+	}
+	return out
 }

@@ -193,9 +193,9 @@ func (f *formatter) expr(e expr.Any) {
 		}
 		f.add(stmt{text: fmt.Sprintf("%s @%s { %s }", op, e.SetName, f.reg(e.SrcRegKey).text)})
 	case *expr.Match:
-		f.add(stmt{text: xtText("match", e.Name, e.Info)})
+		f.add(stmt{text: xtMatchText(e)})
 	case *expr.Target:
-		f.add(stmt{text: xtText("target", e.Name, e.Info)})
+		f.add(stmt{text: strings.TrimSpace("xt target " + e.Name + " " + strings.Join(iptTargetOptions(e), " "))})
 	case *expr.Fib:
 		f.regs[e.Register] = &operand{text: fibText(e), kind: kindRaw, bits: -1}
 	default:
@@ -337,13 +337,15 @@ func fibText(e *expr.Fib) string {
 	return "fib " + strings.Join(keys, " . ") + " " + res
 }
 
-// xtText renders an iptables-nft compat match or target.
-func xtText(kind, name string, info xt.InfoAny) string {
-	s := "xt " + kind + " " + name
-	if c, ok := info.(*xt.Comment); ok && c != nil {
-		s += " " + strconv.Quote(string(*c))
+// xtMatchText renders an iptables-nft compat match with its options decoded as iptables
+// prints them: `xt match conntrack --ctstate INVALID`; a comment as `xt match comment "..."`.
+func xtMatchText(m *expr.Match) string {
+	if c, ok := m.Info.(*xt.Comment); ok && c != nil {
+		return "xt match comment " + strconv.Quote(string(*c))
 	}
-	return s
+	var p iptParser
+	p.match(m)
+	return "xt match " + m.Name + strings.TrimPrefix(strings.Join(p.words, " "), "-m "+m.Name)
 }
 
 // ruleComment returns the comment stored in the rule's user data

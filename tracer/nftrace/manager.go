@@ -147,6 +147,14 @@ func (m *Manager) Unwatch(netnsInode uint32) error {
 	return s.Close()
 }
 
+// Tracing reports whether a namespace's drops are reported: its session is open, or it has
+// no nftables table (no nftables rule there can drop anything) and is watched for one.
+func (m *Manager) Tracing(netnsInode uint32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[netnsInode] != nil || m.waiting[netnsInode] != nil
+}
+
 // Drops delivers the drops of every watched namespace; it is closed by Close.
 func (m *Manager) Drops() <-chan Drop { return m.drops }
 
@@ -186,12 +194,15 @@ func (m *Manager) Close() error {
 	}
 	m.mu.Unlock()
 
-	var errs []error
-	for _, s := range sessions {
+	// In parallel: each session first drains the events still queued for it.
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
 		if s != nil {
-			errs = append(errs, s.Close())
+			wg.Go(func() { errs[i] = s.Close() })
 		}
 	}
+	wg.Wait()
 	// Sessions are closed, so forwarders end; those blocked on a full
 	// channel give up on done.
 	close(m.done)

@@ -43,6 +43,15 @@ type Drop struct {
 	Hook         string     // "prerouting", "input", "forward", "output", "postrouting", ... when known
 	Src, Dst     netip.Addr // from the traced packet's network header (as the chain saw it, i.e. after any NAT so far)
 	Netns        uint32     // inode of the network namespace
+	// Iptables is the rule as `iptables -S` (ip6tables for ip6) prints it, "-A CHAIN ...",
+	// when iptables-nft made it; "" otherwise.
+	Iptables string
+	// CtState is conntrack's state of the packet as the dropping chain saw it ("new",
+	// "established", "related", "invalid", "untracked"), and CtDirection its direction
+	// ("original", "reply"): "" when the kernel does not tell (before Linux 6.6), or the
+	// chain runs before conntrack (prerouting and output before priority -200), where no
+	// state exists yet.
+	CtState, CtDirection string
 }
 
 // Location is the raw reference of the rule or policy, as nft would name it:
@@ -101,9 +110,12 @@ type Session struct {
 	trace  *netlink.Conn // NFNLGRP_NFTRACE listener
 
 	drops   chan Drop
-	pending chan candidate
+	pending chan candidate // closed by readTraces when it ends
 	done    chan struct{}
+	drained chan struct{} // closed by resolve when it ends
 	wg      sync.WaitGroup
+	// draining: Close asked readTraces to read what the socket holds and end.
+	draining atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -150,6 +162,7 @@ func open(nsPath string, a, b netip.Prefix, inode uint32) (*Session, error) {
 		drops:   make(chan Drop, drainBuffer),
 		pending: make(chan candidate, pendingBuffer),
 		done:    make(chan struct{}),
+		drained: make(chan struct{}),
 		warned:  map[string]bool{},
 	}
 	if inode != 0 && inode != s.netns {
@@ -254,9 +267,27 @@ func (s *Session) createTable(prio int32) error {
 			return err
 		}
 		s.table = name
+		s.markL2(owner, name, prio)
 		return nil
 	}
 	return fmt.Errorf("no usable table name: %w", last)
+}
+
+// markL2 adds the bridge and netdev marking tables the namespace's ruleset needs (see
+// l2mark.go); a failure is a warning: the ip family's rules are traced all the same.
+func (s *Session) markL2(owner *netlink.Conn, name string, prio int32) {
+	bridge, netdev, err := l2Chains(owner)
+	if err != nil {
+		s.warnf("listing bridge and netdev chains: %v", err)
+		return
+	}
+	msgs, err := l2MarkBatch(name, prio, s.a, s.b, bridge, netdev)
+	if err == nil && len(msgs) > 0 {
+		err = sendBatch(owner, msgs)
+	}
+	if err != nil {
+		s.warnf("tracing bridge and netdev chains: %v", err)
+	}
 }
 
 // closeOwner closes the owning socket, which makes the kernel delete the
@@ -309,10 +340,28 @@ func (s *Session) warnf(format string, args ...any) {
 	s.warnings = append(s.warnings, msg)
 }
 
-// Close deletes the table, closes the sockets and closes Drops. It is safe to
-// call more than once.
+// drainWait bounds how long Close waits for trace events still on their way: the kernel
+// queues a rule's event on the trace socket before it frees the packet, so every drop a
+// tracer saw before Close is already there; the wait only ends the read of an empty socket.
+const (
+	drainWait    = 50 * time.Millisecond
+	drainTimeout = 2 * time.Second
+)
+
+// Close first hands over the drops whose events are already queued (a run that stops right
+// after a drop must still name its rule), then deletes the table, closes the sockets and
+// closes Drops. It is safe to call more than once.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		if s.trace != nil {
+			s.draining.Store(true)
+			if err := s.trace.SetReadDeadline(time.Now().Add(drainWait)); err == nil {
+				select {
+				case <-s.drained:
+				case <-time.After(drainTimeout):
+				}
+			}
+		}
 		s.closed.Store(true)
 		close(s.done)
 		s.closeErr = s.teardown()
@@ -414,7 +463,8 @@ const (
 
 func isOurTable(family byte, name string) bool {
 	switch family {
-	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET: // inet: tables of earlier versions
+	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET, // inet: tables of earlier versions
+		unix.NFPROTO_BRIDGE, unix.NFPROTO_NETDEV:
 		return strings.HasPrefix(name, TablePrefix)
 	}
 	return false

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -17,12 +18,15 @@ const (
 type chainInfo struct {
 	base    bool
 	hook    string
+	prio    int32
 	err     error
 	fetched time.Time
 }
 
+type ruleText struct{ nft, ipt string }
+
 type ruleSet struct {
-	rules   map[uint64]string // handle -> FormatRule
+	rules   map[uint64]ruleText // handle -> FormatRule, FormatIptables
 	err     error
 	fetched time.Time
 }
@@ -37,12 +41,16 @@ type resolver struct {
 // resolve turns drop candidates into Drops until Close.
 func (s *Session) resolve() {
 	defer s.wg.Done()
+	defer close(s.drained)
 	r := &resolver{s: s, chains: map[chainRef]*chainInfo{}, rules: map[chainRef]*ruleSet{}}
 	for {
 		select {
 		case <-s.done:
 			return
-		case c := <-s.pending:
+		case c, ok := <-s.pending:
+			if !ok {
+				return // readTraces ended: every candidate is handed over
+			}
 			d := r.drop(&c)
 			select {
 			case s.drops <- d:
@@ -67,15 +75,57 @@ func (r *resolver) drop(c *candidate) Drop {
 	ref := chainRef{c.ev.family, c.ev.table, c.ev.chain}
 	if !policy {
 		d.Handle = c.ev.handle
-		d.Rule = r.rule(ref, c.ev.handle)
+		t := r.rule(ref, c.ev.handle)
+		d.Rule, d.Iptables = t.nft, t.ipt
 	}
-	d.Hook = r.hook(ref, c.path)
+	base := r.base(ref, c.path)
+	if base != nil {
+		d.Hook = base.hook
+	}
+	d.CtState, d.CtDirection = ctWords(c, base)
 	return d
+}
+
+// ctWords puts conntrack's view of a dropped packet in words, when the kernel told it and it
+// means something: in an ip, ip6 or inet chain that runs after conntrack saw the packet
+// (conntrack runs at priority -200 in prerouting and output; a chain before it sees every
+// packet as "not tracked yet", which the kernel reports as invalid).
+func ctWords(c *candidate, base *chainInfo) (state, dir string) {
+	switch c.ev.family {
+	case unix.NFPROTO_IPV4, unix.NFPROTO_IPV6, unix.NFPROTO_INET:
+	default:
+		return "", ""
+	}
+	if c.ctState == 0 || base == nil {
+		return "", ""
+	}
+	if (base.hook == "prerouting" || base.hook == "output") && base.prio <= -200 {
+		return "", ""
+	}
+	switch {
+	case c.ctState&1 != 0:
+		state = "invalid"
+	case c.ctState&2 != 0:
+		state = "established"
+	case c.ctState&4 != 0:
+		state = "related"
+	case c.ctState&8 != 0:
+		state = "new"
+	case c.ctState&64 != 0:
+		state = "untracked"
+	}
+	switch c.ctDir {
+	case 0:
+		dir = "original"
+	case 1:
+		dir = "reply"
+	}
+	return state, dir
 }
 
 // rule returns the text of the rule with the handle, "" when it cannot be
 // read back (deleted since, or the dump failed).
-func (r *resolver) rule(ref chainRef, handle uint64) string {
+func (r *resolver) rule(ref chainRef, handle uint64) ruleText {
 	now := time.Now()
 	rs := r.rules[ref]
 	if rs != nil && now.Sub(rs.fetched) < rulesCacheLifetime {
@@ -83,19 +133,20 @@ func (r *resolver) rule(ref chainRef, handle uint64) string {
 			return text
 		}
 		if now.Sub(rs.fetched) < rulesRefetchGap {
-			return ""
+			return ruleText{}
 		}
 	}
-	rs = &ruleSet{rules: map[uint64]string{}, fetched: now}
+	rs = &ruleSet{rules: map[uint64]ruleText{}, fetched: now}
 	r.rules[ref] = rs
 	rules, err := r.getRules(ref)
 	if err != nil {
 		rs.err = err
 		r.s.warnf("reading rules of table %s %s chain %s: %v", familyName(ref.family), ref.table, ref.chain, err)
-		return ""
+		return ruleText{}
 	}
 	for _, rule := range rules {
-		rs.rules[rule.Handle] = FormatRule(rule)
+		ipt, _ := FormatIptables(rule)
+		rs.rules[rule.Handle] = ruleText{nft: FormatRule(rule), ipt: ipt}
 	}
 	text, ok := rs.rules[handle]
 	if !ok {
@@ -104,19 +155,19 @@ func (r *resolver) rule(ref chainRef, handle uint64) string {
 	return text
 }
 
-// hook returns the hook of the chain if it is a base chain, otherwise that
-// of the latest base chain of the same table the packet went through before
-// (the one that jumped to it, directly or not).
-func (r *resolver) hook(ref chainRef, path []chainRef) string {
+// base returns the chain if it is a base chain, otherwise the latest base chain of the same
+// table the packet went through before (the one that jumped to it, directly or not); nil
+// when none is known.
+func (r *resolver) base(ref chainRef, path []chainRef) *chainInfo {
 	if ci := r.chain(ref); ci.base {
-		return ci.hook
+		return ci
 	}
 	for _, p := range path {
 		if ci := r.chain(p); ci.base {
-			return ci.hook
+			return ci
 		}
 	}
-	return ""
+	return nil
 }
 
 func (r *resolver) chain(ref chainRef) *chainInfo {
@@ -134,6 +185,9 @@ func (r *resolver) chain(ref chainRef) *chainInfo {
 	if ch.Hooknum != nil {
 		ci.base = true
 		ci.hook = hookName(ref.family, uint32(*ch.Hooknum))
+		if ch.Priority != nil {
+			ci.prio = int32(*ch.Priority)
+		}
 	}
 	return ci
 }

@@ -152,8 +152,12 @@ func prefixMatch(p netip.Prefix, off uint32) []expr.Any {
 }
 
 func markRule(fam byte, table, chain string, src, dst netip.Prefix, comment string) (netlink.Message, error) {
+	return markRuleExprs(fam, table, chain, markExprs(src, dst), comment)
+}
+
+func markRuleExprs(fam byte, table, chain string, rule []expr.Any, comment string) (netlink.Message, error) {
 	var list []netlink.Attribute
-	for _, e := range markExprs(src, dst) {
+	for _, e := range rule {
 		b, err := expr.Marshal(fam, e)
 		if err != nil {
 			return netlink.Message{}, err

@@ -33,7 +33,20 @@ type event struct {
 	nfproto      uint32
 	iif, oif     uint32
 	src, dst     netip.Addr // from NFTA_TRACE_NETWORK_HEADER, only in a traversal's first event
+	// Conntrack's view of the packet (Linux 6.6+: NFTA_TRACE_CT_*), only in a traversal's
+	// first event: ctState is nft's ct state bit (1 invalid or not seen by conntrack yet,
+	// 2 established, 4 related, 8 new, 64 untracked), ctDir 0 original, 1 reply.
+	ctState uint32
+	hasCt   bool
+	ctDir   uint8
+	hasDir  bool
 }
+
+// Trace attributes newer than x/sys/unix (linux/netfilter/nf_tables.h, Linux 6.6).
+const (
+	nftaTraceCtDirection = 0x13
+	nftaTraceCtState     = 0x15
+)
 
 // decodeEvent parses a trace message; ok is false for other messages.
 func decodeEvent(m netlink.Message) (ev event, ok bool, err error) {
@@ -85,6 +98,10 @@ func decodeEvent(m netlink.Message) (ev event, ok bool, err error) {
 			ev.oif = ad.Uint32()
 		case unix.NFTA_TRACE_NETWORK_HEADER:
 			ev.src, ev.dst = parseNetworkHeader(ad.Bytes())
+		case nftaTraceCtState:
+			ev.ctState, ev.hasCt = ad.Uint32(), true
+		case nftaTraceCtDirection:
+			ev.ctDir, ev.hasDir = ad.Uint8(), true
 		}
 	}
 	if err := ad.Err(); err != nil {
@@ -147,6 +164,9 @@ type packetState struct {
 	chains   []chainRef // chains it went through, oldest first (bounded)
 	ours     bool       // our own marking rule matched it
 	seen     time.Time
+	// Conntrack's view in the latest traversal that told it (0: never told).
+	ctState uint32
+	ctDir   int8 // -1 unknown
 }
 
 const (
@@ -160,6 +180,8 @@ type candidate struct {
 	ev       event
 	src, dst netip.Addr
 	path     []chainRef // chains of the same table seen earlier for this packet, latest first
+	ctState  uint32     // conntrack's view when it was dropped (0: not told)
+	ctDir    int8
 }
 
 // tracker correlates events of the same packet (same trace id).
@@ -176,7 +198,7 @@ func (t *tracker) observe(ev *event, now time.Time) *packetState {
 		if len(t.packets) >= maxTracked {
 			t.sweep(now)
 		}
-		p = &packetState{}
+		p = &packetState{ctDir: -1}
 		t.packets[ev.id] = p
 	}
 	p.seen = now
@@ -185,6 +207,13 @@ func (t *tracker) observe(ev *event, now time.Time) *packetState {
 	}
 	if isOurTable(ev.family, ev.table) {
 		return p
+	}
+	// Our marking chains run before conntrack: only the rule sets' own traversals tell.
+	if ev.hasCt {
+		p.ctState, p.ctDir = ev.ctState, -1
+		if ev.hasDir {
+			p.ctDir = int8(ev.ctDir)
+		}
 	}
 	ref := chainRef{ev.family, ev.table, ev.chain}
 	if n := len(p.chains); n == 0 || p.chains[n-1] != ref {
@@ -211,12 +240,16 @@ func (t *tracker) sweep(now time.Time) {
 // to the resolver.
 func (s *Session) readTraces() {
 	defer s.wg.Done()
+	defer close(s.pending)
 	var t tracker
 	for {
 		msgs, err := s.trace.Receive()
 		if err != nil {
 			if s.closed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
+			}
+			if s.draining.Load() && isTimeout(err) {
+				return // Close's drain: the socket is read to its end
 			}
 			if errors.Is(err, unix.ENOBUFS) {
 				// The socket overflowed: events were lost, reading goes on.
@@ -251,7 +284,7 @@ func (s *Session) readTraces() {
 				// (nft monitor trace, another tracer) are not ours.
 				continue
 			}
-			c := candidate{ev: ev, src: p.src, dst: p.dst}
+			c := candidate{ev: ev, src: p.src, dst: p.dst, ctState: p.ctState, ctDir: p.ctDir}
 			for i := len(p.chains) - 2; i >= 0; i-- {
 				if r := p.chains[i]; r.family == ev.family && r.table == ev.table && r.chain != ev.chain {
 					c.path = append(c.path, r)

@@ -34,6 +34,11 @@ var defaultModules = []string{
 	"nft_redir", "nft_ct", "nft_counter", "nft_log", "nft_limit", "nft_reject", "nft_reject_inet",
 	"nft_reject_ipv4", "nft_fib", "nft_fib_inet", "nft_fib_ipv4", "nft_hash", "nft_quota",
 	"nft_numgen", "nft_objref", "nft_compat", "nft_meta_bridge",
+	// iptables-nft's xt matches and targets (kube-proxy's, CNIs'), and legacy iptables (the
+	// netfilter scenarios: e2e/catalogue_netfilter_test.go).
+	"x_tables", "xt_conntrack", "xt_comment", "xt_multiport", "xt_mark", "xt_addrtype",
+	"xt_limit", "xt_tcpudp", "ipt_REJECT", "ip6t_REJECT", // not xt_physdev: it pulls in br_netfilter
+	"ip_tables", "iptable_filter", "ip6_tables", "ip6table_filter",
 	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel",
 }
 
