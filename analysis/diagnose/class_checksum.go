@@ -7,7 +7,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var checksumClass = register(Class{
+var _ = register(Class{
 	Name:       "checksum",
 	Order:      50,
 	Recognises: "`*_CSUM`",

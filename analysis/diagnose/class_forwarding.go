@@ -6,8 +6,8 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-// forwardingClass: a packet the kernel would not forward (ip_error): incidents 000 and 003.
-var forwardingClass = register(Class{
+// The forwarding class: a packet the kernel would not forward (ip_error): incidents 000 and 003.
+var _ = register(Class{
 	Name:       "forwarding",
 	Order:      10,
 	Recognises: "`IP_INADDRERRORS` / `IP_INNOROUTES` at `ip_error`, or a drop in `ip6_forward`",

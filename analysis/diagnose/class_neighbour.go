@@ -6,7 +6,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var neighbourClass = register(Class{
+var _ = register(Class{
 	Name:       "neighbour",
 	Order:      60,
 	Recognises: "`NEIGH_*`",

@@ -7,7 +7,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var netfilterClass = register(Class{
+var _ = register(Class{
 	Name:       "netfilter",
 	Order:      32, // after conntrack's own functions (nf_conntrack_*), which it would take too
 	Recognises: "`NETFILTER_DROP`, or a drop in `nf_*`/`nft_*`",
@@ -23,10 +23,10 @@ var netfilterClass = register(Class{
 	},
 })
 
-// conntrackClass is the netfilter class's drops that turn on conntrack's judgement: a rule
+// The conntrack class is the netfilter class's drops that turn on conntrack's judgement: a rule
 // matching a state (`--ctstate INVALID`, `ct state`) or a policy that took a packet conntrack
 // saw as new. The netfilter class recognises and explains them; the verdict names this class.
-var conntrackClass = register(Class{
+var _ = register(Class{
 	Name:       "conntrack",
 	Order:      30,
 	Recognises: "a drop in conntrack's own functions (`nf_conntrack_*`, `nf_ct_*`); and the netfilter class's drops whose rule matches conntrack's state (`-m conntrack --ctstate`, `ct state`), or a chain policy drop of a packet conntrack saw as new",
@@ -157,7 +157,7 @@ func (d *Diagnoser) netfilter(f *finding) {
 	}
 	if ct != "" {
 		f.cause += ": " + ct
-		f.class = "conntrack" // conntrackClass (a reference would be an initialization cycle)
+		f.class = "conntrack" // the conntrack class (registered above)
 	}
 	if hit.CtState != "" {
 		v := hit.CtState

@@ -4,7 +4,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var noRouteClass = register(Class{
+var _ = register(Class{
 	Name:       "no-route",
 	Order:      70,
 	Recognises: "`IP_OUTNOROUTES`",

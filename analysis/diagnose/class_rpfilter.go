@@ -4,7 +4,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var rpFilterClass = register(Class{
+var _ = register(Class{
 	Name:       "rp-filter",
 	Order:      20,
 	Recognises: "`IP_RPFILTER`",

@@ -7,7 +7,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var noSocketClass = register(Class{
+var _ = register(Class{
 	Name:       "no-socket",
 	Order:      80,
 	Recognises: "`NO_SOCKET`",

@@ -7,7 +7,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var tcClass = register(Class{
+var _ = register(Class{
 	Name:       "tc-program",
 	Order:      40,
 	Recognises: "`TC_INGRESS` / `TC_EGRESS`, a drop in `tcf_*`, `sch_handle_*`, `tcx_*`",
@@ -21,7 +21,7 @@ var tcClass = register(Class{
 
 // Before 5.17 a tc drop is a plain kfree_skb from the inlined ingress or egress hook: it is
 // the tc program if one is attached there, which only the node's state can say.
-var tcGuessClass = register(Class{
+var _ = register(Class{
 	Name:       "tc-program-inferred",
 	Order:      41,
 	Recognises: "a drop without reason in `__netif_receive_skb_core` / `__dev_queue_xmit` (kernels before 5.17)",

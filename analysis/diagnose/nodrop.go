@@ -50,7 +50,7 @@ func (c *tally) add(p trace.Packet) {
 // The classes below tell a flow with no drop by the packets' fates. A class that reads more
 // (a packet waiting for a neighbour, a loop) comes before them in the catalogue's order.
 
-var leftHostClass = register(Class{
+var _ = register(Class{
 	Name:       "left-host",
 	Order:      900,
 	Recognises: "requests that left the host on the wire, no reply seen",
@@ -64,7 +64,7 @@ var leftHostClass = register(Class{
 	},
 })
 
-var healthyClass = register(Class{
+var _ = register(Class{
 	Name:       "healthy",
 	Order:      910,
 	Recognises: "requests and replies, none dropped",
@@ -94,7 +94,7 @@ var healthyClass = register(Class{
 	},
 })
 
-var noReplyClass = register(Class{
+var _ = register(Class{
 	Name:       "no-reply",
 	Order:      920,
 	Recognises: "requests delivered to a socket or namespace on this host, no reply seen",
