@@ -16,14 +16,30 @@ type tally struct {
 	left     trace.Packet
 	leftHops [2]trace.Hop
 	hasLeft  bool
+	// waiting counts the packets last seen queued for their next hop's address (the neighbour
+	// code's probe copy freed, the packet itself never seen again); wait is the first of them,
+	// its lastNS the latest's. lastReplyNS is when the latest reply was last seen.
+	waiting     int
+	wait        waitInfo
+	lastReplyNS uint64
 }
 
 func (c *tally) add(p trace.Packet) {
 	c.packets++
 	if p.Flow == trace.Reply {
 		c.rep++
+		if n := len(p.Hops); n > 0 {
+			c.lastReplyNS = max(c.lastReplyNS, p.Hops[n-1].TimeNS)
+		}
 	} else {
 		c.req++
+	}
+	if w, ok := waitingAt(&p); ok {
+		if c.waiting == 0 {
+			c.wait = w
+		}
+		c.waiting++
+		c.wait.lastNS = max(c.wait.lastNS, w.lastNS)
 	}
 	switch p.Fate.Outcome {
 	case trace.LeftHost:
