@@ -346,7 +346,7 @@ type earlyCopy struct {
 // keepEarly parks a lone consume that may be a copy of a packet not seen yet.
 func (a *Assembler) keepEarly(ev *trace.Event) bool {
 	h := &ev.Hop
-	if h.Event != trace.KindConsume || h.Tuple == nil || len(a.early) >= a.maxOpen {
+	if (h.Event != trace.KindConsume && !neighProbe(h)) || h.Tuple == nil || len(a.early) >= a.maxOpen {
 		return false
 	}
 	a.early = append(a.early, earlyCopy{ev: *ev, key: copyKeyOf(h)})
@@ -413,8 +413,12 @@ func (a *Assembler) releaseEarly(nowNS uint64, out *[]trace.Packet) {
 // probe) or neigh_timer_handler (the probes after it), where it is inlined. The packet itself
 // stays queued until the address resolves (then it is sent) or the entry fails (then it is
 // dropped, NEIGH_FAILED).
+//
+// Kernels before neigh_probe used consume_skb freed the clone with kfree_skb: a drop without a
+// reason at the same place is taken as the probe's copy too (a kernel with drop reasons names
+// its own drops there: NEIGH_QUEUEFULL, NEIGH_FAILED).
 func neighProbe(h *trace.Hop) bool {
-	if h.Event != trace.KindConsume {
+	if h.Event != trace.KindConsume && (h.Event != trace.KindDrop || h.Reason != "") {
 		return false
 	}
 	switch fn, _, _ := strings.Cut(h.Location, "+"); fn {

@@ -151,4 +151,19 @@ func TestEarlyCopy(t *testing.T) {
 	if got := a.Flush(); len(got) != 0 {
 		t.Errorf("a later probe of the same queued packet made a packet: %s", pkt(got[0]))
 	}
+
+	// A kernel whose neigh_probe frees the clone with kfree_skb (no reason): the same.
+	a = New(ping, Options{})
+	a.Add(dropped(skbY, 0, 1000, "pod", req, "", "__neigh_event_send+0x1b4"))
+	a.Add(ev(skbX, 0, 1000+3*ms, trace.KindQueue, "pod/eth0", req))
+	got = a.Add(consumed(skbX, 0, 1000+4*ms, "pod", req, "icmp_rcv+0x259"))
+	check(t, got, []want{{"#1 request left-host pod/eth0", "dropped@pod queued@pod/eth0 consumed@pod"}})
+	a = New(ping, Options{})
+	a.Add(dropped(skbY, 0, 1000, "pod", req, "", "__neigh_event_send+0x1b4"))
+	got = a.Flush()
+	check(t, got, []want{{"#1 request unknown pod/", "dropped@pod"}})
+	// A drop the kernel names there is the packet's own.
+	a = New(ping, Options{})
+	got = a.Add(dropped(skbY, 0, 1000, "pod", req, "NEIGH_QUEUEFULL", "__neigh_event_send+0x1b4"))
+	check(t, got, []want{{"#1 request dropped NEIGH_QUEUEFULL __neigh_event_send+0x1b4 pod/", "dropped@pod"}})
 }

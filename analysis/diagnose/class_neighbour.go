@@ -459,7 +459,7 @@ func (d *Diagnoser) neighbourWaiting(_ *trace.Trace, c *tally) (trace.Verdict, b
 	if r.cause != "" {
 		v.Cause += ": " + r.cause
 	}
-	v.Summary = fmt.Sprintf("%d %s packet(s) last seen in %s waiting for %s of the next hop %s (only the %s probe's copy was freed, at %s): not delivered, no answer while tracing",
+	v.Summary = fmt.Sprintf("%d %s packet(s) last seen in %s waiting for %s of the next hop %s (only the %s probe's copy was freed, at %s; packets queued behind it pass no tracepoint): not delivered, no answer while tracing",
 		c.waiting, w.flow, place, r.proto(), r.nextText(), r.proto(), w.loc)
 	if r.routeTxt != "" {
 		v.Summary += "; route " + r.routeTxt
@@ -471,6 +471,12 @@ func (d *Diagnoser) neighbourWaiting(_ *trace.Trace, c *tally) (trace.Verdict, b
 		v.Summary += "; the trace stopped before the entry failed or resolved"
 	default:
 		v.Summary += "; the trace stopped before the entry failed (it is " + r.state + " now)"
+	}
+	if t, ev := d.neighTimers(r); t != "" {
+		r.evidence = append(r.evidence, ev...)
+		if r.state != "FAILED" {
+			v.Summary += "; it fails " + t
+		}
 	}
 	if r.detail != "" {
 		v.Summary += "; " + r.detail
@@ -508,7 +514,7 @@ func waitingAt(p *trace.Packet) (waitInfo, bool) {
 	found := false
 	for i := range p.Hops {
 		h := &p.Hops[i]
-		if h.Copy && h.Event == trace.KindConsume && neighProbeFn(h.Location) {
+		if h.Copy && neighProbeFn(h.Location) {
 			w.netns, w.netnsName, w.dev, w.loc, w.lastNS, found = h.Netns, h.NetnsName, h.Ifname, h.Location, h.TimeNS, true
 			if h.Tuple != nil {
 				w.src, w.dst = h.Tuple.Src, h.Tuple.Dst
@@ -548,4 +554,31 @@ func neighQueue(loc string) bool {
 		return true
 	}
 	return false
+}
+
+// neighTimers says when an unanswered entry of the device fails, from its neighbour timers
+// read live: after (mcast_solicit + app_solicit) probes retrans_time_ms apart (the unicast
+// probes count only when an entry that was valid is probed again).
+func (d *Diagnoser) neighTimers(r *resolution) (string, []trace.Evidence) {
+	if d.facts == nil || r.dev == "" {
+		return "", nil
+	}
+	family := "ipv4"
+	if r.dst.Is6() {
+		family = "ipv6"
+	}
+	base := "net." + family + ".neigh." + r.dev + "."
+	n := map[string]int{}
+	var ev []trace.Evidence
+	for _, k := range []string{"mcast_solicit", "app_solicit", "retrans_time_ms"} {
+		v, err := d.facts.Sysctl(r.netns, base+k)
+		if err != nil {
+			return "", nil
+		}
+		n[k], _ = strconv.Atoi(v)
+		ev = append(ev, trace.Evidence{What: base + k, Value: v, Source: "/proc/sys/" + strings.ReplaceAll(base+k, ".", "/") + " in netns " + r.netnsName})
+	}
+	probes := n["mcast_solicit"] + n["app_solicit"]
+	return fmt.Sprintf("after %d unanswered probes %d ms apart (~%d ms; %s*), then drops its queued packets (NEIGH_FAILED)",
+		probes, n["retrans_time_ms"], probes*n["retrans_time_ms"], base), ev
 }

@@ -47,9 +47,11 @@ var calicoGW = netip.MustParseAddr("169.254.1.1")
 // the node's veth-pod.
 func calicoNode(forward string) neighFake {
 	return neighFake{
-		fakeFacts: fakeFacts{neigh: "INCOMPLETE"},
-		nextHop:   NextHop{Route: "default via 169.254.1.1 dev eth0 onlink", Gateway: calicoGW, Addr: calicoGW, Dev: "eth0", Onlink: true},
-		link:      LinkState{Kind: "veth", Up: true, LowerUp: true, PeerNetns: peerNS, PeerNetnsName: "node", PeerIfname: "veth-pod", PeerUp: true, PeerLowerUp: true},
+		fakeFacts: fakeFacts{neigh: "INCOMPLETE", sysctl: map[string]string{
+			"net.ipv4.neigh.eth0.mcast_solicit": "3", "net.ipv4.neigh.eth0.app_solicit": "0", "net.ipv4.neigh.eth0.retrans_time_ms": "1000",
+		}},
+		nextHop: NextHop{Route: "default via 169.254.1.1 dev eth0 onlink", Gateway: calicoGW, Addr: calicoGW, Dev: "eth0", Onlink: true},
+		link:    LinkState{Kind: "veth", Up: true, LowerUp: true, PeerNetns: peerNS, PeerNetnsName: "node", PeerIfname: "veth-pod", PeerUp: true, PeerLowerUp: true},
 		peerNS: map[string]string{
 			"net.ipv4.conf.all.proxy_arp": "0", "net.ipv4.conf.veth-pod.proxy_arp": "1",
 			"net.ipv4.ip_forward": forward, "net.ipv4.conf.veth-pod.forwarding": forward,
@@ -122,7 +124,7 @@ func TestNeighbourWaitingCalico(t *testing.T) {
 	v := verdictOf(calicoNode("0"), nil, probeOnly(), probeOnly())
 	wantVerdict(t, v, "unknown", "neighbour-waiting",
 		[]string{"waiting for ARP of 169.254.1.1 on eth0", "forwarding is off in node (net.ipv4.ip_forward=0)"},
-		[]string{"2 request packet(s)", "waiting for ARP of the next hop 169.254.1.1", "route default via 169.254.1.1 dev eth0 onlink", "stopped before the entry failed (it is INCOMPLETE now)"},
+		[]string{"2 request packet(s)", "waiting for ARP of the next hop 169.254.1.1", "route default via 169.254.1.1 dev eth0 onlink", "stopped before the entry failed (it is INCOMPLETE now)", "it fails after 3 unanswered probes 1000 ms apart (~3000 ms"},
 		[]string{"next hop=169.254.1.1, the gateway, on eth0", "neighbour entry=169.254.1.1 on eth0: INCOMPLETE", "net.ipv4.conf.veth-pod.proxy_arp=1", "net.ipv4.ip_forward=0"},
 		[]string{"ip netns exec node sysctl -w net.ipv4.ip_forward=1", "ip netns exec pod ip neigh show 169.254.1.1 dev eth0"})
 	if v.Confidence != "high" {

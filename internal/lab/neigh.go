@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ReplaceRoute sets the route to dst ("default" or a CIDR) to go via gw on dev, replacing the
@@ -53,4 +55,32 @@ func (n *NS) SetLinkDown(dev string) error {
 		}
 		return nil
 	})
+}
+
+// WaitCarrier waits up to timeout for dev's carrier (IFF_LOWER_UP) to be want: the kernel
+// tells a veth end that its peer went down asynchronously (linkwatch, up to a second later),
+// and flushes the end's neighbours then.
+func (n *NS) WaitCarrier(dev string, want bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var lower bool
+		err := n.netlink(func(h *netlink.Handle) error {
+			l, err := h.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			lower = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("carrier of %s in %s: %w", dev, n.name, err)
+		}
+		if lower == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("carrier of %s in %s still %v after %v", dev, n.name, lower, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
