@@ -237,3 +237,31 @@ func TestNeighbourWaitingNotHealthy(t *testing.T) {
 		t.Errorf("a queued packet delivered: %s", v.Summary)
 	}
 }
+
+// A connection whose segments keep being resent after the last reply is not healthy.
+func TestResentUnansweredNotHealthy(t *testing.T) {
+	tcp := func(src, dst netip.Addr) *trace.Headers {
+		return &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoTCP, Src: src, Dst: dst, Sport: 40000, Dport: 80}, Payload: 10}
+	}
+	at := func(dir trace.Direction, h *trace.Headers, ns uint64, retrans int) trace.Packet {
+		place := trace.Place{Netns: podNS, NetnsName: "pod", Ifname: "eth0"}
+		return trace.Packet{ID: int(ns), Flow: dir, Tuple: *h, RetransmitOf: retrans,
+			Hops: []trace.Hop{{TimeNS: ns, Event: trace.KindXmit, Place: place, Tuple: h}},
+			Fate: trace.Fate{Outcome: trace.LeftHost, Place: place}}
+	}
+	req, rep := tcp(podIP, extIP), tcp(extIP, podIP)
+	replied := at(trace.Reply, rep, 2e9, 0)
+	replied.Fate = trace.Fate{Outcome: trace.Delivered, Location: "tcp_rcv_established+0x1"}
+	v := verdictOf(nil, nil, at(trace.Request, req, 1e9, 0), replied, at(trace.Request, req, 3e9, 0), at(trace.Request, req, 4e9, 3e9), at(trace.Request, req, 6e9, 3e9))
+	if v.Class != "resent-unanswered" || strings.Contains(v.Summary, "healthy:") || v.Outcome == "delivered" {
+		t.Errorf("verdict %s/%s: %s", v.Outcome, v.Class, v.Summary)
+	}
+	if !strings.Contains(v.Summary, "2 request segment(s) resent after the last reply") {
+		t.Errorf("summary %q", v.Summary)
+	}
+	// Resent before the reply that answered it: healthy.
+	v = verdictOf(nil, nil, at(trace.Request, req, 1e9, 0), at(trace.Request, req, 1.5e9, 1e9), replied)
+	if v.Class != "healthy" {
+		t.Errorf("verdict %s/%s: %s", v.Outcome, v.Class, v.Summary)
+	}
+}
