@@ -217,3 +217,32 @@ var _ = addScenario(scenario{
 		summary: []string{"waiting for NDP of the next hop fd00:"},
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "neighbour/node-default-gateway-unanswered",
+	about: "the node's own default route goes via 10.x.2.99, which nothing has; the node pings 8.8.8.8 (short neighbour timers on veth-ext: the entry fails)",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Node.AddRoute("default", fmt.Sprintf("10.%d.2.99", s.PodIP.As4()[1])); err != nil {
+			t.Fatal(err)
+		}
+		fastNeighbour(t, s, "node", "ipv4", "veth-ext")
+		traffic := func(t *testing.T) {
+			if _, err := s.Node.Ping("8.8.8.8", 0x4243, 2, 100e6, 300e6); err != nil {
+				t.Fatalf("ping 8.8.8.8: %v", err)
+			}
+			time.Sleep(time.Second)
+		}
+		return pingArgs(s.NodeExtIP.String(), "8.8.8.8"), traffic
+	},
+	want: want{
+		outcome: "dropped", class: "neighbour", netns: "node", ifname: "veth-ext", reason: "NEIGH_FAILED",
+		cause: ".2.99 not resolved",
+		evidence: []evidence{
+			{"route decision", "default via 10."},
+			{"next hop", ".2.99, the gateway, on veth-ext"},
+			{"neighbour entry", ".2.99 on veth-ext: FAILED"},
+		},
+		fix:     "ip route",
+		summary: []string{"no ARP answer for the next hop 10."},
+	},
+})
