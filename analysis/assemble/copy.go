@@ -415,10 +415,10 @@ func (a *Assembler) releaseEarly(nowNS uint64, out *[]trace.Packet) {
 // dropped, NEIGH_FAILED).
 //
 // Kernels before neigh_probe used consume_skb freed the clone with kfree_skb: a drop without a
-// reason at the same place is taken as the probe's copy too (a kernel with drop reasons names
-// its own drops there: NEIGH_QUEUEFULL, NEIGH_FAILED).
+// reason (or NOT_SPECIFIED) at the same place is taken as the probe's copy too; the neighbour
+// code names its own drops there (NEIGH_QUEUEFULL, NEIGH_FAILED).
 func neighProbe(h *trace.Hop) bool {
-	if h.Event != trace.KindConsume && (h.Event != trace.KindDrop || h.Reason != "") {
+	if h.Event != trace.KindConsume && (h.Event != trace.KindDrop || (h.Reason != "" && h.Reason != "NOT_SPECIFIED")) {
 		return false
 	}
 	switch fn, _, _ := strings.Cut(h.Location, "+"); fn {

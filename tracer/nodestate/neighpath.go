@@ -8,6 +8,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/tracer/netns"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -155,7 +156,7 @@ func (r *Reader) AddrOwners(addr netip.Addr) []Owner {
 	}
 	var out []Owner
 	for _, n := range r.ns.All() {
-		_ = r.withNetlink(n.Inode, func(h *netlink.Handle) error {
+		_ = withNetlinkAt(n.Path, func(h *netlink.Handle) error {
 			addrs, err := h.AddrList(nil, family)
 			if err != nil {
 				return err
@@ -169,4 +170,21 @@ func (r *Reader) AddrOwners(addr netip.Addr) []Owner {
 		})
 	}
 	return out
+}
+
+// withNetlinkAt runs fn with a netlink handle whose socket lives in the namespace at path,
+// without entering it nor looking it up by inode: a walk over every namespace of the node
+// would otherwise scan /proc once for each.
+func withNetlinkAt(path string, fn func(h *netlink.Handle) error) error {
+	f, err := netns.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(f.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return fn(h)
 }
