@@ -134,6 +134,7 @@ var _ = addScenario(scenario{
 		outcome: "dropped", class: "neighbour", netns: "node", ifname: "veth-ext", reason: "NEIGH_FAILED",
 		cause: ".2.99 not resolved: nothing answers ARP",
 		evidence: []evidence{
+			{"route decision", ".9.0/24 via 10."},
 			{"next hop", ".2.99, the gateway, on veth-ext"},
 			{"neighbour entry", ".2.99 on veth-ext: FAILED"},
 			{"net.ipv4.conf.eth0.proxy_arp", "0"},

@@ -167,7 +167,13 @@ func (d *Diagnoser) resolve(r *resolution) {
 		r.evidence = append(r.evidence, trace.Evidence{What: "route lookup " + rt.Lookup.Src.String() + " > " + rt.Lookup.Dst.String(), Value: v, Source: "fib:fib_table_lookup"})
 	}
 	if nf != nil && r.dst.IsValid() {
-		if nh, err := nf.NextHop(r.netns, r.src, r.dst); err == nil {
+		nh, err := nf.NextHop(r.netns, r.src, r.dst)
+		if err != nil && r.src.IsValid() {
+			// A forwarded packet's source is no address of this namespace: an output lookup
+			// from it is refused. The route without it is the one a person compares.
+			nh, err = nf.NextHop(r.netns, netip.Addr{}, r.dst)
+		}
+		if err == nil {
 			if !r.next.IsValid() {
 				r.next = nh.Addr
 			}
