@@ -247,3 +247,51 @@ var _ = addScenario(scenario{
 		summary: []string{"no ARP answer for the next hop 10."},
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "neighbour/ndp-gateway-unanswered-v6-failed",
+	about: "as ndp-gateway-unanswered-v6, with the pod's neighbour timers short (net.ipv6.neigh.eth0.retrans_time_ms=100): the entry fails and the queued requests are dropped",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		gw := strings.TrimSuffix(s.Pod6, "2") + "99"
+		if err := s.Pod.ReplaceRoute("::/0", gw, "eth0", false); err != nil {
+			t.Fatal(err)
+		}
+		fastNeighbour(t, s, "pod", "ipv6", "eth0")
+		return pingArgs(s.Pod6, s.Ext6), thenWait(pingFromPod(s, s.Ext6, 2), time.Second)
+	},
+	want: want{
+		// IPv6 frees the queued packets in ndisc_error_report with kfree_skb: no NEIGH_FAILED,
+		// only the place (neigh_invalidate) says the entry failed.
+		v6: true, outcome: "dropped", class: "neighbour", netns: "pod", ifname: "eth0",
+		cause: ":1::99 not resolved: nothing on this node has",
+		evidence: []evidence{
+			{"route decision", "default via fd00:"},
+			{"next hop", ":1::99, the gateway, on eth0"},
+			{"neighbour entry", ":1::99 on eth0: FAILED"},
+			{"net.ipv6.conf.veth-pod.proxy_ndp", "0"},
+		},
+		fix:     "ip -6 route",
+		summary: []string{"at neigh_invalidate", "no NDP answer for the next hop fd00:"},
+	},
+})
+
+var _ = addScenario(scenario{
+	name:  "neighbour/gateway-in-other-namespace",
+	about: "the pod's gateway (onlink) is ext's address 10.x.2.2: an address of this node, but of a namespace not on the pod's link, and the node does no proxy ARP",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Pod.ReplaceRoute("default", s.ExtIP.String(), "eth0", true); err != nil {
+			t.Fatal(err)
+		}
+		return pingArgs(s.PodIP.String(), s.ExtIP.String()), pingFromPod(s, s.ExtIP.String(), 2)
+	},
+	want: want{
+		outcome: "unknown", class: "neighbour-waiting", netns: "pod", ifname: "eth0",
+		cause: "is configured on eth0 in",
+		evidence: []evidence{
+			{"next hop", ".2.2, the gateway, on eth0"},
+			{"peer of eth0", "veth-pod in"},
+		},
+		fix:     "ip route",
+		summary: []string{"which does not have 10."},
+	},
+})

@@ -79,6 +79,7 @@ type resolution struct {
 	route     *trace.Route // the trace's route lookup in that namespace, if seen
 
 	next     netip.Addr // the address resolved
+	viaGW    bool       // next is the route's gateway (it may equal the destination)
 	routeTxt string     // the route that decided, as `ip route` prints it
 	cause    string
 	detail   string // the cause in a sentence, for the summary
@@ -105,7 +106,7 @@ func (d *Diagnoser) neighbour(f *finding) {
 	f.fix = r.fix
 	f.sure = r.sure
 	switch {
-	case neighQueue(f.site.Location) && !strings.HasPrefix(f.site.Reason, "NEIGH_"):
+	case neighQueue(f.site.Location) && !strings.HasPrefix(f.site.Reason, "NEIGH_") && !strings.HasPrefix(f.site.Location, "neigh_invalidate+"):
 		f.cause = "next hop " + r.nextText() + " not resolved: its neighbour entry was destroyed with the packets queued"
 	case f.site.Reason == "NEIGH_QUEUEFULL":
 		f.cause = "next hop " + r.nextText() + " not resolved: too many packets queued waiting for it"
@@ -153,7 +154,7 @@ func (d *Diagnoser) resolve(r *resolution) {
 	// route is read live.
 	if rt := r.route; rt != nil {
 		if rt.Gateway.IsValid() {
-			r.next = rt.Gateway
+			r.next, r.viaGW = rt.Gateway, true
 		} else {
 			r.next = r.dst
 		}
@@ -175,7 +176,7 @@ func (d *Diagnoser) resolve(r *resolution) {
 		}
 		if err == nil {
 			if !r.next.IsValid() {
-				r.next = nh.Addr
+				r.next, r.viaGW = nh.Addr, nh.Gateway.IsValid()
 			}
 			if r.dev == "" {
 				r.dev = nh.Dev
@@ -186,7 +187,7 @@ func (d *Diagnoser) resolve(r *resolution) {
 	}
 	if r.next.IsValid() {
 		what := "gateway"
-		if r.next == r.dst {
+		if !r.viaGW {
 			what = "destination (on-link)"
 		}
 		r.evidence = append(r.evidence, trace.Evidence{What: "next hop", Value: r.next.String() + ", the " + what + ", on " + r.dev, Source: "route decision"})

@@ -265,3 +265,23 @@ func TestResentUnansweredNotHealthy(t *testing.T) {
 		t.Errorf("verdict %s/%s: %s", v.Outcome, v.Class, v.Summary)
 	}
 }
+
+// IPv6 frees the packets of a failed entry with kfree_skb (NOT_SPECIFIED, from
+// ndisc_error_report inlined in neigh_invalidate): still the neighbour's failure, and a gateway
+// that is the destination itself is still called the gateway.
+func TestNeighbourV6NotSpecified(t *testing.T) {
+	gw := netip.MustParseAddr("fd00::99")
+	f := calicoNode("1")
+	f.nextHop = NextHop{Route: "default via fd00::99 dev eth0", Gateway: gw, Addr: gw, Dev: "eth0"}
+	f.neigh = "FAILED"
+	f.peerNS["net.ipv6.conf.veth-pod.proxy_ndp"] = "0"
+	p := podDrop("NOT_SPECIFIED", "neigh_invalidate+0x7e")
+	h := &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoICMPv6, Src: netip.MustParseAddr("fd00::2"), Dst: gw}}
+	p.Tuple, p.Hops[0].Tuple = *h, h
+	v := verdictOf(f, nil, p)
+	wantVerdict(t, v, "dropped", "neighbour", []string{"next hop fd00::99 not resolved: nothing on this node has fd00::99"},
+		[]string{"no NDP answer for the next hop fd00::99"}, []string{"next hop=fd00::99, the gateway, on eth0", "net.ipv6.conf.veth-pod.proxy_ndp"}, []string{"ip -6 route"})
+	if strings.Contains(v.Cause, "destroyed") {
+		t.Errorf("a failed entry told as destroyed: %s", v.Cause)
+	}
+}
