@@ -68,7 +68,8 @@ type Assembler struct {
 	held     []*packet
 	heldHead int
 	early    []earlyCopy
-	nat      natMemory // translations seen, to place packets the filter does not name
+	waiting  map[copyKey]struct{} // packets known only by their neighbour probe's copy
+	nat      natMemory            // translations seen, to place packets the filter does not name
 	segments segmentIndex
 
 	// spare are emptied hop buffers no packet uses (given back by Recycle, or not handed
@@ -413,6 +414,9 @@ func (a *Assembler) emit(p *packet) trace.Packet {
 	}
 	trace.SortHops(p.copies)
 	pkt.Fate = copyDelivered(fate(own, end, p.reused), own, end, p.copies)
+	if pkt.Fate.Outcome == trace.Unknown && pkt.Fate.Note == "" {
+		pkt.Fate.Note = waitingFor(own, p.copies)
+	}
 	// Last, as the copies may be merged into own's buffer.
 	pkt.Hops = own
 	if len(p.copies) > 0 {

@@ -346,7 +346,7 @@ type earlyCopy struct {
 // keepEarly parks a lone consume that may be a copy of a packet not seen yet.
 func (a *Assembler) keepEarly(ev *trace.Event) bool {
 	h := &ev.Hop
-	if h.Event != trace.KindConsume || h.Tuple == nil || len(a.early) >= a.maxOpen {
+	if (h.Event != trace.KindConsume && !neighProbe(h)) || h.Tuple == nil || len(a.early) >= a.maxOpen {
 		return false
 	}
 	a.early = append(a.early, earlyCopy{ev: *ev, key: copyKeyOf(h)})
@@ -397,8 +397,76 @@ func (a *Assembler) releaseEarly(nowNS uint64, out *[]trace.Packet) {
 	a.early = kept
 	for i := range due {
 		ev := &due[i]
+		if neighProbe(&ev.Hop) {
+			a.releaseWaiting(ev, out)
+			continue
+		}
 		p := a.start(ev.SKB)
 		a.push(p, ev.CPU, &ev.Hop)
 		a.complete(p, &ev.Hop, out)
 	}
+}
+
+// neighProbe says whether a consume is the neighbour code freeing its copy of a packet queued
+// for address resolution: neigh_probe clones the newest packet waiting for ARP/NDP, hands the
+// clone to arp_solicit/ndisc_solicit and consume_skb's it, from __neigh_event_send (the first
+// probe) or neigh_timer_handler (the probes after it), where it is inlined. The packet itself
+// stays queued until the address resolves (then it is sent) or the entry fails (then it is
+// dropped, NEIGH_FAILED).
+//
+// Kernels before neigh_probe used consume_skb freed the clone with kfree_skb: a drop without a
+// reason (or NOT_SPECIFIED) at the same place is taken as the probe's copy too; the neighbour
+// code names its own drops there (NEIGH_QUEUEFULL, NEIGH_FAILED).
+func neighProbe(h *trace.Hop) bool {
+	if h.Event != trace.KindConsume && (h.Event != trace.KindDrop || (h.Reason != "" && h.Reason != "NOT_SPECIFIED")) {
+		return false
+	}
+	switch fn, _, _ := strings.Cut(h.Location, "+"); fn {
+	case "__neigh_event_send", "neigh_probe", "neigh_timer_handler":
+		return true
+	}
+	return false
+}
+
+// waitingNote is the fate's note on a packet known only by its neighbour probe's copy.
+const waitingNote = "waiting for its next hop's address (ARP/NDP): only the neighbour code's copy for the probe was seen, freed at "
+
+// waitingMax bounds the queued packets remembered (see releaseWaiting).
+const waitingMax = 4096
+
+// releaseWaiting hands out a neighbour probe's copy whose original was never seen: the
+// original is queued in the neighbour entry (a locally generated packet passes no tracepoint
+// before its first transmit). It becomes a packet whose end is unknown, with the copy's free
+// as a copy's hop, never a delivery. The probes after the first clone the same queued packet
+// again: those are counted as copies, not as packets.
+func (a *Assembler) releaseWaiting(ev *trace.Event, out *[]trace.Packet) {
+	a.stats.Copies++
+	k := copyKeyOf(&ev.Hop)
+	if _, seen := a.waiting[k]; seen {
+		return
+	}
+	if a.waiting == nil || len(a.waiting) >= waitingMax {
+		a.waiting = make(map[copyKey]struct{})
+	}
+	a.waiting[k] = struct{}{}
+	ev.Hop.Copy = true
+	p := a.start(ev.SKB)
+	a.push(p, ev.CPU, &ev.Hop)
+	a.complete(p, nil, out)
+}
+
+// waitingFor is the note on a packet whose end was not seen when a neighbour probe's copy of
+// it was freed after its last own hop, in the namespace of that hop: it was queued for its next
+// hop's address then. "" otherwise.
+func waitingFor(own, copies []trace.Hop) string {
+	if len(own) == 0 {
+		return ""
+	}
+	last := &own[len(own)-1]
+	for i := len(copies) - 1; i >= 0; i-- {
+		if c := &copies[i]; neighProbe(c) && c.Netns == last.Netns && c.TimeNS+reorderSlackNS >= last.TimeNS {
+			return waitingNote + c.Location
+		}
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 package assemble
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pathtrace/pathtrace/trace"
@@ -130,11 +131,39 @@ func TestEarlyCopy(t *testing.T) {
 	}
 
 	// With no original within the window it is a packet of its own, handed out once the window
-	// has passed.
+	// has passed: one still waiting for its neighbour (the original stays queued), never one
+	// delivered where its copy was consumed. The timer's later probes clone the same queued
+	// packet: copies, not packets.
 	a = New(ping, Options{})
 	a.Add(consumed(skbY, 0, 1000, "pod", req, "__neigh_event_send+0x236"))
 	if got := a.Expire((1000 + 800*ms) * us); len(got) != 0 {
 		t.Fatalf("handed out inside the window: %s", pkt(got[0]))
 	}
-	check(t, a.Expire((1000+1002*ms)*us), []want{{"#1 request delivered __neigh_event_send+0x236 pod/", "consumed@pod"}})
+	got = a.Expire((1000 + 1002*ms) * us)
+	check(t, got, []want{{"#1 request unknown pod/", "consumed@pod"}})
+	if f := got[0].Fate; !strings.Contains(f.Note, "waiting for its next hop's address") || !strings.Contains(f.Note, "__neigh_event_send+0x236") {
+		t.Errorf("fate note %q", f.Note)
+	}
+	if !got[0].Hops[0].Copy {
+		t.Errorf("the probe's copy is not marked a copy: %+v", got[0].Hops[0])
+	}
+	a.Add(consumed(skbZ, 0, 2000*ms, "pod", req, "neigh_timer_handler+0x1a0"))
+	if got := a.Flush(); len(got) != 0 {
+		t.Errorf("a later probe of the same queued packet made a packet: %s", pkt(got[0]))
+	}
+
+	// A kernel whose neigh_probe frees the clone with kfree_skb (no reason): the same.
+	a = New(ping, Options{})
+	a.Add(dropped(skbY, 0, 1000, "pod", req, "", "__neigh_event_send+0x1b4"))
+	a.Add(ev(skbX, 0, 1000+3*ms, trace.KindQueue, "pod/eth0", req))
+	got = a.Add(consumed(skbX, 0, 1000+4*ms, "pod", req, "icmp_rcv+0x259"))
+	check(t, got, []want{{"#1 request left-host pod/eth0", "dropped@pod queued@pod/eth0 consumed@pod"}})
+	a = New(ping, Options{})
+	a.Add(dropped(skbY, 0, 1000, "pod", req, "", "__neigh_event_send+0x1b4"))
+	got = a.Flush()
+	check(t, got, []want{{"#1 request unknown pod/", "dropped@pod"}})
+	// A drop the kernel names there is the packet's own.
+	a = New(ping, Options{})
+	got = a.Add(dropped(skbY, 0, 1000, "pod", req, "NEIGH_QUEUEFULL", "__neigh_event_send+0x1b4"))
+	check(t, got, []want{{"#1 request dropped NEIGH_QUEUEFULL __neigh_event_send+0x1b4 pod/", "dropped@pod"}})
 }

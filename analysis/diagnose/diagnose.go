@@ -91,6 +91,11 @@ func benign(p trace.Packet) bool {
 	if fn, _, _ := strings.Cut(p.Fate.Location, "+"); fn == "sk_stream_kill_queues" || fn == "inet_csk_destroy_sock" {
 		return true
 	}
+	if neighQueue(p.Fate.Location) {
+		// A neighbour entry's queue purged (the entry destroyed: carrier lost, flushed): the
+		// packets waiting for the next hop's address, not a closing socket's.
+		return false
+	}
 	switch p.Fate.Reason {
 	case "QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE":
 		return true

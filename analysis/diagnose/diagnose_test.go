@@ -141,7 +141,7 @@ func TestDropVerdicts(t *testing.T) {
 		{
 			name:  "neighbour failed",
 			v:     verdictOf(fakeFacts{neigh: "FAILED"}, nil, dropped(trace.Request, "veth-ext", "NEIGH_FAILED", "__neigh_event_send+0x1", req)),
-			cause: "next hop 10.0.2.2 not resolved", evidence: "neighbour 10.0.2.2 on veth-ext=FAILED", confidence: "high",
+			cause: "next hop 10.0.2.2 not resolved", evidence: "neighbour entry=10.0.2.2 on veth-ext: FAILED", confidence: "high",
 		},
 		{
 			name:  "nothing listening",

@@ -16,14 +16,42 @@ type tally struct {
 	left     trace.Packet
 	leftHops [2]trace.Hop
 	hasLeft  bool
+	// waiting counts the packets last seen queued for their next hop's address (the neighbour
+	// code's probe copy freed, the packet itself never seen again); wait is the first of them,
+	// its lastNS the latest's. lastReplyNS is when the latest reply was last seen.
+	waiting     int
+	wait        waitInfo
+	lastReplyNS uint64
+	// resent counts the requests sent again (TCP retransmissions) after the latest reply.
+	resent       int
+	lastResendNS uint64
 }
 
 func (c *tally) add(p trace.Packet) {
 	c.packets++
+	var lastNS uint64
+	if n := len(p.Hops); n > 0 {
+		lastNS = p.Hops[n-1].TimeNS
+	}
 	if p.Flow == trace.Reply {
 		c.rep++
+		c.lastReplyNS = max(c.lastReplyNS, lastNS)
+		if lastNS > c.lastResendNS {
+			c.resent = 0
+		}
 	} else {
 		c.req++
+		if p.RetransmitOf != 0 && lastNS >= c.lastReplyNS {
+			c.resent++
+			c.lastResendNS = max(c.lastResendNS, lastNS)
+		}
+	}
+	if w, ok := waitingAt(&p); ok {
+		if c.waiting == 0 {
+			c.wait = w
+		}
+		c.waiting++
+		c.wait.lastNS = max(c.wait.lastNS, w.lastNS)
 	}
 	switch p.Fate.Outcome {
 	case trace.LeftHost:
@@ -61,6 +89,33 @@ var _ = register(Class{
 			return trace.Verdict{}, false
 		}
 		return leftHostVerdict(t, c.left), true
+	},
+})
+
+var _ = register(Class{
+	Name:       "resent-unanswered",
+	Order:      850,
+	Recognises: "requests resent (TCP retransmissions) after the last reply, none answered",
+	Reads:      "the packets' fates and retransmissions",
+	Fix:        "where the resent requests went: beyond the host (the peer), or the local socket",
+	Conclude: func(_ *Diagnoser, t *trace.Trace, c *tally) (trace.Verdict, bool) {
+		if c.rep == 0 || c.resent == 0 {
+			return trace.Verdict{}, false
+		}
+		head := fmt.Sprintf("%d request segment(s) resent after the last reply, none answered while tracing: the flow stopped getting answers", c.resent)
+		if c.hasLeft && c.left.Flow == trace.Request {
+			v := leftHostVerdict(t, c.left)
+			v.Summary = head + "; " + v.Summary
+			v.Cause = "resent, no reply"
+			return v, true
+		}
+		return trace.Verdict{
+			Outcome:    "unknown",
+			Cause:      "resent, no reply",
+			Summary:    head + "; where they ended was not seen",
+			Fix:        []string{"trace the peer too (and merge), or check the local socket: ss -tni"},
+			Confidence: "low",
+		}, true
 	},
 })
 

@@ -271,7 +271,11 @@ func (b *block) fateLine(pk *trace.Packet, hops []trace.Hop) {
 	case trace.Unknown, "":
 		b.text("=> ")
 		b.put(warn, "unknown")
-		b.txt = append(b.txt, ": trace ended before the packet's end was seen"...)
+		if f.Note != "" {
+			b.txt = append(append(b.txt, ": "...), f.Note...)
+		} else {
+			b.txt = append(b.txt, ": trace ended before the packet's end was seen"...)
+		}
 		if n := len(hops); n > 0 {
 			h := &hops[n-1]
 			b.txt, _ = appendEventName(append(b.txt, " (last seen: "...), h)
