@@ -12,7 +12,7 @@ var rpFilterClass = register(Class{
 	Name:       "rp-filter",
 	Order:      20,
 	Recognises: "`IP_RPFILTER`",
-	Reads:      "`rp_filter` of `all` and the device (the kernel uses the larger: IN_DEV_MAXCONF), the route back to the source from the trace's lookups",
+	Reads:      "`rp_filter` of `all` and the device (the kernel uses the larger: IN_DEV_MAXCONF), the route back to the source (the trace's own lookup, else `ip route get` read live)",
 	Fix:        "loose mode (`rp_filter=2`) on whichever of `all`/device is strict, in that namespace, or the route back",
 	Drop:       func(s *trace.DropSite, _ string) bool { return s.Reason == "IP_RPFILTER" },
 	Explain:    (*Diagnoser).rpFilter,

@@ -61,7 +61,7 @@ func (d *Diagnoser) noSocket(f *finding) {
 	case trace.ProtoTCP:
 		f.cause = fmt.Sprintf("connection refused: nothing listens on TCP port %d in %s", h.Dport, ns)
 		f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s there: connection refused", f.site.Area(), netip.AddrPortFrom(h.Dst, h.Dport))
-		f.fix = []string{inNetns(ns, fmt.Sprintf("ss -ltnp 'sport = :%d'   # start the service, or point the client at the port it listens on (for a Service: its endpoints and targetPort)", h.Dport))}
+		f.fix = []string{inNetns(ns, fmt.Sprintf("ss -ltnp 'sport = :%d'   # nothing on %s: start the service, or point the client at the port it listens on (for a Service: its endpoints and targetPort)", h.Dport, netip.AddrPortFrom(h.Dst, h.Dport)))}
 		f.late = (*Diagnoser).refusedReply
 	case trace.ProtoUDP:
 		icmp := "ICMP"
@@ -70,7 +70,7 @@ func (d *Diagnoser) noSocket(f *finding) {
 		}
 		f.cause = fmt.Sprintf("port unreachable: nothing listens on UDP port %d in %s", h.Dport, ns)
 		f.meaning = fmt.Sprintf("it reached %s but nothing listens on %s there: the kernel answers with an %s port unreachable (rate-limited), which a connected UDP socket reports as ECONNREFUSED", f.site.Area(), netip.AddrPortFrom(h.Dst, h.Dport), icmp)
-		f.fix = []string{inNetns(ns, fmt.Sprintf("ss -lunp 'sport = :%d'   # start the service, or point the client at the port it listens on (for a Service: its endpoints and targetPort)", h.Dport))}
+		f.fix = []string{inNetns(ns, fmt.Sprintf("ss -lunp 'sport = :%d'   # nothing on %s: start the service, or point the client at the port it listens on (for a Service: its endpoints and targetPort)", h.Dport, netip.AddrPortFrom(h.Dst, h.Dport)))}
 	default:
 		f.cause = "nothing listening"
 		f.meaning = fmt.Sprintf("it reached %s but no socket there takes %s", f.site.Area(), h.Proto)

@@ -61,7 +61,7 @@ func (r *Reader) SocketsOn(ino uint32, proto string, port uint16) ([]Socket, err
 
 // The sock_diag request and the attributes read (linux/inet_diag.h, sock_diag.h).
 const (
-	inetDiagSkMeminfo = 7 // INET_DIAG_SKMEMINFO
+	inetDiagSkMeminfo                                   = 7 // INET_DIAG_SKMEMINFO
 	skMeminfoRmemAlloc, skMeminfoRcvbuf, skMeminfoDrops = 0, 1, 8
 )
 
