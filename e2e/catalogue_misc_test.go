@@ -198,7 +198,7 @@ var _ = addScenario(scenario{
 		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "icmp"}, pingFromPod(s, s.ExtIP.String(), 2)
 	},
 	want: want{
-		outcome: "dropped", class: "tc-program", netns: "node", ifname: "br0", reason: "TC_INGRESS",
+		outcome: "dropped", class: "tc-program", classNoReasons: "tc-program-inferred", netns: "node", ifname: "br0", reason: "TC_INGRESS",
 		cause:    "tc ingress filter u32 on br0",
 		evidence: []evidence{{"tc ingress filter on br0 (bridge)", "u32"}},
 		fix:      "tc filter del dev br0 ingress pref 10",
@@ -222,7 +222,7 @@ var _ = addScenario(scenario{
 		return []string{"--src", s.PodIP.String(), "--dst", remote, "--proto", "icmp"}, pingFromPod(s, remote, 2)
 	},
 	want: want{
-		outcome: "dropped", class: "tc-program", netns: "node", ifname: "tun0", reason: "TC_EGRESS",
+		outcome: "dropped", class: "tc-program", classNoReasons: "tc-program-inferred", netns: "node", ifname: "tun0", reason: "TC_EGRESS",
 		cause:    "tc egress filter u32 on tun0",
 		evidence: []evidence{{"tc egress filter on tun0 (tuntap)", "u32"}},
 		fix:      "tc filter del dev tun0 egress pref 10",

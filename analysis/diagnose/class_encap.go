@@ -13,8 +13,8 @@ var vxlanVNIClass = register(Class{
 	Recognises: "`VXLAN_VNI_NOT_FOUND`, `VXLAN_INVALID_HDR`",
 	Reads:      "the namespace's VXLAN devices: VNI, port, underlay",
 	Fix:        "the VNI of the sender's and this node's VXLAN devices must match (`ip -d link show type vxlan` on both)",
-	Drop: func(s *trace.DropSite, _ string) bool {
-		return s.Reason == "VXLAN_VNI_NOT_FOUND" || s.Reason == "VXLAN_INVALID_HDR"
+	Drop: func(s *trace.DropSite, fn string) bool {
+		return s.Reason == "VXLAN_VNI_NOT_FOUND" || s.Reason == "VXLAN_INVALID_HDR" || (s.Reason == "" && fn == "vxlan_rcv")
 	},
 	Explain: (*Diagnoser).vxlanVNI,
 })
@@ -43,6 +43,11 @@ func (d *Diagnoser) vxlanVNI(f *finding) {
 		in.Src, in.Dst, outer, ns, portText, f.site.Ifname, port)
 	f.fix = []string{
 		inNetns(ns, "ip -d link show type vxlan   # this node's VNIs; the sender's VNI must be one of them (same VNI on both ends of the overlay)"),
+	}
+	if f.site.Reason == "" {
+		// Before 5.17 vxlan_rcv frees an unknown VNI and an invalid header alike.
+		f.meaning += " (this kernel reports no drop reason: vxlan_rcv drops an unknown VNI and an invalid VXLAN header alike)"
+		defer func() { f.sure = false }()
 	}
 	if d.facts == nil {
 		return

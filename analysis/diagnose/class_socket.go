@@ -44,11 +44,21 @@ var noSocketClass = register(Class{
 	Recognises: "`NO_SOCKET`",
 	Reads:      "the sockets bound to the port in that namespace (`ss`), the replies the trace saw (the RST or ICMP port unreachable); a VXLAN/Geneve packet: the namespace's VXLAN devices",
 	Fix:        "the listening service (`ss -ltnp`/`-lunp` in that namespace); for an overlay packet, the VXLAN device and its port",
-	Drop:       func(s *trace.DropSite, _ string) bool { return s.Reason == "NO_SOCKET" },
-	Explain:    (*Diagnoser).noSocket,
+	Drop: func(s *trace.DropSite, fn string) bool {
+		return s.Reason == "NO_SOCKET" || (s.Reason == "" && transportRcv[fn])
+	},
+	Explain: (*Diagnoser).noSocket,
 })
 
+// transportRcv are where a kernel without drop reasons (before 5.17) frees a packet no socket
+// takes; it frees packets with a bad checksum there too.
+var transportRcv = map[string]bool{"tcp_v4_rcv": true, "tcp_v6_rcv": true, "__udp4_lib_rcv": true, "__udp6_lib_rcv": true}
+
 func (d *Diagnoser) noSocket(f *finding) {
+	if f.site.Reason == "" {
+		d.noSocketInferred(f)
+		return
+	}
 	hop := f.dropHop()
 	if hop.Encap != "" && hop.Outer != nil {
 		d.noOverlaySocket(f, hop)
@@ -177,4 +187,69 @@ func (d *Diagnoser) noOverlaySocket(f *finding, hop trace.Hop) {
 	f.evidence = append(f.evidence, trace.Evidence{What: what, Value: strings.Join(l, "; "), Source: "netlink (ip -d link) in netns " + ns})
 	f.meaning += fmt.Sprintf(". The VXLAN devices here use other ports (%s): the sender and this node disagree on the port", strings.Join(l, "; "))
 	f.sure = true
+}
+
+// noSocketInferred explains a reasonless drop in the transport's receive function (kernels
+// before 5.17), where a missing socket and a bad checksum look alike: the node's sockets (or,
+// for an overlay packet, its VXLAN devices) tell them apart when they can be read.
+func (d *Diagnoser) noSocketInferred(f *finding) {
+	fn, _, _ := strings.Cut(f.site.Location, "+")
+	h, hop := f.headers(), f.dropHop()
+	note := fmt.Sprintf(" (this kernel reports no drop reason: at %s that is a missing socket or a bad checksum, and ", fn)
+	settled, csum := false, false
+	if d.facts != nil {
+		if hop.Encap == "vxlan" && hop.Outer != nil {
+			if vf, ok := d.facts.(vxlanFacts); ok {
+				if devs, err := vf.VXLANs(f.site.Netns); err == nil {
+					settled = true
+					for _, v := range devs {
+						csum = csum || v.Port == hop.Outer.Dport
+					}
+				}
+			}
+			if csum {
+				note += fmt.Sprintf("a VXLAN device here takes UDP port %d, so it is not a missing socket)", hop.Outer.Dport)
+			} else {
+				note += fmt.Sprintf("no VXLAN device here takes UDP port %d)", hop.Outer.Dport)
+			}
+		} else if sf, ok := d.facts.(socketFacts); ok {
+			if socks, err := sf.SocketsOn(f.site.Netns, h.Proto.String(), h.Dport); err == nil {
+				settled, csum = true, len(socks) > 0
+				if csum {
+					note += fmt.Sprintf("a socket is bound to %s port %d here, so a bad checksum (or a socket filter) is likelier)", h.Proto, h.Dport)
+				} else {
+					note += fmt.Sprintf("nothing is bound to %s port %d here)", h.Proto, h.Dport)
+				}
+			}
+		}
+	}
+	switch {
+	case settled && !csum:
+		f.site.Reason = "NO_SOCKET"
+		d.noSocket(f)
+		f.site.Reason = ""
+		f.meaning += note
+		f.sure = false
+	case settled && hop.Encap == "vxlan":
+		d.checksum(f)
+		f.class = checksumClass.Name
+		f.meaning += note
+		f.sure = false
+	default:
+		f.class = reasonClass.Name
+		f.cause = "no socket or a bad checksum (no drop reason on this kernel)"
+		if settled {
+			f.meaning = "dropped by " + fn + note
+		} else {
+			f.meaning = fmt.Sprintf("dropped by %s: on this kernel (no drop reasons) that is a packet no socket takes or one with a bad checksum, and the node's sockets could not be read to tell them apart", fn)
+		}
+		counters := "UdpNoPorts Udp6NoPorts UdpInCsumErrors Udp6InCsumErrors"
+		if h.Proto == trace.ProtoTCP {
+			counters = "TcpInErrs TcpInCsumErrors TcpOutRsts"
+		}
+		f.fix = []string{
+			inNetns(f.site.NetnsName, "nstat -az "+counters+"   # which counter grows with the drops settles it"),
+			inNetns(f.site.NetnsName, fmt.Sprintf("ss -ant 'sport = :%d' ; ss -anu 'sport = :%d'", h.Dport, h.Dport)),
+		}
+	}
 }

@@ -13,8 +13,25 @@ var rcvbufClass = register(Class{
 	Recognises: "`SOCKET_RCVBUFF`",
 	Reads:      "the socket on the destination port (`ss -lunpm`): its receive buffer size and use, its drop count, the process that holds it",
 	Fix:        "the application must read faster; a larger `SO_RCVBUF` (capped by `net.core.rmem_max`)",
-	Drop:       func(s *trace.DropSite, _ string) bool { return s.Reason == "SOCKET_RCVBUFF" },
-	Explain:    (*Diagnoser).rcvbuf,
+	Drop: func(s *trace.DropSite, fn string) bool {
+		// Before 5.17: no reason, freed where a UDP socket refuses to queue it.
+		return s.Reason == "SOCKET_RCVBUFF" || (s.Reason == "" && (fn == "__udp_queue_rcv_skb" || fn == "udp_queue_rcv_one_skb"))
+	},
+	Explain: func(d *Diagnoser, f *finding) {
+		if f.site.Reason != "" {
+			d.rcvbuf(f)
+			return
+		}
+		d.rcvbuf(f)
+		if !f.sure {
+			f.class = reasonClass.Name
+			f.cause = "the UDP socket did not queue it (no drop reason on this kernel)"
+			f.meaning = "dropped at " + f.site.Location + ": a UDP socket refused to queue it (a full receive buffer, or a socket filter), and the socket could not be read to tell"
+			return
+		}
+		f.sure = false
+		f.meaning += " (this kernel reports no drop reason: " + f.site.Location + " is where a UDP socket refuses a packet, and this socket's drop count is not zero)"
+	},
 })
 
 func (d *Diagnoser) rcvbuf(f *finding) {
@@ -61,7 +78,7 @@ func (d *Diagnoser) rcvbuf(f *finding) {
 			f.meaning += fmt.Sprintf(" (%d bytes; %d in use now; %d drops so far)", s.Rcvbuf, s.RmemAlloc, s.Drops)
 		}
 		f.meaning += " was full and the kernel dropped what came in"
-		f.sure = true
+		f.sure = !s.HasMem || s.Drops > 0 || f.site.Reason != ""
 		if len(s.Procs) > 0 {
 			f.fix[1] = "make " + strings.Join(s.Procs, ", ") + " read faster, or give it a larger SO_RCVBUF (setsockopt; capped by net.core.rmem_max, default net.core.rmem_default)"
 		}

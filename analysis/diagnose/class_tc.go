@@ -96,7 +96,10 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 		dir = "egress"
 	}
 	progs, err := d.facts.TCPrograms(f.site.Netns, f.site.Ifname, dir)
-	if err != nil || len(progs) == 0 {
+	if err != nil {
+		return
+	}
+	if len(progs) == 0 && !d.hasDroppingFilter(f, dir) {
 		return
 	}
 	reason := f.site.Reason
@@ -104,7 +107,7 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 	d.tcProgram(f)
 	f.site.Reason = reason
 	f.sure = false
-	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and these programs are attached there)"
+	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and this is attached there)"
 }
 
 // TCFilter is a classic (non-BPF) tc filter, as `tc filter show` prints it.
@@ -160,4 +163,23 @@ func (d *Diagnoser) tcFilters(f *finding, dir string, explain bool) bool {
 		inNetns(f.site.NetnsName, fmt.Sprintf("tc filter del dev %s %s pref %d   # if this filter should not drop it (removes every filter of pref %d)", dev, dir, t.Pref, t.Pref)),
 	}
 	return true
+}
+
+// hasDroppingFilter says whether a classic filter with a drop action sits on the drop's device
+// in dir.
+func (d *Diagnoser) hasDroppingFilter(f *finding, dir string) bool {
+	tf, ok := d.facts.(tcFilterFacts)
+	if !ok {
+		return false
+	}
+	_, filters, err := tf.TCFilters(f.site.Netns, f.site.Ifname, dir)
+	if err != nil {
+		return false
+	}
+	for _, t := range filters {
+		if t.Drops {
+			return true
+		}
+	}
+	return false
 }

@@ -185,3 +185,53 @@ func TestMiscClasses(t *testing.T) {
 		t.Run(c.name, c.check)
 	}
 }
+
+// Kernels before 5.17 give no reason: the node's state settles the class, with medium
+// confidence, or the verdict says what it cannot tell apart.
+func TestMiscClassesWithoutReasons(t *testing.T) {
+	req := icmp(podIP, extIP)
+	noReason := func(dev, loc string, h *trace.Headers) trace.Packet { return dropped(trace.Request, dev, "", loc, h) }
+	closedUDP := noReason("eth0", "__udp4_lib_rcv+0x2a0", udp(podIP, extIP, 7001))
+	input := noReason("veth-pod", "ip_rcv_finish_core.constprop.0+0x1a0", req)
+	localnet := noReason("veth-pod", "ip_rcv_finish_core.constprop.0+0x1a0", icmp(podIP, netip.MustParseAddr("127.0.0.1")))
+	off := map[string]string{"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.veth-pod.rp_filter": "0",
+		"net.ipv4.conf.all.accept_local": "0", "net.ipv4.conf.veth-pod.accept_local": "0",
+		"net.ipv4.conf.all.route_localnet": "0", "net.ipv4.conf.veth-pod.route_localnet": "0"}
+	strict := map[string]string{}
+	for k, v := range off {
+		strict[k] = v
+	}
+	strict["net.ipv4.conf.all.rp_filter"] = "1"
+	u32 := TCFilter{Kind: "u32", Pref: 10, Drops: true, Text: "filter protocol ip pref 10 u32 ... action gact drop"}
+	cases := []miscCase{
+		{name: "nothing bound: no socket", class: "no-socket", v: verdictOf(miscFacts{}, nil, closedUDP),
+			cause: "port unreachable: nothing listens on UDP port 7001", summary: "nothing is bound to udp port 7001 here", confidence: "medium"},
+		{name: "a socket bound: not settled", class: "kernel-reason",
+			v:     verdictOf(miscFacts{socks: []Socket{{Proto: "udp", State: "UNCONN", Local: netip.MustParseAddrPort("0.0.0.0:7001")}}}, nil, closedUDP),
+			cause: "no socket or a bad checksum", summary: "a bad checksum (or a socket filter) is likelier", fix: "nstat -az UdpNoPorts", confidence: "medium"},
+		{name: "replay: not settled", class: "kernel-reason", v: verdictOf(nil, nil, closedUDP),
+			cause: "no socket or a bad checksum", summary: "could not be read", confidence: "medium"},
+		{name: "VXLAN with its device there: a bad checksum", class: "checksum",
+			v:     verdictOf(miscFacts{vxlans: []VXLANDevice{{Name: "vx0", VNI: 1, Port: 4789}}}, nil, vxlanDropped("", "__udp4_lib_rcv+0x2a0")),
+			cause: "bad outer UDP checksum on VXLAN", summary: "a VXLAN device here takes UDP port 4789", confidence: "medium"},
+		{name: "VXLAN with no device: no socket", class: "no-socket",
+			v:     verdictOf(miscFacts{}, nil, vxlanDropped("", "__udp4_lib_rcv+0x2a0")),
+			cause: "no VXLAN device on UDP port 4789", summary: "no VXLAN device here takes UDP port 4789", confidence: "medium"},
+		{name: "rp_filter shown by the node", class: "rp-filter",
+			v:     verdictOf(miscFacts{fakeFacts: fakeFacts{sysctl: strict}, back: "10.0.1.2 via 10.0.2.2 dev veth-ext"}, nil, input),
+			cause: "reverse-path filter (strict) on veth-pod", summary: "rp_filter is on while the route back", fix: "rp_filter=2", confidence: "medium"},
+		{name: "local source shown by the node", class: "martian-source",
+			v:     verdictOf(miscFacts{fakeFacts: fakeFacts{sysctl: off}, owner: [2]string{"lo", "10.0.1.2/32"}}, nil, input),
+			cause: "source address is local", fix: "ip addr del 10.0.1.2/32 dev lo", confidence: "medium"},
+		{name: "127/8 destination", class: "martian-localnet", v: verdictOf(miscFacts{fakeFacts: fakeFacts{sysctl: off}}, nil, localnet),
+			cause: "127.0.0.1 destination from veth-pod", fix: "route_localnet=1", confidence: "medium"},
+		{name: "nothing shown", class: "kernel-reason", v: verdictOf(miscFacts{fakeFacts: fakeFacts{sysctl: off}}, nil, input),
+			cause: "refused by the IPv4 input route", fix: "log_martians=1", confidence: "medium"},
+		{name: "u32 filter, no program", class: "tc-program-inferred",
+			v:     verdictOf(miscFacts{kind: "bridge", filters: []TCFilter{u32}}, nil, noReason("br0", "__netif_receive_skb_core+0x56b", req)),
+			cause: "tc ingress filter u32 on br0 (pref 10)", summary: "this kernel reports no drop reason", confidence: "medium"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, c.check)
+	}
+}
