@@ -43,19 +43,19 @@ type scenarioLab struct {
 // unless said otherwise. Namespaces are given by role ("pod", "node", "ext") and resolved to
 // the lab's names.
 type want struct {
-	v6       bool   // give the lab IPv6 before setup
-	outcome  string // exact: "dropped", "unknown", ...
-	class    string // exact: the catalogue's class
+	v6      bool   // give the lab IPv6 before setup
+	outcome string // exact: "dropped", "unknown", ...
+	class   string // exact: the catalogue's class
 	// classNoReasons, when set, is the class on a kernel without drop reasons (before 5.17),
 	// where an inferring class (tc-program-inferred...) explains the drop.
 	classNoReasons string
-	netns    string // role of the verdict's place
-	ifname   string // device of the verdict's place (in the summary)
-	reason   string // the kernel's reason; on a kernel without drop reasons, a reason must be inferred as this or be empty
-	cause    string
-	evidence []evidence // what exactly, value as substring
-	fix      string
-	summary  []string // substrings of the summary
+	netns          string // role of the verdict's place
+	ifname         string // device of the verdict's place (in the summary)
+	reason         string // the kernel's reason; on a kernel without drop reasons, a reason must be inferred as this or be empty
+	cause          string
+	evidence       []evidence // what exactly, value as substring
+	fix            string
+	summary        []string // substrings of the summary
 	// delivered allows "delivered"/"healthy" (a scenario whose packets really are delivered).
 	delivered bool
 }
