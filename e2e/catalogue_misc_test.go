@@ -277,3 +277,49 @@ var _ = addScenario(scenario{
 		fix:     "ip link add",
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "tc/bpf-vxlan-egress",
+	about: "a BPF program on the egress of the node's VXLAN device drops what the pod sends into the overlay",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		n := netOf(s)
+		if err := s.Node.VXLANDevice("vx0", 42, lab.VXLANIANAPort, lab.NodeExtIf, fmt.Sprintf("10.%d.60.1/24", n)); err != nil {
+			t.Fatal(err)
+		}
+		detach, err := s.Node.AttachTCDrop("vx0", lab.TCEgress, s.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { detach.Close() })
+		dst := fmt.Sprintf("10.%d.60.2", n)
+		// No neighbour to resolve behind the VXLAN device: the program runs before the
+		// device would look for one.
+		if err := s.Node.PermanentNeigh("vx0", netip.MustParseAddr(dst), net.HardwareAddr{2, 0, 0, 0, 0x60, 2}); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--src", s.PodIP.String(), "--dst", dst, "--proto", "icmp"}, pingFromPod(s, dst, 2)
+	},
+	want: want{
+		outcome: "dropped", class: "tc-program", classNoReasons: "tc-program-inferred", netns: "node", ifname: "vx0", reason: "TC_EGRESS",
+		cause:    "tc egress program " + lab.TCProgToContainer + " on vx0",
+		evidence: []evidence{{"tc egress program on vx0", lab.TCProgToContainer}},
+		fix:      "cilium monitor --type drop",
+	},
+})
+
+var _ = addScenario(scenario{
+	name:  "encap/vxlan-port-mismatch",
+	about: "VXLAN packets to UDP 4789 reach ext, whose VXLAN device listens on 8472 (flannel's port)",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Ext.VXLANDevice("flannel.1", 1, lab.OverlayVXLANPort, "eth0", fmt.Sprintf("10.%d.50.2/24", netOf(s))); err != nil {
+			t.Fatal(err)
+		}
+		return vxlanTo(s, 1, 2)
+	},
+	want: want{
+		outcome: "dropped", class: "no-socket", netns: "ext", ifname: "eth0", reason: "NO_SOCKET",
+		cause:    "no VXLAN device on UDP port 4789",
+		summary:  []string{"overlay packet", "flannel.1 (VNI 1, port 8472", "disagree on the port"},
+		fix:      "dstport 4789",
+	},
+})

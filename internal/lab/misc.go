@@ -149,3 +149,18 @@ func (n *NS) StaticNeigh(dev string, ip netip.Addr, peer *NS, peerDev string) er
 	}
 	return nil
 }
+
+// PermanentNeigh adds `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent` in n.
+func (n *NS) PermanentNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) error {
+	err := n.netlink(func(h *netlink.Handle) error {
+		l, err := h.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return setPermanentNeigh(h, l.Attrs().Index, ip, mac)
+	})
+	if err != nil {
+		return fmt.Errorf("permanent neighbour %s on %s in %s: %w", ip, dev, n.name, err)
+	}
+	return nil
+}
