@@ -139,11 +139,17 @@ func describeAction(h *netlink.Handle, act netlink.Action) (string, bool) {
 		} else {
 			dev += " (gone)"
 		}
-		return fmt.Sprintf("mirred (%s to device %s) %s", strings.Title(t.MirredAction.String()), dev, tcVerdict(ctl)), drops //nolint:staticcheck // ASCII words
+		return fmt.Sprintf("mirred (%s to device %s) %s", mirredWords[t.MirredAction], dev, tcVerdict(ctl)), drops
 	case *netlink.BpfAction:
 		return "bpf " + t.Name + " " + tcVerdict(ctl), drops
 	}
 	return act.Type() + " " + tcVerdict(ctl), drops
+}
+
+// mirredWords are a mirred action's kinds as tc prints them.
+var mirredWords = map[netlink.MirredAct]string{
+	netlink.TCA_EGRESS_REDIR: "Egress Redirect", netlink.TCA_EGRESS_MIRROR: "Egress Mirror",
+	netlink.TCA_INGRESS_REDIR: "Ingress Redirect", netlink.TCA_INGRESS_MIRROR: "Ingress Mirror",
 }
 
 // tcVerdict is a control verdict in tc's words.
