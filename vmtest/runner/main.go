@@ -25,7 +25,7 @@ import (
 )
 
 // defaultModules are loaded at boot, with their dependencies: what the lab (veth, bridge,
-// VXLAN, Geneve, IPIP, TUN, tc clsact + BPF) and pathtrace's nftables tracing and the
+// VXLAN, Geneve, IPIP, TUN, tc clsact + BPF, u32 filters with gact/mirred drops) and pathtrace's nftables tracing and the
 // scenarios' NAT rules use. Those built into a kernel are skipped. br_netfilter is left out on
 // purpose: a Debian host without Docker does not load it, and it changes what a bridge does.
 var defaultModules = []string{
@@ -34,7 +34,7 @@ var defaultModules = []string{
 	"nft_redir", "nft_ct", "nft_counter", "nft_log", "nft_limit", "nft_reject", "nft_reject_inet",
 	"nft_reject_ipv4", "nft_fib", "nft_fib_inet", "nft_fib_ipv4", "nft_hash", "nft_quota",
 	"nft_numgen", "nft_objref", "nft_compat", "nft_meta_bridge",
-	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel",
+	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel", "cls_u32", "act_mirred",
 }
 
 // defaultSkip are tests that cannot run in the VM, by package: they shell out to host
