@@ -323,3 +323,19 @@ var _ = addScenario(scenario{
 		fix:      "dstport 4789",
 	},
 })
+
+// IPv6 has no per-device forwarding switch for routing: ip6_forward reads only
+// net.ipv6.conf.all.forwarding (and, from 6.17, the device's force_forwarding); the device's
+// own forwarding=0 makes it a host on that link (router advertisements, isRouter) and does not
+// drop. The verdict must not blame it: the flow is healthy.
+var _ = addScenario(scenario{
+	name:  "sysctl/ipv6-device-forwarding-off",
+	about: "net.ipv6.conf.veth-pod.forwarding=0 with all.forwarding=1: IPv6 still forwards (not a failure)",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Node.Sysctl("net.ipv6.conf."+s.NodePodIf+".forwarding", "0"); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--src", s.Pod6, "--dst", s.Ext6, "--proto", "icmp"}, pingFromPod(s, s.Ext6, 2)
+	},
+	want: want{v6: true, delivered: true, class: "healthy", summary: []string{"healthy"}},
+})
