@@ -15,11 +15,13 @@ import (
 var inputRouteClass = register(Class{
 	Name:       "input-route-inferred",
 	Order:      23,
-	Recognises: "a drop without reason in `ip_rcv_finish_core` / `ip_rcv_finish` (kernels before 5.17)",
+	Recognises: "a drop without reason in `ip_rcv_finish_core` (or its inlining callers `ip_rcv_finish`, `ip_list_rcv_finish`, `ip_sublist_rcv`; kernels before 5.17)",
 	Reads:      "what the rp-filter, martian-source and martian-localnet classes read, to find which one the node shows",
 	Fix:        "as the class it settles on, with medium confidence; otherwise `log_martians=1` and the counters",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "" && (strings.HasPrefix(fn, "ip_rcv_finish_core") || fn == "ip_rcv_finish")
+		// ip_rcv_finish_core frees the packet itself; inlined, the location is its caller's.
+		return s.Reason == "" && (strings.HasPrefix(fn, "ip_rcv_finish_core") || fn == "ip_rcv_finish" ||
+			strings.HasPrefix(fn, "ip_list_rcv_finish") || strings.HasPrefix(fn, "ip_sublist_rcv"))
 	},
 	Explain: (*Diagnoser).inputRoute,
 })
