@@ -318,9 +318,9 @@ var _ = addScenario(scenario{
 	},
 	want: want{
 		outcome: "dropped", class: "no-socket", netns: "ext", ifname: "eth0", reason: "NO_SOCKET",
-		cause:    "no VXLAN device on UDP port 4789",
-		summary:  []string{"overlay packet", "flannel.1 (VNI 1, port 8472", "disagree on the port"},
-		fix:      "dstport 4789",
+		cause:   "no VXLAN device on UDP port 4789",
+		summary: []string{"overlay packet", "flannel.1 (VNI 1, port 8472", "disagree on the port"},
+		fix:     "dstport 4789",
 	},
 })
 
