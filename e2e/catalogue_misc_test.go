@@ -339,3 +339,34 @@ var _ = addScenario(scenario{
 	},
 	want: want{v6: true, delivered: true, class: "healthy", summary: []string{"healthy"}},
 })
+
+var _ = addScenario(scenario{
+	name:  "socket/listen-overflow-v4",
+	about: "a TCP server in ext that never accepts (listen backlog 0): a burst of connections overflows its accept queue",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Ext.ListenBacklog(7003, 0); err != nil {
+			t.Fatal(err)
+		}
+		addr := net.JoinHostPort(s.ExtIP.String(), "7003")
+		return []string{"--dst", s.ExtIP.String(), "--proto", "tcp", "--dport", "7003"}, func(t *testing.T) {
+			done := make(chan struct{})
+			for i := 0; i < 20; i++ {
+				go func() {
+					defer func() { done <- struct{}{} }()
+					if c, err := s.Pod.DialTCP(addr, 1500*time.Millisecond); err == nil {
+						c.Close()
+					}
+				}()
+			}
+			for i := 0; i < 20; i++ {
+				<-done
+			}
+		}
+	},
+	want: want{
+		outcome: "dropped", class: "listen-overflow", netns: "ext", reason: "TCP_LISTEN_OVERFLOW",
+		cause:   "accept queue full on TCP port 7003 (backlog 0)",
+		summary: []string{"e2e.test"},
+		fix:     "somaxconn",
+	},
+})

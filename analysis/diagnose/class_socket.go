@@ -214,6 +214,17 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 			}
 		} else if sf, ok := d.facts.(socketFacts); ok {
 			if socks, err := sf.SocketsOn(f.site.Netns, h.Proto.String(), h.Dport); err == nil {
+				for _, s := range socks {
+					if h.Proto == trace.ProtoTCP && s.State == "LISTEN" && s.RecvQ > s.SendQ {
+						// A listener with a full accept queue: its overflow frees the
+						// handshake's last ACK here too.
+						f.class = listenOverflowClass.Name
+						d.listenOverflow(f)
+						f.sure = false
+						f.meaning += fmt.Sprintf(" (this kernel reports no drop reason: at %s that is a missing socket, a bad checksum or a full accept queue, and this listener's queue is full now)", fn)
+						return
+					}
+				}
 				settled, csum = true, len(socks) > 0
 				if csum {
 					note += fmt.Sprintf("a socket is bound to %s port %d here, so a bad checksum (or a socket filter) is likelier)", h.Proto, h.Dport)

@@ -104,8 +104,11 @@ func (d *Diagnoser) listenOverflow(f *finding) {
 	f.meaning = fmt.Sprintf("the listener on TCP port %d in %s does not accept connections fast enough: its accept queue was full", h.Dport, ns)
 	f.fix = []string{
 		inNetns(ns, fmt.Sprintf("ss -ltnp 'sport = :%d'   # Recv-Q: connections waiting to be accepted; Send-Q: the backlog", h.Dport)),
-		"make the application accept faster; raise its listen() backlog and " + inNetns(ns, "sysctl -w net.core.somaxconn=4096"),
+		"make the application accept faster, or give it a larger listen() backlog",
+		inNetns(ns, "sysctl -w net.core.somaxconn=4096   # the cap on any listen() backlog in this namespace"),
+		inNetns(ns, "nstat -az TcpExtListenOverflows TcpExtListenDrops   # SYNs that come while the queue is full are discarded without a drop event"),
 	}
+	f.meaning += "; SYNs that arrive while it is full are discarded silently (counted in TcpExtListenOverflows)"
 	if d.facts == nil {
 		return
 	}
@@ -126,7 +129,7 @@ func (d *Diagnoser) listenOverflow(f *finding) {
 			Value: fmt.Sprintf("%s: %d waiting to be accepted, backlog %d", s, s.RecvQ, s.SendQ), Source: "sock_diag (ss) in netns " + ns})
 		f.cause = fmt.Sprintf("accept queue full on TCP port %d (backlog %d)", h.Dport, s.SendQ)
 		if len(s.Procs) > 0 {
-			f.meaning = fmt.Sprintf("the listener on TCP port %d in %s, held by %s, does not accept connections fast enough: its accept queue (backlog %d) was full", h.Dport, ns, strings.Join(s.Procs, ", "), s.SendQ)
+			f.meaning = fmt.Sprintf("the listener on TCP port %d in %s, held by %s, does not accept connections fast enough: its accept queue (backlog %d) was full; SYNs that arrive while it is full are discarded silently (counted in TcpExtListenOverflows)", h.Dport, ns, strings.Join(s.Procs, ", "), s.SendQ)
 		}
 		f.sure = true
 		return

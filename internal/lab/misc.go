@@ -164,3 +164,37 @@ func (n *NS) PermanentNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) err
 	}
 	return nil
 }
+
+// ListenBacklog opens a TCP listener on port in n (all addresses, IPv4) with the given listen()
+// backlog and never accepts: its accept queue fills, as a stuck server's does. The lab closes
+// it.
+func (n *NS) ListenBacklog(port uint16, backlog int) error {
+	var fd int
+	err := n.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("listen tcp :%d (backlog %d) in %s: %w", port, backlog, n.name, err)
+	}
+	if !n.lab.track(fdCloser(fd)) {
+		unix.Close(fd)
+		return fmt.Errorf("listen tcp :%d in %s: lab is closed", port, n.name)
+	}
+	return nil
+}
+
+type fdCloser int
+
+func (f fdCloser) Close() error { return unix.Close(int(f)) }
