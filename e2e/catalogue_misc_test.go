@@ -342,31 +342,39 @@ var _ = addScenario(scenario{
 
 var _ = addScenario(scenario{
 	name:  "socket/listen-overflow-v4",
-	about: "a TCP server in ext that never accepts (listen backlog 0): a burst of connections overflows its accept queue",
+	about: "a TCP server in ext that never accepts (listen backlog 1, TCP_DEFER_ACCEPT): its accept queue is full and the next connections' first data is dropped",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
-		if err := s.Ext.ListenBacklog(7003, 0); err != nil {
+		// TCP_DEFER_ACCEPT keeps each handshake pending until its first data: the test
+		// completes one (it fills the queue), then the others overflow it.
+		if err := s.Ext.ListenBacklog(7003, 1, 5); err != nil {
 			t.Fatal(err)
 		}
 		addr := net.JoinHostPort(s.ExtIP.String(), "7003")
-		return []string{"--dst", s.ExtIP.String(), "--proto", "tcp", "--dport", "7003"}, func(t *testing.T) {
-			done := make(chan struct{})
-			for i := 0; i < 20; i++ {
-				go func() {
-					defer func() { done <- struct{}{} }()
-					if c, err := s.Pod.DialTCP(addr, 1500*time.Millisecond); err == nil {
-						c.Close()
-					}
-				}()
+		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "tcp", "--dport", "7003"}, func(t *testing.T) {
+			// Handshakes the listener's request queue refuses time out: keep those that
+			// complete, and send on each in turn.
+			var conns []net.Conn
+			for i := 0; i < 6; i++ {
+				if c, err := s.Pod.DialTCP(addr, 300*time.Millisecond); err == nil {
+					conns = append(conns, c)
+				}
 			}
-			for i := 0; i < 20; i++ {
-				<-done
+			if len(conns) < 3 {
+				t.Fatalf("%d connections completed, want 3 or more", len(conns))
 			}
+			for _, c := range conns {
+				if _, err := c.Write([]byte("hello")); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(time.Second) // the refused ones' retransmissions overflow it again
 		}
 	},
 	want: want{
 		outcome: "dropped", class: "listen-overflow", netns: "ext", reason: "TCP_LISTEN_OVERFLOW",
-		cause:   "accept queue full on TCP port 7003 (backlog 0)",
-		summary: []string{"e2e.test"},
+		cause:   "accept queue full on TCP port 7003 (backlog 1)",
+		summary: []string{"e2e.test", "discarded silently"},
 		fix:     "somaxconn",
 	},
 })

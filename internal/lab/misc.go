@@ -166,14 +166,21 @@ func (n *NS) PermanentNeigh(dev string, ip netip.Addr, mac net.HardwareAddr) err
 }
 
 // ListenBacklog opens a TCP listener on port in n (all addresses, IPv4) with the given listen()
-// backlog and never accepts: its accept queue fills, as a stuck server's does. The lab closes
-// it.
-func (n *NS) ListenBacklog(port uint16, backlog int) error {
+// backlog and never accepts: its accept queue fills, as a stuck server's does. With
+// TCP_DEFER_ACCEPT (deferSecs > 0) a connection joins the accept queue only when its first
+// data comes, so that a test decides which handshakes complete, and when. The lab closes it.
+func (n *NS) ListenBacklog(port uint16, backlog, deferSecs int) error {
 	var fd int
 	err := n.Do(func() error {
 		var err error
 		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
+		}
+		if deferSecs > 0 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferSecs); err != nil {
+				unix.Close(fd)
+				return err
+			}
 		}
 		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)}); err != nil {
 			unix.Close(fd)
