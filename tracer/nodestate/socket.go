@@ -33,8 +33,8 @@ type Socket struct {
 	Procs []string
 }
 
-// SocketsOn lists the TCP or UDP sockets (proto "tcp", "udp") of both families bound to port in
-// the namespace with inode ino, with their memory and the processes that hold them.
+// SocketsOn lists the TCP listeners or UDP sockets (proto "tcp", "udp") of both families bound
+// to port in the namespace with inode ino, with their memory and the processes that hold them.
 func (r *Reader) SocketsOn(ino uint32, proto string, port uint16) ([]Socket, error) {
 	var socks []Socket
 	err := r.Do(ino, func() error {
@@ -87,7 +87,13 @@ func diagSockets(fam uint8, proto string, port uint16) ([]Socket, error) {
 	ne.PutUint32(req[8:], 1)
 	b := req[16:]
 	b[0], b[1], b[2] = fam, p, 1<<(inetDiagSkMeminfo-1)
-	ne.PutUint32(b[4:], 0xfff) // all states
+	// TCP: listeners only (what a SYN looks for, and what overflows); a busy node's
+	// established sockets would make the dump long for nothing. UDP: all.
+	states := uint32(0xfff)
+	if p == unix.IPPROTO_TCP {
+		states = 1 << 10 // TCP_LISTEN
+	}
+	ne.PutUint32(b[4:], states)
 	// The kernel filters a dump by port only with a bytecode filter: take all, keep port's.
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, err
