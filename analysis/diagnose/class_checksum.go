@@ -7,7 +7,7 @@ import (
 	"github.com/pathtrace/pathtrace/trace"
 )
 
-var _ = register(Class{
+var checksumClass = register(Class{
 	Name:       "checksum",
 	Order:      50,
 	Recognises: "`*_CSUM`",

@@ -5,7 +5,7 @@ import "github.com/pathtrace/pathtrace/trace"
 // reasonClass takes every drop no other class recognises: the kernel's reason put in words
 // (explain.go), the place and the location, nothing read from the node. Its verdict's
 // confidence says that nothing confirmed it.
-var _ = register(Class{
+var reasonClass = register(Class{
 	Name:       "kernel-reason",
 	Order:      1000,
 	Recognises: "any other drop",

@@ -11,8 +11,8 @@ var _ = register(Class{
 	Name:       "tc-program",
 	Order:      40,
 	Recognises: "`TC_INGRESS` / `TC_EGRESS`, a drop in `tcf_*`, `sch_handle_*`, `tcx_*`",
-	Reads:      "the tc and tcx BPF programs on the device and direction (name, id, tag); Cilium's `cil_*` named as policy enforcement",
-	Fix:        "`tc filter show`; for Cilium `cilium monitor --type drop`, the NetworkPolicies",
+	Reads:      "the tc and tcx BPF programs on the device and direction (name, id, tag); Cilium's `cil_*` named as policy enforcement; the classic filters there (u32, flower, matchall with a drop action) as `tc filter show` prints them; the device's kind",
+	Fix:        "`tc filter show`/`tc filter del ... pref N` in that namespace; for Cilium `cilium monitor --type drop`, the NetworkPolicies",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		return s.Reason == "TC_INGRESS" || s.Reason == "TC_EGRESS" || strings.HasPrefix(fn, "tcf_") || strings.HasPrefix(fn, "sch_handle_") || strings.HasPrefix(fn, "tcx_")
 	},
@@ -54,6 +54,9 @@ func (d *Diagnoser) tcProgram(f *finding) {
 		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " programs on " + dev, Value: err.Error(), Source: "read failed"})
 		return
 	}
+	if len(progs) == 0 && d.tcFilters(f, dir, true) {
+		return
+	}
 	var names []string
 	cilium := false
 	for _, p := range progs {
@@ -69,6 +72,7 @@ func (d *Diagnoser) tcProgram(f *finding) {
 		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " programs on " + dev, Value: "none now (detached since?)", Source: "netlink"})
 		return
 	}
+	d.tcFilters(f, dir, false) // a classic filter that drops may sit beside them: show it too
 	f.sure = true
 	f.cause = fmt.Sprintf("tc %s program %s on %s", dir, strings.Join(names, ", "), dev)
 	f.meaning = fmt.Sprintf("the BPF program %s attached to %s's %s dropped it", strings.Join(names, ", "), dev, dir)
@@ -92,7 +96,10 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 		dir = "egress"
 	}
 	progs, err := d.facts.TCPrograms(f.site.Netns, f.site.Ifname, dir)
-	if err != nil || len(progs) == 0 {
+	if err != nil {
+		return
+	}
+	if len(progs) == 0 && !d.hasDroppingFilter(f, dir) {
 		return
 	}
 	reason := f.site.Reason
@@ -100,5 +107,79 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 	d.tcProgram(f)
 	f.site.Reason = reason
 	f.sure = false
-	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and these programs are attached there)"
+	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and this is attached there)"
+}
+
+// TCFilter is a classic (non-BPF) tc filter, as `tc filter show` prints it.
+type TCFilter struct {
+	Kind, Handle, Protocol, Text string
+	Pref                         uint16
+	Drops                        bool // one of its actions drops
+}
+
+// tcFilterFacts reads a device's classic tc filters and its kind (an optional Facts extension).
+type tcFilterFacts interface {
+	TCFilters(netns uint32, dev, direction string) (kind string, filters []TCFilter, err error)
+}
+
+// tcFilters names the classic filters that drop on dev's hook in dir as evidence and, when
+// explain (no BPF program is there), as the cause; it reports whether it explained the drop.
+func (d *Diagnoser) tcFilters(f *finding, dir string, explain bool) bool {
+	tf, ok := d.facts.(tcFilterFacts)
+	if !ok {
+		return false
+	}
+	dev := f.site.Ifname
+	kind, filters, err := tf.TCFilters(f.site.Netns, dev, dir)
+	if err != nil {
+		f.evidence = append(f.evidence, trace.Evidence{What: "tc " + dir + " filters on " + dev, Value: err.Error(), Source: "read failed"})
+		return false
+	}
+	var dropping []TCFilter
+	for _, t := range filters {
+		if t.Drops {
+			dropping = append(dropping, t)
+		}
+	}
+	if len(dropping) == 0 {
+		return false
+	}
+	what := fmt.Sprintf("tc %s filter on %s (%s)", dir, dev, kind)
+	for _, t := range dropping {
+		f.evidence = append(f.evidence, trace.Evidence{What: what, Value: t.Text, Source: "netlink (tc filter show dev " + dev + " " + dir + ") in netns " + f.site.NetnsName})
+	}
+	if !explain {
+		return false
+	}
+	t := dropping[0]
+	f.sure = len(dropping) == 1
+	f.cause = fmt.Sprintf("tc %s filter %s on %s (pref %d)", dir, t.Kind, dev, t.Pref)
+	f.meaning = fmt.Sprintf("a %s filter on the %s hook of %s (a %s device), with a drop action, matched it: %s", t.Kind, dir, dev, kind, t.Text)
+	if len(dropping) > 1 {
+		f.meaning += fmt.Sprintf(" (one of %d filters there that drop: the trace does not say which matched)", len(dropping))
+	}
+	f.fix = []string{
+		inNetns(f.site.NetnsName, "tc -s filter show dev "+dev+" "+dir+"   # the filters and their counters"),
+		inNetns(f.site.NetnsName, fmt.Sprintf("tc filter del dev %s %s pref %d   # if this filter should not drop it (removes every filter of pref %d)", dev, dir, t.Pref, t.Pref)),
+	}
+	return true
+}
+
+// hasDroppingFilter says whether a classic filter with a drop action sits on the drop's device
+// in dir.
+func (d *Diagnoser) hasDroppingFilter(f *finding, dir string) bool {
+	tf, ok := d.facts.(tcFilterFacts)
+	if !ok {
+		return false
+	}
+	_, filters, err := tf.TCFilters(f.site.Netns, f.site.Ifname, dir)
+	if err != nil {
+		return false
+	}
+	for _, t := range filters {
+		if t.Drops {
+			return true
+		}
+	}
+	return false
 }

@@ -146,7 +146,7 @@ func TestDropVerdicts(t *testing.T) {
 		{
 			name:  "nothing listening",
 			v:     verdictOf(nil, nil, dropped(trace.Request, "eth0", "NO_SOCKET", "__udp4_lib_rcv+0x1", &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoUDP, Src: podIP, Dst: extIP, Sport: 4000, Dport: 9}})),
-			cause: "nothing listening", summary: "nothing listens on udp port 9", fix: "10.0.2.2:9", confidence: "high",
+			cause: "port unreachable: nothing listens on UDP port 9 in node", summary: "nothing listens on 10.0.2.2:9 there", fix: "ss -lunp 'sport = :9'", confidence: "high",
 		},
 		{
 			name:    "a reason this code has never heard of",

@@ -25,7 +25,7 @@ import (
 )
 
 // defaultModules are loaded at boot, with their dependencies: what the lab (veth, bridge,
-// VXLAN, Geneve, IPIP, TUN, tc clsact + BPF) and pathtrace's nftables tracing and the
+// VXLAN, Geneve, IPIP, TUN, tc clsact + BPF, u32 filters with gact/mirred drops) and pathtrace's nftables tracing and the
 // scenarios' NAT rules use. Those built into a kernel are skipped. br_netfilter is left out on
 // purpose: a Debian host without Docker does not load it, and it changes what a bridge does.
 var defaultModules = []string{
@@ -39,7 +39,7 @@ var defaultModules = []string{
 	"x_tables", "xt_conntrack", "xt_comment", "xt_multiport", "xt_mark", "xt_addrtype",
 	"xt_limit", "xt_tcpudp", "ipt_REJECT", "ip6t_REJECT", // not xt_physdev: it pulls in br_netfilter
 	"ip_tables", "iptable_filter", "ip6_tables", "ip6table_filter",
-	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel",
+	"sch_ingress", "cls_bpf", "act_bpf", "act_gact", "sch_fq_codel", "cls_u32", "act_mirred",
 }
 
 // defaultSkip are tests that cannot run in the VM, by package: they shell out to host
