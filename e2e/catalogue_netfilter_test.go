@@ -249,10 +249,12 @@ var _ = addScenario(scenario{
 			fix:      "iptables-legacy -t filter -D FORWARD -s 10.",
 		}
 		if !kernelAtLeast(5, 12) {
-			// No nftables tracing: an nftables rule cannot be ruled out, and is not.
-			w.cause = "rule not identified: legacy iptables or nftables"
-			w.evidence = w.evidence[1:]
-			w.fix = "iptables-legacy-save -c"
+			// Where nftables tracing could not be set up in the namespace, an nftables rule
+			// cannot be ruled out and is not ("legacy iptables or nftables"); where it could
+			// (5.10 takes a table without an owner), the legacy rule is named.
+			w.cause = "legacy iptables"
+			w.evidence = w.evidence[1:2]
+			w.fix = "iptables-legacy"
 		}
 		return w
 	}(),

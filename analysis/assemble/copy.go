@@ -397,7 +397,7 @@ func (a *Assembler) releaseEarly(nowNS uint64, out *[]trace.Packet) {
 	a.early = kept
 	for i := range due {
 		ev := &due[i]
-		if neighProbe(&ev.Hop) {
+		if neighProbe(&ev.Hop) || unplacedConsume(&ev.Hop) {
 			a.releaseWaiting(ev, out)
 			continue
 		}
@@ -428,8 +428,20 @@ func neighProbe(h *trace.Hop) bool {
 	return false
 }
 
+// unplacedConsume is a consume the kernel does not say the place of (consume_skb has no
+// location before 6.3). Alone, with no packet of its headers ever seen, it is no evidence of a
+// delivery: a packet is delivered after it was received somewhere, and a packet waiting for
+// ARP/NDP shows exactly this, its probe's copy freed where it was made. It is handed out as a
+// packet whose end is unknown; whether it waits for its neighbour is for the node's state to say.
+func unplacedConsume(h *trace.Hop) bool {
+	return h.Event == trace.KindConsume && h.Location == ""
+}
+
 // waitingNote is the fate's note on a packet known only by its neighbour probe's copy.
 const waitingNote = "waiting for its next hop's address (ARP/NDP): only the neighbour code's copy for the probe was seen, freed at "
+
+// unplacedNote is the note on a packet known only by a consume the kernel did not place.
+const unplacedNote = "only freed where it was made, never sent or received: waiting for its next hop's address (ARP/NDP), it seems (this kernel does not say where packets are freed)"
 
 // waitingMax bounds the queued packets remembered (see releaseWaiting).
 const waitingMax = 4096

@@ -162,6 +162,15 @@ func TestEarlyCopy(t *testing.T) {
 	a.Add(dropped(skbY, 0, 1000, "pod", req, "", "__neigh_event_send+0x1b4"))
 	got = a.Flush()
 	check(t, got, []want{{"#1 request unknown pod/", "dropped@pod"}})
+	// Before 6.3 a consume has no location: alone, it is a packet whose end is unknown (the
+	// node's neighbour entry may say it waits), never one delivered.
+	a = New(ping, Options{})
+	a.Add(consumed(skbY, 0, 1000, "pod", req, ""))
+	got = a.Flush()
+	check(t, got, []want{{"#1 request unknown pod/", "consumed@pod"}})
+	if f := got[0].Fate; !strings.Contains(f.Note, "waiting for its next hop's address") || !got[0].Hops[0].Copy {
+		t.Errorf("unplaced lone consume: fate %+v, hop %+v", f, got[0].Hops[0])
+	}
 	// A drop the kernel names there is the packet's own.
 	a = New(ping, Options{})
 	got = a.Add(dropped(skbY, 0, 1000, "pod", req, "NEIGH_QUEUEFULL", "__neigh_event_send+0x1b4"))

@@ -145,6 +145,8 @@ func fate(hops []trace.Hop, end *trace.Hop, reused bool) trace.Fate {
 	f := trace.Fate{Outcome: trace.Unknown, Place: placeAt(hops, endAt)}
 	if h := &hops[endAt]; h.Copy && neighProbe(h) {
 		f.Note = waitingNote + h.Location
+	} else if h.Copy && unplacedConsume(h) && len(hops) == 1 {
+		f.Note = unplacedNote
 	}
 	// Freed unseen after the stack took it in: on a kernel with drop reasons a drop goes through
 	// kfree_skb, so this is the quiet end of a packet used up (TCP's pure ACKs end so).

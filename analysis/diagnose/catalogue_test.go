@@ -80,3 +80,17 @@ func TestReasonlessDropSaysWhatIsNotKnown(t *testing.T) {
 		t.Errorf("verdict %+v: want class kernel-reason, low confidence, and what is not known", v)
 	}
 }
+
+// On a kernel without drop reasons, an echo request the destination answered is freed with
+// kfree_skb in icmp_rcv/icmpv6_rcv: with the replies seen, that is no drop.
+func TestAnsweredEchoIsNoDrop(t *testing.T) {
+	req := dropped(trace.Request, "eth0", "", "icmpv6_rcv+0x1e3", icmp(podIP, extIP))
+	rep := trace.Packet{Flow: trace.Reply, Tuple: *icmp(extIP, podIP), Fate: trace.Fate{Outcome: trace.Delivered}}
+	if v := verdictOf(fakeFacts{}, nil, req, rep); v.Outcome != "delivered" || v.Class != "healthy" {
+		t.Errorf("answered echo: %s/%s %s", v.Outcome, v.Class, v.Summary)
+	}
+	// Unanswered, the same free is the verdict's drop.
+	if v := verdictOf(fakeFacts{}, nil, req); v.Outcome != "dropped" {
+		t.Errorf("unanswered echo freed in icmpv6_rcv: %s/%s %s", v.Outcome, v.Class, v.Summary)
+	}
+}

@@ -461,6 +461,14 @@ func (d *Diagnoser) neighbourWaiting(_ *trace.Trace, c *tally) (trace.Verdict, b
 		r.route = &w.route
 	}
 	d.resolve(r)
+	if w.unplaced && r.state != "INCOMPLETE" && r.state != "FAILED" && r.state != "none" {
+		// Nothing but the neighbour entry ties an unplaced free to ARP/NDP: without it, the
+		// packet's end is just not known.
+		return trace.Verdict{}, false
+	}
+	if w.loc == "" {
+		w.loc = "a place this kernel does not report"
+	}
 	place := (trace.Place{Netns: w.netns, NetnsName: w.netnsName, Ifname: w.dev}).String()
 	v := trace.Verdict{Outcome: "unknown", Cause: "waiting for " + r.proto() + " of " + r.nextText() + " on " + r.dev}
 	if r.cause != "" {
@@ -491,11 +499,17 @@ func (d *Diagnoser) neighbourWaiting(_ *trace.Trace, c *tally) (trace.Verdict, b
 	v.Evidence = append([]trace.Evidence{{What: "packets waiting", Value: fmt.Sprintf("%d (last seen: the %s probe's copy freed at %s in %s)", c.waiting, r.proto(), w.loc, place), Source: "skb:consume_skb"}}, r.evidence...)
 	v.Fix = r.fix
 	v.Confidence = "medium"
-	if r.sure {
+	if r.sure && !w.unplaced {
 		v.Confidence = "high"
 	}
 	if r.cause == "" {
 		v.Confidence = "low"
+	}
+	if w.unplaced {
+		v.Unknown = append(v.Unknown, trace.NotKnown{
+			What:   "that the freed copy was the ARP/NDP probe's: this kernel does not say where packets are freed (consume_skb has no location before 6.3); the neighbour entry, " + orDefault(r.state, "unread") + ", says it waits",
+			Settle: inNetns(w.netnsName, "ip neigh show dev "+r.dev) + " while the traffic is sent (INCOMPLETE, then FAILED)",
+		})
 	}
 	return v, true
 }
@@ -509,6 +523,9 @@ type waitInfo struct {
 	route               trace.Route
 	hasRoute            bool
 	lastNS              uint64
+	// unplaced: the kernel did not say where the copy was freed; only the node's neighbour
+	// entry can say the packet waits for it.
+	unplaced bool
 }
 
 // waitingAt says where p was last seen queued for its next hop's address: a packet whose end
@@ -521,7 +538,10 @@ func waitingAt(p *trace.Packet) (waitInfo, bool) {
 	found := false
 	for i := range p.Hops {
 		h := &p.Hops[i]
-		if h.Copy && neighProbeFn(h.Location) {
+		// A consume the kernel did not place (before 6.3), alone: it may be the probe's copy.
+		unplaced := h.Event == trace.KindConsume && h.Location == "" && len(p.Hops) == 1
+		if h.Copy && (neighProbeFn(h.Location) || unplaced) {
+			w.unplaced = unplaced
 			w.netns, w.netnsName, w.dev, w.loc, w.lastNS, found = h.Netns, h.NetnsName, h.Ifname, h.Location, h.TimeNS, true
 			if h.Tuple != nil {
 				w.src, w.dst = h.Tuple.Src, h.Tuple.Dst

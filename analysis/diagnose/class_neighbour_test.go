@@ -285,3 +285,30 @@ func TestNeighbourV6NotSpecified(t *testing.T) {
 		t.Errorf("a failed entry told as destroyed: %s", v.Cause)
 	}
 }
+
+// Before 6.3 consume_skb does not say where: the probe's copy is a lone unplaced consume. The
+// waiting verdict then rests on the neighbour entry read live, says so, and is never reached
+// when the entry resolved.
+func TestNeighbourWaitingUnplaced(t *testing.T) {
+	unplaced := func() trace.Packet {
+		p := probeOnly()
+		p.Hops[0].Location = ""
+		p.Hops[0].Place.Ifname = ""
+		p.Fate.Note = "only freed where it was made, never sent or received: waiting for its next hop's address (ARP/NDP), it seems (this kernel does not say where packets are freed)"
+		return p
+	}
+	v := verdictOf(calicoNode("0"), nil, unplaced())
+	wantVerdict(t, v, "unknown", "neighbour-waiting",
+		[]string{"waiting for ARP of 169.254.1.1 on eth0", "forwarding is off in node"},
+		[]string{"1 request packet(s)", "a place this kernel does not report"},
+		[]string{"neighbour entry=169.254.1.1 on eth0: INCOMPLETE"},
+		[]string{"ip netns exec node sysctl -w net.ipv4.ip_forward=1"})
+	if v.Confidence == "high" || len(v.Unknown) == 0 || !strings.Contains(v.Unknown[0].What, "consume_skb has no location") {
+		t.Errorf("confidence %s, unknown %+v: the verdict must say what rests on the neighbour entry alone", v.Confidence, v.Unknown)
+	}
+	resolved := calicoNode("1")
+	resolved.neigh = "REACHABLE"
+	if v := verdictOf(resolved, nil, unplaced()); v.Class == "neighbour-waiting" || v.Outcome == "delivered" {
+		t.Errorf("an unplaced free with the entry REACHABLE: %s/%s %s", v.Outcome, v.Class, v.Summary)
+	}
+}

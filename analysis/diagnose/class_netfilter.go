@@ -225,6 +225,9 @@ func (d *Diagnoser) ctInvalid(f *finding, h *trace.Headers) {
 // iptables rule when the namespace has x_tables tables (nftables tracing cannot see them),
 // else an unidentified rule.
 func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
+	// nf_hook_slow's verdict names hooks as the kernel's NF_INET_* ("FORWARD"); nft and
+	// iptables users read them in lower case, as nftables tracing gives them.
+	hook = strings.ToLower(hook)
 	where := "a netfilter drop"
 	if hook != "" {
 		where = "a netfilter drop in hook " + hook

@@ -226,7 +226,9 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 					}
 				}
 				settled, csum = true, len(socks) > 0
-				if csum {
+				if csum && h.Proto == trace.ProtoTCP {
+					note += fmt.Sprintf("a socket is bound to TCP port %d here, so not a missing socket: a bad checksum, a full accept queue (a listener's overflow frees the handshake's last ACK here), a socket filter or the connection's state)", h.Dport)
+				} else if csum {
 					note += fmt.Sprintf("a socket is bound to %s port %d here, so a bad checksum (or a socket filter) is likelier)", h.Proto, h.Dport)
 				} else {
 					note += fmt.Sprintf("nothing is bound to %s port %d here)", h.Proto, h.Dport)
@@ -249,6 +251,9 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 	default:
 		f.class = reasonClass.Name
 		f.cause = "no socket or a bad checksum (no drop reason on this kernel)"
+		if settled && csum && h.Proto == trace.ProtoTCP {
+			f.cause = "dropped by " + fn + ", not for a missing socket (no drop reason on this kernel)"
+		}
 		if settled {
 			f.meaning = "dropped by " + fn + note
 		} else {
@@ -256,8 +261,9 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 		}
 		counters := "UdpNoPorts Udp6NoPorts UdpInCsumErrors Udp6InCsumErrors"
 		if h.Proto == trace.ProtoTCP {
-			counters = "TcpInErrs TcpInCsumErrors TcpOutRsts"
+			counters = "TcpInErrs TcpInCsumErrors TcpOutRsts TcpExtListenOverflows TcpExtListenDrops"
 		}
+		f.notKnown("which of these it was: this kernel reports no drop reason", inNetns(f.site.NetnsName, "nstat -az "+counters)+" while the traffic is sent: the counter that grows with the drops")
 		f.fix = []string{
 			inNetns(f.site.NetnsName, "nstat -az "+counters+"   # which counter grows with the drops settles it"),
 			inNetns(f.site.NetnsName, fmt.Sprintf("ss -ant 'sport = :%d' ; ss -anu 'sport = :%d'", h.Dport, h.Dport)),

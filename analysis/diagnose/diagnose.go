@@ -141,10 +141,29 @@ func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 			Confidence: "high",
 		}
 	}
-	if sites := d.sites(); len(sites) > 0 {
+	sites := d.sites()
+	if c.rep > 0 {
+		// Kernels before drop reasons free an ICMP message they handled (an echo request they
+		// answered) with kfree_skb, at icmp_rcv/icmpv6_rcv: with the answer seen, no drop.
+		sites = slices.DeleteFunc(sites, func(f *finding) bool {
+			if answeredICMP(&f.site) {
+				c.ended += f.count
+				return true
+			}
+			return false
+		})
+	}
+	if len(sites) > 0 {
 		return d.dropVerdict(sites)
 	}
 	return d.noDropVerdict(t, &c)
+}
+
+// answeredICMP is a request freed without a reason where the kernel handles ICMP: on a kernel
+// without drop reasons, the end of an echo request it answered (with the reply seen) looks so.
+func answeredICMP(s *trace.DropSite) bool {
+	fn, _, _ := strings.Cut(s.Location, "+")
+	return s.Reason == "" && s.Flow == trace.Request && (fn == "icmp_rcv" || fn == "icmpv6_rcv")
 }
 
 // sites are the drop sites seen, the one the verdict is about first.

@@ -280,7 +280,7 @@ func TestNetfilterHookFromFunctionHop(t *testing.T) {
 	p.Hops = append(p.Hops[:2], trace.Hop{Event: trace.KindFunc, Probe: "fexit:nf_hook_slow", Place: trace.Place{Netns: nodeNS, NetnsName: "node"},
 		Func: &trace.Func{Name: "nf_hook_slow", Ret: &ret, Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"}}, p.Hops[2])
 	v := verdictOf(nil, nil, p)
-	if v.Cause != "netfilter rule in the FORWARD hook" || v.Confidence != "high" {
+	if v.Cause != "netfilter rule in the forward hook" || v.Confidence != "high" {
 		t.Errorf("verdict %q (%s)", v.Cause, v.Confidence)
 	}
 	found := false
