@@ -12,16 +12,6 @@ import (
 // netOf is the lab's second octet (10.<net>.x.y), to make addresses beside the lab's own.
 func netOf(s *scenarioLab) byte { return s.PodIP.As4()[1] }
 
-// pingAnyway pings dst from ns, ignoring a local error (a pod without a route gets ENETUNREACH).
-func pingAnyway(s *scenarioLab, dst string, count int) func(t *testing.T) {
-	return func(t *testing.T) {
-		for i := 0; i < count; i++ {
-			_, err := s.Pod.Ping(dst, 0x4243, 1, 100e6, 200e6)
-			t.Logf("ping %s: %v", dst, err)
-		}
-	}
-}
-
 // sendDF sends count UDP datagrams of size payload bytes from the pod to dst with DF set.
 func sendDF(s *scenarioLab, dst string, size, count int) func(t *testing.T) {
 	return func(t *testing.T) {
@@ -52,7 +42,7 @@ var _ = addScenario(scenario{
 	want: want{
 		outcome: "dropped", class: "route", netns: "node", ifname: "veth-pod",
 		cause:    "unreachable route 10.",
-		evidence: []evidence{{"route", "unreachable 10."}},
+		evidence: []evidence{{"route", "unreachable 10."}, {"kernel route lookup", "EHOSTUNREACH"}},
 		fix:      "ip route del unreachable 10.",
 		summary:  []string{"matches the route `unreachable 10."},
 	},
@@ -94,9 +84,25 @@ var _ = addScenario(scenario{
 	about: "the pod has no default route (a CNI that did not finish): its own sends fail with ENETUNREACH",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
 		must(t, s.Pod.DelRoute("0.0.0.0/0"))
-		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "icmp"}, pingAnyway(s, s.ExtIP.String(), 2)
+		// A process of the pod sends (SendUDP writes from a thread in the pod's namespace).
+		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "udp"}, func(t *testing.T) {
+			for i := 0; i < 2; i++ {
+				err := s.Pod.SendUDP(s.ExtIP.String(), 0, 5353, []byte("hello"))
+				t.Logf("send: %v", err)
+				if err == nil {
+					t.Error("the pod without a route could send")
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	},
-	want: want{},
+	want: want{
+		outcome: "not-sent", class: "not-sent", netns: "pod",
+		cause:    "no route to 10.",
+		evidence: []evidence{{"kernel route lookup", "ENETUNREACH"}},
+		fix:      "route add 10.",
+		summary:  []string{"no packet was made", "ENETUNREACH"},
+	},
 })
 
 var _ = addScenario(scenario{

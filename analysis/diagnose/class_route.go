@@ -157,7 +157,7 @@ func (d *Diagnoser) routeDecision(f *finding, forwarded bool) {
 	if dec.Errno != "" {
 		lookup = dec.Errno
 	}
-	f.evidence = append(f.evidence, trace.Evidence{What: "kernel route lookup (" + strings.TrimPrefix(get, ip+" route get ") + ")", Value: lookup, Source: "RTM_GETROUTE in netns " + ns})
+	f.evidence = append(f.evidence, trace.Evidence{What: "kernel route lookup", Value: get + ": " + lookup, Source: "RTM_GETROUTE in netns " + ns})
 	if dec.Route != "" {
 		f.evidence = append(f.evidence, trace.Evidence{What: "route", Value: dec.Route, Source: src})
 	}
@@ -272,4 +272,77 @@ func (d *Diagnoser) nameExitRoute(v *trace.Verdict, c *tally) {
 		return
 	}
 	v.Summary += fmt.Sprintf(" (it left by %s on the route `%s` in %s)", dec.Dev, dec.Route, e.NetnsName)
+}
+
+// RouteLookup records a route lookup of the flow that failed; a live run passes every route
+// event, a lookup with no packet included. EAGAIN counts: a lookup that no table answers
+// reports EAGAIN for the last table it tried, and the kernel turns it into ENETUNREACH.
+func (d *Diagnoser) RouteLookup(h trace.Hop) {
+	if h.Route == nil || h.Route.Err == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.routeErrs) >= 16 {
+		d.routeErrs = append(d.routeErrs[:0], d.routeErrs[8:]...)
+	}
+	d.routeErrs = append(d.routeErrs, h)
+}
+
+// notSentClass: no packet was made because the sender's own route lookup failed (a pod with
+// no route: its socket gets ENETUNREACH); the trace sees only the lookup.
+var notSentClass = register(Class{
+	Name:       "not-sent",
+	Order:      700,
+	Recognises: "no packet, and a failed output route lookup (`fib:fib_table_lookup` with an error) for the flow",
+	Reads:      "the failed lookup from the trace; live: the sender's routes and rules",
+	Fix:        "the missing route (a default route) in the sender's namespace",
+	Conclude: func(d *Diagnoser, _ *trace.Trace, c *tally) (trace.Verdict, bool) {
+		d.mu.Lock()
+		// The last lookup that failed with an error of its own, else the last that no table
+		// answered.
+		var h trace.Hop
+		for _, e := range d.routeErrs {
+			if h.Route == nil || e.Route.Err != -11 || h.Route.Err == -11 {
+				h = e
+			}
+		}
+		d.mu.Unlock()
+		if c.packets > 0 || h.Route == nil {
+			return trace.Verdict{}, false
+		}
+		return d.notSent(h), true
+	},
+})
+
+func (d *Diagnoser) notSent(h trace.Hop) trace.Verdict {
+	l := h.Route.Lookup
+	f := &finding{
+		site:    trace.DropSite{Flow: trace.Request, Place: h.Place},
+		example: trace.Packet{Flow: trace.Request, Tuple: trace.Headers{Tuple: l}, Hops: []trace.Hop{h}},
+	}
+	d.routeDecision(f, false)
+	ns := orDefault(h.NetnsName, "this host")
+	errText := lookupErrText(h.Route.Err)
+	switch n, ok := lookupErrno[h.Route.Err]; {
+	case h.Route.Err == -11:
+		errText = fmt.Sprintf("no table had a route: the last, %s, answered EAGAIN, which the kernel returns as ENETUNREACH", orDefault(h.Route.TableName, fmt.Sprint(h.Route.Table)))
+	case ok:
+		errText = n.name
+	}
+	v := trace.Verdict{
+		Outcome: "not-sent",
+		Cause:   f.cause + " in " + ns,
+		Summary: fmt.Sprintf("no packet was made: the route lookup for %s in %s failed (%s), so the sender's socket got the error instead of sending; %s",
+			l.Dst, ns, errText, f.meaning),
+		Evidence: f.evidence,
+		Fix:      f.fix,
+	}
+	switch {
+	case f.sure:
+		v.Confidence = "high"
+	default:
+		v.Confidence = "medium"
+	}
+	return v
 }

@@ -126,6 +126,20 @@ var noReplyClass = register(Class{
 	},
 })
 
+// concludeNoPackets asks the Conclude classes about a run that saw no packet.
+func (d *Diagnoser) concludeNoPackets(t *trace.Trace, c *tally) (trace.Verdict, bool) {
+	for _, cl := range Classes() {
+		if cl.Conclude == nil {
+			continue
+		}
+		if v, ok := cl.Conclude(d, t, c); ok {
+			v.Class = cl.Name
+			return v, true
+		}
+	}
+	return trace.Verdict{}, false
+}
+
 // noDropVerdict concludes a trace where nothing died on this host: the first class of the
 // catalogue that concludes it, or, when none does, that the packets' ends were not seen.
 func (d *Diagnoser) noDropVerdict(t *trace.Trace, c *tally) trace.Verdict {
