@@ -197,3 +197,25 @@ var _ = addScenario(scenario{
 		summary:  []string{"each to the other", "-node routes it `10.", "-ext routes it `10."},
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "loop/node-ext-v6",
+	about: "the node routes fd00:<net>:9::/64 to ext and ext routes it back to the node (IPv6): the hop limit runs out",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		dst := fmt.Sprintf("fd00:%x:9::/64", netOf(s))
+		must(t, s.Node.AddRouteVia(dst, s.Ext6, "", 0))
+		nodeExt6 := netip.MustParseAddr(s.Ext6).As16()
+		nodeExt6[15] = 1 // the node's address on the ext link (::1)
+		must(t, s.Ext.AddRouteVia(dst, netip.AddrFrom16(nodeExt6).String(), "", 0))
+		must(t, s.Ext.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+		to := fmt.Sprintf("fd00:%x:9::9", netOf(s))
+		return []string{"--src", s.Pod6, "--dst", to, "--proto", "icmp"}, pingFromPod(s, to, 2)
+	},
+	want: want{
+		v6: true, outcome: "dropped", class: "loop", reason: "IP_INHDR",
+		cause:    "routing loop between",
+		evidence: []evidence{{"places seen more than once", "veth-ext"}},
+		fix:      "ip -6 route del fd00:",
+		summary:  []string{"hop limit ran out", "each to the other", "-node routes it `fd00:", "-ext routes it `fd00:"},
+	},
+})

@@ -16,6 +16,10 @@ var forwardingClass = register(Class{
 	Fix:        "the exact `sysctl -w`, in that namespace, and where to persist it; with forwarding on, the route (class `route`)",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		// ip6_forward also drops what is too big (mtu) and what has no hops left (loop).
+		// ip6_pkt_prohibit and its kin are the route's own (class route), whatever the reason.
+		if strings.HasPrefix(fn, "ip6_pkt_") || strings.HasPrefix(fn, "dst_discard") {
+			return false
+		}
 		return s.Reason == "IP_INADDRERRORS" || s.Reason == "IP_INNOROUTES" || fn == "ip_error" ||
 			(fn == "ip6_forward" && s.Reason != "PKT_TOO_BIG" && s.Reason != "IP_INHDR")
 	},
