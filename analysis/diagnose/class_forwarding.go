@@ -60,7 +60,7 @@ func (d *Diagnoser) forwarding(f *finding) {
 		f.meaning = fmt.Sprintf("forwarding is off for packets arriving on %s (%s=0) although %s is %s: the device's setting decides", dev, devKey, global, g)
 		f.fix = []string{inNetns(f.site.NetnsName, "sysctl -w "+devKey+"=1"), persist}
 		f.sure = true
-	case gerr == nil && derr == nil && f.site.Reason == "" && strings.HasPrefix(f.site.Location, "ip6_forward+"):
+	case gerr == nil && derr == nil && noReason(f.site.Reason) && strings.HasPrefix(f.site.Location, "ip6_forward+"):
 		// A kernel without drop reasons: ip6_forward also drops what is too big or loops.
 		d.forwardNoReason(f)
 	case gerr == nil && derr == nil:

@@ -17,16 +17,20 @@ var mtuClass = register(Class{
 	Reads:      "the packet's size from the trace; live: the route's device, its MTU, the route's `mtu` (and `lock`) and the path MTU the kernel's lookup reports",
 	Fix:        "`ip link set dev <dev> mtu <N>` where the path allows it, or the sender's MTU (pod/CNI MTU), or TCP MSS clamping",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "PKT_TOO_BIG" || (s.Reason == "" && fn == "ip_forward")
+		return s.Reason == "PKT_TOO_BIG" || (noReason(s.Reason) && fn == "ip_forward")
 	},
 	Explain: func(d *Diagnoser, f *finding) {
-		if f.site.Reason == "" {
+		if noReason(f.site.Reason) {
 			d.forwardNoReason(f)
 			return
 		}
 		d.mtu(f)
 	},
 })
+
+// noReason: the kernel gave no reason (before 5.17), or none specific (ip_forward's drops
+// before they were given reasons).
+func noReason(r string) bool { return r == "" || r == "NOT_SPECIFIED" }
 
 // forwardNoReason explains a drop in ip_forward or ip6_forward on a kernel that gives no drop
 // reason (before 5.17): a packet seen going round is a loop, one bigger than the MTU read live
