@@ -64,8 +64,8 @@ var leftHostClass = register(Class{
 	Name:       "left-host",
 	Order:      900,
 	Recognises: "requests that left the host on the wire, no reply seen",
-	Reads:      "the egress device and the source address on the wire",
-	Fix:        "SNAT applied: look beyond this host; SNAT missing: the MASQUERADE rule",
+	Reads:      "the egress device and the source address on the wire; live: the route that chose the device, and the connected route of another device it overrides (a wrong exit)",
+	Fix:        "SNAT applied: look beyond this host; SNAT missing: the MASQUERADE rule; a wrong exit: `ip route del` of the overriding route",
 	Conclude: func(d *Diagnoser, t *trace.Trace, c *tally) (trace.Verdict, bool) {
 		if !c.hasLeft || c.rep > 0 {
 			return trace.Verdict{}, false
