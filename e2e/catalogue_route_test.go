@@ -157,7 +157,7 @@ var _ = addScenario(scenario{
 		cause:    "packet of 1428 bytes too big for the MTU 1280 of veth-ext",
 		evidence: []evidence{{"mtu of veth-ext", "1280"}, {"packet size", "1428"}},
 		fix:      "ip link set dev veth-ext mtu",
-		summary:  []string{"fragmentation needed", "back to 10."},
+		summary:  []string{"fragmentation needed", "back to 10.", "The node counted"},
 	},
 })
 
@@ -174,7 +174,7 @@ var _ = addScenario(scenario{
 		cause:    "packet of 1448 bytes too big for the MTU 1280 of veth-ext",
 		evidence: []evidence{{"mtu of veth-ext", "1280"}, {"packet size", "1448"}},
 		fix:      "ip link set dev veth-ext mtu",
-		summary:  []string{"Packet Too Big", "back to fd00:"},
+		summary:  []string{"Packet Too Big", "back to fd00:", "The node counted", "(Icmp6OutPktTooBigs)"},
 	},
 })
 

@@ -28,6 +28,11 @@ var mtuClass = register(Class{
 	},
 })
 
+// counterFacts reads a namespace's protocol counters (nstat's names); a live run has it.
+type counterFacts interface {
+	Counters(netns uint32) (map[string]uint64, error)
+}
+
 // noReason: the kernel gave no reason (before 5.17), or none specific (ip_forward's drops
 // before they were given reasons).
 func noReason(r string) bool { return r == "" || r == "NOT_SPECIFIED" }
@@ -111,6 +116,25 @@ func (d *Diagnoser) mtu(f *finding) {
 	if mtu > 0 {
 		mtuText = fmt.Sprintf("the MTU %d", mtu)
 	}
+	// Whether the ICMP error went out: the namespace's counter of them, as nstat names it.
+	sent := ""
+	if cf, ok := d.facts.(counterFacts); ok && d.facts != nil {
+		key := "IcmpMsgOutType3"
+		what := "ICMP destination unreachable (fragmentation needed among them)"
+		if v6 {
+			key, what = "Icmp6OutPktTooBigs", "ICMPv6 Packet Too Big"
+		}
+		if c, err := cf.Counters(f.site.Netns); err == nil {
+			n := c[key]
+			f.evidence = append(f.evidence, trace.Evidence{What: key + " in " + ns, Value: fmt.Sprintf("%d (%s sent since the namespace was made)", n, what),
+				Source: "/proc/net/snmp" + map[bool]string{true: "6", false: ""}[v6] + " in netns " + ns})
+			if n == 0 {
+				sent = fmt.Sprintf(" The node's counter %s is 0: no such ICMP error went out (rate limited by net.ipv4.icmp_ratelimit, or blocked).", key)
+			} else {
+				sent = fmt.Sprintf(" The node counted %d sent (%s).", n, key)
+			}
+		}
+	}
 	where := "the device it was to leave by"
 	if out != "" {
 		where = out
@@ -127,6 +151,8 @@ func (d *Diagnoser) mtu(f *finding) {
 		"This trace follows the flow's own packets, not that ICMP error (trace --proto icmp --dst %s to see it); "+
 		"if the sender never lowers its size, the ICMP error is filtered on its way back or ignored (a PMTU black hole)",
 		sizeText, mtuText, where, dfText, ns, icmp, hd.Src, hd.Src)
+	f.meaning += "." + sent
+	f.meaning = strings.TrimSuffix(f.meaning, ".")
 	dev := out
 	if dev == "" {
 		dev = "<dev>"

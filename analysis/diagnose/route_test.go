@@ -12,9 +12,17 @@ import (
 // routeFake is fakeFacts with the node's routing decisions, per namespace.
 type routeFake struct {
 	fakeFacts
-	dec     map[uint32]RouteDecision
-	err     error
-	queries []RouteQuery
+	dec      map[uint32]RouteDecision
+	err      error
+	queries  []RouteQuery
+	counters map[string]uint64
+}
+
+func (f *routeFake) Counters(uint32) (map[string]uint64, error) {
+	if f.counters == nil {
+		return nil, errors.New("no counters")
+	}
+	return f.counters, nil
 }
 
 func (f *routeFake) RouteDecision(netns uint32, q RouteQuery) (RouteDecision, error) {
@@ -164,15 +172,18 @@ func TestMTUVerdicts(t *testing.T) {
 	h := &trace.Headers{Tuple: trace.Tuple{Proto: trace.ProtoUDP, Src: podIP, Dst: extIP, Sport: 4000, Dport: 53}}
 	p := dropped(trace.Request, "veth-pod", "PKT_TOO_BIG", "ip_forward+0x2c0", h)
 	p.Hops[2].Len = 1428
-	live := &routeFake{dec: map[uint32]RouteDecision{nodeNS: {Route: "10.0.2.0/24 dev veth-ext", Dev: "veth-ext", LinkMTU: 1280, Table: 254, Exact: true}}}
+	live := &routeFake{dec: map[uint32]RouteDecision{nodeNS: {Route: "10.0.2.0/24 dev veth-ext", Dev: "veth-ext", LinkMTU: 1280, Table: 254, Exact: true}},
+		counters: map[string]uint64{"IcmpMsgOutType3": 2}}
 	checkV(t, verdictOf(live, nil, p), verdictWant{class: "mtu", confidence: "high",
 		cause:    "packet of 1428 bytes too big for the MTU 1280 of veth-ext",
-		summary:  []string{"fragmentation needed", "back to 10.0.1.2", "not that ICMP error"},
-		evidence: []string{"packet size=1428", "mtu of veth-ext=1280"},
+		summary:  []string{"fragmentation needed", "back to 10.0.1.2", "not that ICMP error", "The node counted 2 sent (IcmpMsgOutType3)"},
+		evidence: []string{"packet size=1428", "mtu of veth-ext=1280", "IcmpMsgOutType3 in node=2"},
 		fix:      []string{"ip netns exec node ip link set dev veth-ext mtu 1428", "MSS"}})
 
-	locked := &routeFake{dec: map[uint32]RouteDecision{nodeNS: {Route: "10.0.2.0/24 dev veth-ext mtu lock 1400", Dev: "veth-ext", LinkMTU: 1500, RouteMTU: 1400, MTULock: true}}}
-	checkV(t, verdictOf(locked, nil, p), verdictWant{class: "mtu", cause: "the MTU 1400 of veth-ext", evidence: []string{"route mtu=lock 1400"}})
+	locked := &routeFake{dec: map[uint32]RouteDecision{nodeNS: {Route: "10.0.2.0/24 dev veth-ext mtu lock 1400", Dev: "veth-ext", LinkMTU: 1500, RouteMTU: 1400, MTULock: true}},
+		counters: map[string]uint64{}}
+	checkV(t, verdictOf(locked, nil, p), verdictWant{class: "mtu", cause: "the MTU 1400 of veth-ext", evidence: []string{"route mtu=lock 1400"},
+		summary: []string{"counter IcmpMsgOutType3 is 0: no such ICMP error went out"}})
 
 	// A replay: the size and the trace's route, no MTU.
 	checkV(t, verdictOf(nil, nil, p), verdictWant{class: "mtu", confidence: "medium", cause: "packet too big for the MTU of veth-ext"})

@@ -16,3 +16,7 @@ func (f nodeFacts) RouteDecision(netns uint32, q diagnose.RouteQuery) (diagnose.
 		Covering: d.Covering, CoveringDevs: d.CoveringDevs,
 	}, err
 }
+
+// Counters reads the namespace's protocol counters, as nstat names them (diagnose's
+// counterFacts).
+func (f nodeFacts) Counters(netns uint32) (map[string]uint64, error) { return f.r.Counters(netns) }
