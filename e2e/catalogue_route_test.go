@@ -219,3 +219,35 @@ var _ = addScenario(scenario{
 		summary:  []string{"hop limit ran out", "each to the other", "-node routes it `fd00:", "-ext routes it `fd00:"},
 	},
 })
+
+var _ = addScenario(scenario{
+	name:  "route/missing-v4",
+	about: "the node has no route for the destination (no default route either): a forwarded packet finds none",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		to := fmt.Sprintf("10.%d.9.9", netOf(s))
+		return []string{"--src", s.PodIP.String(), "--dst", to, "--proto", "icmp"}, pingFromPod(s, to, 2)
+	},
+	want: want{
+		outcome: "dropped", class: "route", netns: "node", ifname: "veth-pod", reason: "IP_INNOROUTES",
+		cause:    "no route to 10.",
+		evidence: []evidence{{"kernel route lookup", "ENETUNREACH"}},
+		fix:      "ip route add 10.",
+		summary:  []string{"not even a default route"},
+	},
+})
+
+var _ = addScenario(scenario{
+	name:  "route/rule-table-v6",
+	about: "an `ip -6 rule` sends the pod's traffic to table 100, whose only route is `unreachable default` (IPv6)",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		must(t, s.Node.AddTypedRoute("unreachable", "::/0", 100))
+		must(t, s.Node.AddRuleFrom(s.Pod6+"/128", 100, 100))
+		return []string{"--src", s.Pod6, "--dst", s.Ext6, "--proto", "icmp"}, pingFromPod(s, s.Ext6, 2)
+	},
+	want: want{
+		v6: true, outcome: "dropped", class: "route", netns: "node", ifname: "veth-pod",
+		cause:    "unreachable route default table 100",
+		evidence: []evidence{{"ip rule", "100: from fd00:"}, {"route", "unreachable default"}},
+		fix:      "ip -6 rule del pref 100",
+	},
+})
