@@ -14,8 +14,6 @@ import (
 // layer (closed ports, a full receive buffer), tc filters on device kinds other than a veth,
 // and encapsulation (a VXLAN packet no device takes).
 
-func netOf(s *scenarioLab) uint8 { return s.PodIP.As4()[1] }
-
 // dialPod is traffic: n TCP connection attempts from the pod to addr, whatever they give.
 func dialPod(s *scenarioLab, addr string, n int) func(t *testing.T) {
 	return func(t *testing.T) {

@@ -310,7 +310,7 @@ type DropSite struct {
 
 // Verdict is the run's conclusion.
 type Verdict struct {
-	Outcome string `json:"outcome"` // "dropped", "delivered", "left-host", "no-packets", "unknown"
+	Outcome string `json:"outcome"` // "dropped", "delivered", "left-host", "no-packets", "not-sent", "unknown"
 	// Class is the catalogue's class of failure that made the verdict (docs/verdicts.md).
 	Class    string     `json:"class,omitempty"`
 	Cause    string     `json:"cause,omitempty"`

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -12,9 +13,15 @@ var _ = register(Class{
 	Order:      10,
 	Recognises: "`IP_INADDRERRORS` / `IP_INNOROUTES` at `ip_error`, or a drop in `ip6_forward`",
 	Reads:      "`net.ipv4.ip_forward`, `net.ipv4.conf.<in-dev>.forwarding` (IPv6 alike), the route lookups from the trace",
-	Fix:        "the exact `sysctl -w`, in that namespace, and where to persist it; with forwarding on, `ip route get` for the destination",
+	Fix:        "the exact `sysctl -w`, in that namespace, and where to persist it; with forwarding on, the route (class `route`)",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "IP_INADDRERRORS" || s.Reason == "IP_INNOROUTES" || fn == "ip_error" || fn == "ip6_forward"
+		// ip6_forward also drops what is too big (mtu) and what has no hops left (loop).
+		// ip6_pkt_prohibit and its kin are the route's own (class route), whatever the reason.
+		if strings.HasPrefix(fn, "ip6_pkt_") || strings.HasPrefix(fn, "dst_discard") {
+			return false
+		}
+		return s.Reason == "IP_INADDRERRORS" || s.Reason == "IP_INNOROUTES" || fn == "ip_error" ||
+			(fn == "ip6_forward" && s.Reason != "PKT_TOO_BIG" && s.Reason != "IP_INHDR")
 	},
 	Explain: (*Diagnoser).forwarding,
 })
@@ -53,10 +60,13 @@ func (d *Diagnoser) forwarding(f *finding) {
 		f.meaning = fmt.Sprintf("forwarding is off for packets arriving on %s (%s=0) although %s is %s: the device's setting decides", dev, devKey, global, g)
 		f.fix = []string{inNetns(f.site.NetnsName, "sysctl -w "+devKey+"=1"), persist}
 		f.sure = true
+	case gerr == nil && derr == nil && noReason(f.site.Reason) && strings.HasPrefix(f.site.Location, "ip6_forward+"):
+		// A kernel without drop reasons: ip6_forward also drops what is too big or loops.
+		d.forwardNoReason(f)
 	case gerr == nil && derr == nil:
-		f.cause = "destination unreachable"
-		f.meaning = "forwarding is enabled, so the kernel found no usable route for it (a blackhole, unreachable or prohibit route)"
-		f.fix = []string{inNetns(f.site.NetnsName, "ip route get "+f.headers().Dst.String()+" from "+f.headers().Src.String()+" iif "+dev)}
+		// Forwarding is on: the route decided. The route class names it.
+		f.class = routeClass.Name
+		d.routeDecision(f, true)
 	default:
 		f.cause = "forwarding disabled or no route"
 		f.evidence = append(f.evidence, trace.Evidence{What: "sysctl", Value: fmt.Sprint(errorsText(gerr, derr)), Source: "read failed"})

@@ -23,6 +23,9 @@ type Diagnoser struct {
 	order    []trace.SiteKey
 	tally    tally
 	nf       []NetfilterDrop
+	// routeErrs are failed route lookups of the flow (class_route.go's not-sent reads them
+	// when no packet was made).
+	routeErrs []trace.Hop
 }
 
 // finding is what is known of one drop site.
@@ -135,6 +138,10 @@ func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 	c.left.Hops = slices.Clone(c.left.Hops) // they are in d.tally
 	d.mu.Unlock()
 	if c.packets == 0 {
+		// A class may know why no packet was made (a send whose route lookup failed).
+		if v, ok := d.concludeNoPackets(t, &c); ok {
+			return v
+		}
 		return trace.Verdict{
 			Outcome:    "no-packets",
 			Summary:    fmt.Sprintf("no packet matched %s: check the addresses and that traffic was sent while tracing", t.Filter),

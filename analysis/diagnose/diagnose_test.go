@@ -93,7 +93,7 @@ func TestDropVerdicts(t *testing.T) {
 		{
 			name:  "forwarding on: unreachable",
 			v:     verdictOf(fakeFacts{sysctl: map[string]string{"net.ipv4.ip_forward": "1", "net.ipv4.conf.veth-pod.forwarding": "1"}}, nil, fwdDrop),
-			cause: "destination unreachable", evidence: "route lookup 10.0.1.2 > 10.0.2.2=table main: -> veth-ext", fix: "ip route get 10.0.2.2", confidence: "medium",
+			cause: "no usable route to 10.0.2.2", evidence: "route lookup 10.0.1.2 > 10.0.2.2=table main: -> veth-ext", fix: "ip route get 10.0.2.2", confidence: "medium",
 		},
 		{
 			name:  "no node state (a replay)",

@@ -51,7 +51,7 @@ func (f *finding) routeEvidence() []trace.Evidence {
 		r := h.Route
 		v := fmt.Sprintf("table %s: ", orDefault(r.TableName, fmt.Sprint(r.Table)))
 		if r.Err != 0 {
-			v += fmt.Sprintf("error %d", r.Err)
+			v += lookupErrText(r.Err)
 		} else {
 			v += "-> " + r.OutIfname
 			if r.Gateway.IsValid() {

@@ -14,7 +14,10 @@ type tally struct {
 	// left is the request that left the host last (a reply, if no request did), with only
 	// the hops leftHostVerdict reads (in leftHops): the packet's own go on to later packets.
 	left     trace.Packet
-	leftHops [2]trace.Hop
+	leftHops [3]trace.Hop
+	// leftInAt is the index in left.Hops of the hop that received it in the namespace it
+	// left from (for the route that chose its exit), -1 if none.
+	leftInAt int
 	hasLeft  bool
 	// waiting counts the packets last seen queued for their next hop's address (the neighbour
 	// code's probe copy freed, the packet itself never seen again); wait is the first of them,
@@ -62,6 +65,13 @@ func (c *tally) add(p trace.Packet) {
 			if first >= 0 && first != egress {
 				c.left.Hops = append(c.left.Hops, p.Hops[first])
 			}
+			c.leftInAt = -1
+			if in := receivedBefore(p, egress); in >= 0 && in != first {
+				c.leftInAt = len(c.left.Hops)
+				c.left.Hops = append(c.left.Hops, p.Hops[in])
+			} else if in >= 0 {
+				c.leftInAt = 0
+			}
 			if egress >= 0 {
 				c.left.Hops = append(c.left.Hops, p.Hops[egress])
 			}
@@ -82,13 +92,15 @@ var _ = register(Class{
 	Name:       "left-host",
 	Order:      900,
 	Recognises: "requests that left the host on the wire, no reply seen",
-	Reads:      "the egress device and the source address on the wire",
-	Fix:        "SNAT applied: look beyond this host; SNAT missing: the MASQUERADE rule",
-	Conclude: func(_ *Diagnoser, t *trace.Trace, c *tally) (trace.Verdict, bool) {
+	Reads:      "the egress device and the source address on the wire; live: the route that chose the device, and the connected route of another device it overrides (a wrong exit)",
+	Fix:        "SNAT applied: look beyond this host; SNAT missing: the MASQUERADE rule; a wrong exit: `ip route del` of the overriding route",
+	Conclude: func(d *Diagnoser, t *trace.Trace, c *tally) (trace.Verdict, bool) {
 		if !c.hasLeft || c.rep > 0 {
 			return trace.Verdict{}, false
 		}
-		return leftHostVerdict(t, c.left), true
+		v := leftHostVerdict(t, c.left)
+		d.nameExitRoute(&v, c) // class_route.go
+		return v, true
 	},
 })
 
@@ -169,6 +181,20 @@ var _ = register(Class{
 	},
 })
 
+// concludeNoPackets asks the Conclude classes about a run that saw no packet.
+func (d *Diagnoser) concludeNoPackets(t *trace.Trace, c *tally) (trace.Verdict, bool) {
+	for _, cl := range Classes() {
+		if cl.Conclude == nil {
+			continue
+		}
+		if v, ok := cl.Conclude(d, t, c); ok {
+			v.Class = cl.Name
+			return v, true
+		}
+	}
+	return trace.Verdict{}, false
+}
+
 // noDropVerdict concludes a trace where nothing died on this host: the first class of the
 // catalogue that concludes it, or, when none does, that the packets' ends were not seen.
 func (d *Diagnoser) noDropVerdict(t *trace.Trace, c *tally) trace.Verdict {
@@ -234,6 +260,18 @@ func leftHostVerdict(t *trace.Trace, p trace.Packet) trace.Verdict {
 	}
 	v.Confidence = "medium"
 	return v
+}
+
+// receivedBefore is the index of p's last receive before hop egress in egress's namespace;
+// -1 if none.
+func receivedBefore(p trace.Packet, egress int) int {
+	at := -1
+	for i := 0; i >= 0 && i < egress; i++ {
+		if h := &p.Hops[i]; h.Event == trace.KindReceive && !h.Copy && h.Netns == p.Hops[egress].Netns {
+			at = i
+		}
+	}
+	return at
 }
 
 // egressAt is the index of the hop p left on: its last transmit with headers; -1 if none.

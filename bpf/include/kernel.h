@@ -55,6 +55,15 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+/* A task's network namespace (route.h: a failed output lookup's namespace). */
+struct nsproxy {
+	struct net *net_ns;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct nsproxy *nsproxy;
+} __attribute__((preserve_access_index));
+
 struct net_device {
 	char name[16];
 	int ifindex;

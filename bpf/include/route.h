@@ -29,8 +29,14 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	p.proto = proto;
 	__builtin_memcpy(p.saddr, &s, 4);
 	__builtin_memcpy(p.daddr, &d, 4);
-	/* Ports are not reliably filled in for input lookups: match addresses only. */
-	if (!match4(s, d) && !match4(d, s)) {
+	/* Ports are not reliably filled in for input lookups: match addresses only. An unbound
+	 * socket's output lookup comes before its source address is chosen (saddr 0): it is matched
+	 * on its destination alone, so that a send which finds no route (ENETUNREACH, no packet
+	 * ever made) is still seen. */
+	__u32 iif = KREAD(rd, flp, __fl_common.flowic_iif);
+	bool unbound = s == 0 && iif <= 1;
+	if (!match4(s, d) && !match4(d, s) &&
+	    !(unbound && (match4(FILTER_WORD(src, 0), d) || match4(d, FILTER_WORD(dst, 0))))) {
 		struct gates *g = gates_get();
 		if (!g || !g->learned)
 			return;
@@ -50,7 +56,6 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 	/* A lookup goes with its packet, and one left out (new_packet) takes its lookups with it:
 	 * an input (forwarding) lookup is the packet's that was just received on this CPU; a local
 	 * output lookup comes before its packet exists, which will start if a token is left. */
-	__u32 iif = KREAD(rd, flp, __fl_common.flowic_iif);
 	__u32 left_out = 0;
 	if (iif > 1) { /* output lookups have the loopback device's, 1 */
 		__u32 zero = 0;
@@ -92,6 +97,13 @@ static __always_inline void on_fib(__u32 table, struct flowi4 *flp, struct fib_n
 			BPF_CORE_READ_INTO(&e->route.gw, nhc, nhc_gw.ipv6);
 			e->route.gw_family = 6;
 		}
+	} else if (iif <= 1) {
+		/* A failed output lookup has no device to tell its namespace: it runs in its sender's
+		 * context (a socket's send), whose namespace is the task's. A kernel-made packet's
+		 * lookup in softirq would take the interrupted task's: userspace ties such a lookup to
+		 * its packet, whose hops tell the namespace. */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		e->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	}
 	submit(e);
 }

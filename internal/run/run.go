@@ -225,6 +225,9 @@ func Run(ctx context.Context, o Options) (*trace.Trace, error) {
 		if nf != nil {
 			nf.Seen(ev.Hop.Netns)
 		}
+		if ev.Hop.Event == trace.KindRoute {
+			diag.RouteLookup(ev.Hop) // a failed lookup may be all a send that found no route leaves
+		}
 		take(asm.Add(ev))
 	}, func(now uint64) { take(asm.Expire(now)) })
 	if err != nil {

@@ -165,6 +165,7 @@ var outcomes = map[string]struct {
 	"delivered":  {"delivered", good},
 	"left-host":  {"left host", good},
 	"no-packets": {"no packets", warn},
+	"not-sent":   {"NOT SENT", alarm},
 	"unknown":    {"unknown", warn},
 }
 
