@@ -23,68 +23,74 @@
 /* Where a packet left out was found. */
 enum { LEFT_NONE = 0, LEFT_IN_SLOT = 1, LEFT_IN_LRU = 2 };
 
-/* The slot of key's sk_buff. The verifier lets no arithmetic but a subtraction touch a typed
- * pointer (tp_btf's sk_buff): the hash is of its distance from the map, the same in every
- * build (raw_tp's sk_buff is a plain number, and the map's address is read as one). */
-static __always_inline struct left_slot *left_slot_of(__u64 key, int rd)
+/* An sk_buff's address as a plain number. The verifier lets no arithmetic but addition and
+ * subtraction touch a typed pointer (tp_btf's sk_buff), and depending on the kernel a copy of
+ * it on the stack is still one or has become a number: read back through a helper, it is a
+ * number on every kernel. raw_tp's sk_buff is one already. 0 when it could not be read. */
+static __always_inline __u64 left_key(__u64 key, int rd)
 {
-	__u64 d;
-	if (rd == RD_PROBE) {
-		const void *m = &left_slots, *base;
-		if (bpf_probe_read_kernel(&base, sizeof(base), &m))
-			return 0;
-		d = key - (__u64)base;
-	} else {
-		d = key - (__u64)(const void *)&left_slots;
-	}
+	if (rd == RD_PROBE)
+		return key;
+	__u64 k = 0;
+	bpf_probe_read_kernel(&k, sizeof(k), &key);
+	return k;
+}
+
+/* The slot of the sk_buff at k (left_key). */
+static __always_inline struct left_slot *left_slot_of(__u64 k)
+{
 	/* sk_buffs are slab objects, 256 bytes apart or more: Fibonacci hashing spreads them. */
-	__u32 i = (__u32)((d * 0x9E3779B97F4A7C15ULL) >> (64 - LEFT_SLOTS_BITS));
+	__u32 i = (__u32)((k * 0x9E3779B97F4A7C15ULL) >> (64 - LEFT_SLOTS_BITS));
 	return bpf_map_lookup_elem(&left_slots, &i);
 }
 
-/* Whether key's sk_buff carries a packet left out: LEFT_NONE, or where it is, its entry copied
- * into *l. */
-static __always_inline int left_find(const struct gates *g, __u64 key, struct left *l, int rd)
+/* Whether the sk_buff at k (left_key) carries a packet left out: LEFT_NONE, or where it is,
+ * its entry copied into *l. */
+static __always_inline int left_find(const struct gates *g, __u64 k, struct left *l)
 {
-	struct left_slot *s = left_slot_of(key, rd);
-	if (s && s->skb == key) {
+	if (!k)
+		return LEFT_NONE;
+	struct left_slot *s = left_slot_of(k);
+	if (s && s->skb == k) {
 		*l = s->l;
 		return LEFT_IN_SLOT;
 	}
 	if (!g->left_lru)
 		return LEFT_NONE;
-	struct left *e = bpf_map_lookup_elem(&left_out, &key);
+	struct left *e = bpf_map_lookup_elem(&left_out, &k);
 	if (!e)
 		return LEFT_NONE;
 	*l = *e;
 	return LEFT_IN_LRU;
 }
 
-/* Forgets the packet left out at key, found where. */
-static __always_inline void left_forget(__u64 key, int where, int rd)
+/* Forgets the packet left out at k (left_key), found where. */
+static __always_inline void left_forget(__u64 k, int where)
 {
+	if (!k)
+		return;
 	if (where == LEFT_IN_SLOT) {
-		struct left_slot *s = left_slot_of(key, rd);
-		if (s && s->skb == key)
+		struct left_slot *s = left_slot_of(k);
+		if (s && s->skb == k)
 			s->skb = 0;
 	} else if (where == LEFT_IN_LRU) {
-		bpf_map_delete_elem(&left_out, &key);
+		bpf_map_delete_elem(&left_out, &k);
 	}
 }
 
-/* Remembers the packet left out at key (see the top of this file). */
-static __always_inline void left_remember(__u64 key, struct left l, int rd)
+/* Remembers the packet left out at k (left_key; see the top of this file). */
+static __always_inline void left_remember(__u64 k, struct left l, int rd)
 {
 	struct gates *g = gates_get();
 	/* Set before the entry exists: a CPU that sees the entry sees the flag. */
 	if (g && !g->left_out)
 		g->left_out = 1;
-	if (rd == RD_CAST) {
-		struct left_slot *s = left_slot_of(key, rd);
+	if (rd == RD_CAST && k) {
+		struct left_slot *s = left_slot_of(k);
 		if (s) {
 			__u64 held = s->skb;
 			/* Its own slot, left by a packet freed where no tracepoint saw it; or a free one. */
-			if (held == key || (!held && __sync_val_compare_and_swap(&s->skb, 0, key) == 0)) {
+			if (held == k || (!held && __sync_val_compare_and_swap(&s->skb, 0, k) == 0)) {
 				s->l = l;
 				return;
 			}
@@ -92,7 +98,7 @@ static __always_inline void left_remember(__u64 key, struct left l, int rd)
 	}
 	if (g && !g->left_lru)
 		g->left_lru = 1;
-	bpf_map_update_elem(&left_out, &key, &l, BPF_ANY);
+	bpf_map_update_elem(&left_out, &k, &l, BPF_ANY);
 }
 
 /* For a packet left out (l), whether the sk_buff still carries it, from what quick_reject read
@@ -135,24 +141,24 @@ static __always_inline void left_out_on_cpu(__u32 reason)
 
 /* A hop of a packet left out (found where): it tells this CPU's route lookups; its free
  * forgets it. */
-static __always_inline void left_out_hop(__u64 key, struct left l, int where, bool freed, int rd)
+static __always_inline void left_out_hop(__u64 k, struct left l, int where, bool freed)
 {
 	left_out_on_cpu(l.flags & LEFT_OVER_BUDGET ? STAT_OVER_BUDGET : STAT_SKIPPED);
 	if (freed)
-		left_forget(key, where, rd);
+		left_forget(k, where);
 }
 
 /* Leaves a new packet out, counted once as reason, and remembered (l, its identity; flags are
  * set here) until it is freed: its later hops then cost a look at its slot, and it cannot start
  * halfway along its path. */
-static __always_inline void leave_out(__u64 key, struct left l, __u32 reason, bool encap, bool freed, int rd)
+static __always_inline void leave_out(__u64 k, struct left l, __u32 reason, bool encap, bool freed, int rd)
 {
 	count(reason);
 	left_out_on_cpu(reason);
 	if (freed)
 		return;
 	l.flags |= (reason == STAT_OVER_BUDGET ? LEFT_OVER_BUDGET : 0) | (encap ? LEFT_ENCAP : 0);
-	left_remember(key, l, rd);
+	left_remember(k, l, rd);
 }
 
 /* What is remembered of a packet left out, from its tracking entry (new_packet's). */
@@ -177,9 +183,9 @@ static __always_inline bool match_ports4(__be32 src, __be32 dst, __be16 sport, _
 /* A new packet while the budget has no token left, when what quick_reject read of its IPv4
  * header and the 16 bytes after it (h, when v4) says all that new_packet would learn from the
  * whole parse: a plain TCP, UDP or ICMP packet, in no tunnel, no NAT learned. It is then left
- * out at no further read, and true is returned; false leaves it to the whole path (a token is
- * left, or it takes more to know). */
-static __always_inline bool over_budget_quick(const struct quick4 *h, bool v4, __u64 key, __u32 kind,
+ * out at no further read of the packet, and true is returned; false leaves it to the whole
+ * path (a token is left, or it takes more to know). k: key's left_key, or 0 if not read yet. */
+static __always_inline bool over_budget_quick(const struct quick4 *h, bool v4, __u64 key, __u64 k, __u32 kind,
 					      bool tunnels, int rd)
 {
 	if (!v4)
@@ -202,6 +208,6 @@ static __always_inline bool over_budget_quick(const struct quick4 *h, bool v4, _
 		return true; /* not a packet to start, as the whole path would find */
 	if (budget_left(bpf_ktime_get_ns()))
 		return false;
-	leave_out(key, l, STAT_OVER_BUDGET, false, kind == EV_DROP || kind == EV_CONSUME, rd);
+	leave_out(k ? k : left_key(key, rd), l, STAT_OVER_BUDGET, false, kind == EV_DROP || kind == EV_CONSUME, rd);
 	return true;
 }

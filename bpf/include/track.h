@@ -34,12 +34,12 @@ static __always_inline void new_packet(struct scratch *sc, struct sighting *s, s
 	flow_of(flow, &sc->nt.flow);
 	identity_of(flow, &sc->nt);
 	if (!budget_take(sc->nt.first_ts)) {
-		leave_out(s->key, left_of(&sc->nt), STAT_OVER_BUDGET, s->encap, s->freed, rd);
+		leave_out(left_key(s->key, rd), left_of(&sc->nt), STAT_OVER_BUDGET, s->encap, s->freed, rd);
 		return;
 	}
 	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
 				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
-		leave_out(s->key, left_of(&sc->nt), STAT_SKIPPED, s->encap, s->freed, rd);
+		leave_out(left_key(s->key, rd), left_of(&sc->nt), STAT_SKIPPED, s->encap, s->freed, rd);
 		return;
 	}
 	sc->left_out = 0;
@@ -125,12 +125,13 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 	struct packet *flow = s.encap ? &sc->inner : &sc->p;
 
 	if (left) {
+		__u64 k = left_key(s.key, rd);
 		if (s.parsed != PARSE_NOT_IP && (s.parsed || left_same_life(lo, flow))) {
-			left_out_hop(s.key, lo, where, s.freed, rd);
+			left_out_hop(k, lo, where, s.freed);
 			return;
 		}
 		/* Another packet: the one left out was freed where no tracepoint sees. */
-		left_forget(s.key, where, rd);
+		left_forget(k, where);
 	}
 	if (!t) {
 		new_packet(sc, &s, flow, rd);
@@ -171,8 +172,9 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 		 * flows costs a look at the sk_buff. */
 		if (kind == EV_CONSUME && !skb_is_clone(skb, rd)) {
 			/* A packet left out is forgotten: whatever the sk_buff carries now, it is freed. */
-			if (g->left_out && (where = left_find(g, key, &lo, rd)))
-				left_out_hop(key, lo, where, true, rd);
+			__u64 k;
+			if (g->left_out && (where = left_find(g, k = left_key(key, rd), &lo)))
+				left_out_hop(k, lo, where, true);
 			return;
 		}
 		struct quick4 h;
@@ -181,13 +183,16 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 			return;
 		/* The budget spent, a hot flow's packets cost little more than the filter: a packet
 		 * left out, a look at its slot and at what quick_reject read at each hop; a new one,
-		 * what quick_reject read where it is all it takes. */
-		if (g->left_out && (where = left_find(g, key, &lo, rd))) {
+		 * what quick_reject read where it is all it takes. k: the sk_buff's address as a
+		 * number (left_key), once read. */
+		__u64 k = 0;
+		if (g->left_out && (where = left_find(g, k = left_key(key, rd), &lo))) {
 			if (left_out_same(&h, v4, lo)) {
-				left_out_hop(key, lo, where, kind == EV_DROP || kind == EV_CONSUME, rd);
+				left_out_hop(k, lo, where, kind == EV_DROP || kind == EV_CONSUME);
 				return;
 			}
-		} else if (!learned && CFG.budget_interval_ns && over_budget_quick(&h, v4, key, kind, tunnels, rd)) {
+		} else if (!learned && CFG.budget_interval_ns &&
+			   over_budget_quick(&h, v4, key, k, kind, tunnels, rd)) {
 			return;
 		}
 	}
