@@ -139,6 +139,21 @@ type PathtraceGates struct {
 	Learned uint64
 	Tracked int64
 	LeftOut uint64
+	LeftLru uint64
+}
+
+type PathtraceLeft struct {
+	_     structs.HostLayout
+	Seq   uint32
+	IpId  uint16
+	Proto uint8
+	Flags uint8
+}
+
+type PathtraceLeftSlot struct {
+	_   structs.HostLayout
+	Skb uint64
+	L   PathtraceLeft
 }
 
 type PathtraceNfCall struct {
@@ -228,6 +243,7 @@ const (
 	PathtraceMapGates              = "gates"
 	PathtraceMapLearned            = "learned"
 	PathtraceMapLeftOut            = "left_out"
+	PathtraceMapLeftSlots          = "left_slots"
 	PathtraceMapNfCalls            = "nf_calls"
 	PathtraceMapScratch            = "scratch"
 	PathtraceMapStats              = "stats"
@@ -355,15 +371,16 @@ type PathtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathtraceMapSpecs struct {
-	Budget  *ebpf.MapSpec `ebpf:"budget"`
-	Events  *ebpf.MapSpec `ebpf:"events"`
-	Gates   *ebpf.MapSpec `ebpf:"gates"`
-	Learned *ebpf.MapSpec `ebpf:"learned"`
-	LeftOut *ebpf.MapSpec `ebpf:"left_out"`
-	NfCalls *ebpf.MapSpec `ebpf:"nf_calls"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
-	Tracked *ebpf.MapSpec `ebpf:"tracked"`
+	Budget    *ebpf.MapSpec `ebpf:"budget"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Gates     *ebpf.MapSpec `ebpf:"gates"`
+	Learned   *ebpf.MapSpec `ebpf:"learned"`
+	LeftOut   *ebpf.MapSpec `ebpf:"left_out"`
+	LeftSlots *ebpf.MapSpec `ebpf:"left_slots"`
+	NfCalls   *ebpf.MapSpec `ebpf:"nf_calls"`
+	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Tracked   *ebpf.MapSpec `ebpf:"tracked"`
 }
 
 // PathtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -393,15 +410,16 @@ func (o *PathtraceObjects) Close() error {
 //
 // It can be passed to LoadPathtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathtraceMaps struct {
-	Budget  *ebpf.Map `ebpf:"budget"`
-	Events  *ebpf.Map `ebpf:"events"`
-	Gates   *ebpf.Map `ebpf:"gates"`
-	Learned *ebpf.Map `ebpf:"learned"`
-	LeftOut *ebpf.Map `ebpf:"left_out"`
-	NfCalls *ebpf.Map `ebpf:"nf_calls"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
-	Stats   *ebpf.Map `ebpf:"stats"`
-	Tracked *ebpf.Map `ebpf:"tracked"`
+	Budget    *ebpf.Map `ebpf:"budget"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Gates     *ebpf.Map `ebpf:"gates"`
+	Learned   *ebpf.Map `ebpf:"learned"`
+	LeftOut   *ebpf.Map `ebpf:"left_out"`
+	LeftSlots *ebpf.Map `ebpf:"left_slots"`
+	NfCalls   *ebpf.Map `ebpf:"nf_calls"`
+	Scratch   *ebpf.Map `ebpf:"scratch"`
+	Stats     *ebpf.Map `ebpf:"stats"`
+	Tracked   *ebpf.Map `ebpf:"tracked"`
 }
 
 func (m *PathtraceMaps) Close() error {
@@ -411,6 +429,7 @@ func (m *PathtraceMaps) Close() error {
 		m.Gates,
 		m.Learned,
 		m.LeftOut,
+		m.LeftSlots,
 		m.NfCalls,
 		m.Scratch,
 		m.Stats,

@@ -117,7 +117,7 @@ func Open(cfg Config) (_ *Tracer, err error) {
 	// Every program shares these; each is loaded on its own (see loadHook).
 	for _, name := range []string{bpf.PathtraceMapEvents, bpf.PathtraceMapTracked, bpf.PathtraceMapStats,
 		bpf.PathtraceMapLearned, bpf.PathtraceMapGates, bpf.PathtraceMapScratch, bpf.PathtraceMapNfCalls,
-		bpf.PathtraceMapBudget, bpf.PathtraceMapLeftOut} {
+		bpf.PathtraceMapBudget, bpf.PathtraceMapLeftOut, bpf.PathtraceMapLeftSlots} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", name, err)

@@ -5,27 +5,27 @@
 #include "maps.h"
 #include "parse.h"
 
-static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *want,
-				       const volatile __u8 *mask)
+/* The filter's addresses as 32-bit words, for packets read as words. */
+#define FILTER_WORD(field, i) (((const volatile __u32 *)CFG.filter.field)[i])
+
+/* Whether src and dst, 16 bytes each as in struct packet (IPv4 in the first four, the rest
+ * zero), are the filter's, one way round. */
+static __always_inline bool match6(const __u32 *src, const __u32 *dst)
 {
-	__u32 a[4], w[4], m[4];
-	__builtin_memcpy(a, addr, 16);
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		((__u8 *)w)[i] = want[i];
-		((__u8 *)m)[i] = mask[i];
-	}
 #pragma unroll
 	for (int i = 0; i < 4; i++)
-		if ((a[i] & m[i]) != w[i])
+		if ((src[i] & FILTER_WORD(src_mask, i)) != FILTER_WORD(src, i) ||
+		    (dst[i] & FILTER_WORD(dst_mask, i)) != FILTER_WORD(dst, i))
 			return false;
 	return true;
 }
 
 static __always_inline bool match_addrs(const __u8 *src, const __u8 *dst)
 {
-	const volatile struct filter *f = &CFG.filter;
-	return addr_match(src, f->src, f->src_mask) && addr_match(dst, f->dst, f->dst_mask);
+	__u32 s[4], d[4];
+	__builtin_memcpy(s, src, 16);
+	__builtin_memcpy(d, dst, 16);
+	return match6(s, d);
 }
 
 static __always_inline bool match_oneway(const struct packet *p, const __u8 *src, const __u8 *dst,
@@ -59,23 +59,10 @@ static __always_inline bool filter_match(const struct packet *p)
 	       match_oneway(p, p->daddr, p->saddr, p->dport, p->sport);
 }
 
-/* The filter's addresses as 32-bit words, for packets read as words. */
-#define FILTER_WORD(field, i) (((const volatile __u32 *)CFG.filter.field)[i])
-
 static __always_inline bool match4(__be32 src, __be32 dst)
 {
 	return (src & FILTER_WORD(src_mask, 0)) == FILTER_WORD(src, 0) &&
 	       (dst & FILTER_WORD(dst_mask, 0)) == FILTER_WORD(dst, 0);
-}
-
-static __always_inline bool match6(const __u32 *src, const __u32 *dst)
-{
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-		if ((src[i] & FILTER_WORD(src_mask, i)) != FILTER_WORD(src, i) ||
-		    (dst[i] & FILTER_WORD(dst_mask, i)) != FILTER_WORD(dst, i))
-			return false;
-	return true;
 }
 
 /* Whether a transport protocol rules a packet out whatever its addresses. */
@@ -102,24 +89,30 @@ struct quick6 {
 	__u8 tun[8];
 } __attribute__((aligned(8)));
 
-/* Reads what quick_reject looks at of an IPv4 packet at l3 into h (the tunnel bytes only
- * where tunnels are looked for). Non-zero when it could not. */
+/* Reads what quick_reject looks at of an IPv4 packet at l3 into h: the IP header and the 8
+ * bytes after it (ports, or ICMP's type and echo sequence, or TCP's sequence number, which the
+ * left-out path compares: leftout.h), and the tunnel bytes only where tunnels are looked for.
+ * Non-zero when it could not. */
 static __always_inline long quick_read4(unsigned char *l3, struct quick4 *h, bool tunnels, int rd)
 {
 	if (rd != RD_CAST)
-		return bpf_probe_read_kernel(h, tunnels ? sizeof(*h) : sizeof(h->ip), l3);
+		return bpf_probe_read_kernel(h, tunnels ? sizeof(*h) : sizeof(h->ip) + sizeof(h->udp), l3);
 	/* Plain loads through a read-only BTF pointer, which the verifier checks against the type
 	 * it is cast to: struct ipv6hdr, 40 bytes of plain fields, is a window over the IPv4, UDP
-	 * and tunnel headers (36 bytes). Byte loads, or 32-bit ones inside one address field, stay
-	 * within a member, as every kernel's verifier wants. */
+	 * and tunnel headers (36 bytes). Byte loads, 16-bit ones inside payload_len, or 32-bit ones
+	 * inside one address field, stay within a member, as every kernel's verifier wants. */
 	const __u8 *w = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
 	__u8 *frag = (__u8 *)&h->ip.frag_off;
+	__u32 *l4 = (__u32 *)h->udp;
 	h->ip.ihl_version = w[0];
+	h->ip.id = *(const __u16 *)(w + 4);
 	frag[0] = w[6];
 	frag[1] = w[7];
 	h->ip.protocol = w[9];
 	h->ip.saddr = *(const __u32 *)(w + 12);
 	h->ip.daddr = *(const __u32 *)(w + 16);
+	l4[0] = *(const __u32 *)(w + 20);
+	l4[1] = *(const __u32 *)(w + 24);
 	if (tunnels) {
 		/* Inside daddr: two words, not eight bytes (each load is range-checked). */
 		__u32 *tun = (__u32 *)h->tun;
@@ -156,51 +149,56 @@ static __always_inline long quick_read6(unsigned char *l3, struct quick6 *h, boo
  * IP header (quick_read4/6), plus the 16 bytes after it where tunnels are looked for (tunnels:
  * does UDP carry VXLAN or Geneve?). false means "parse it all": it may match, carry a packet that does, or be
  * something this shortcut does not read (IP options, IPv6 extension headers). learned: NAT
- * translations were learned, so any address may be a translated one. */
+ * translations were learned, so any address may be a translated one (false, once the IPv4
+ * header is read). What was read of an IPv4 packet is left in h, for the left-out path
+ * (leftout.h), and *v4 says so. */
 static __always_inline bool quick_reject(struct sk_buff *skb, bool at_data, int rd, bool tunnels,
-					 bool learned)
+					 bool learned, struct quick4 *h, bool *v4)
 {
 	const volatile struct filter *f = &CFG.filter;
 	__be16 protocol = KREAD(rd, skb, protocol);
 
+	*v4 = false;
 	if (protocol != bpf_htons(ETH_P_IP) && protocol != bpf_htons(ETH_P_IPV6))
 		return true;
-	if (learned)
-		return false;
 	unsigned char *l3 = l3_of(skb, at_data, rd);
 	if (!l3)
-		return true;
+		return !learned;
 	if (protocol == bpf_htons(ETH_P_IP)) {
-		struct quick4 h;
-		if (quick_read4(l3, &h, tunnels, rd))
-			return true;
-		if ((h.ip.ihl_version >> 4) != 4)
-			return true;
-		__u8 proto = h.ip.protocol;
+		if (quick_read4(l3, h, tunnels, rd))
+			return !learned;
+		if ((h->ip.ihl_version >> 4) != 4)
+			return !learned;
+		*v4 = true;
+		if (learned)
+			return false;
+		__u8 proto = h->ip.protocol;
 		if (tunnels) {
 			if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6)
 				return false;
-			if (proto == IPPROTO_UDP && !(h.ip.frag_off & bpf_htons(0x1fff)) &&
-			    ((h.ip.ihl_version & 0x0f) != 5 || udp_tunnel(h.tun)))
+			if (proto == IPPROTO_UDP && !(h->ip.frag_off & bpf_htons(0x1fff)) &&
+			    ((h->ip.ihl_version & 0x0f) != 5 || udp_tunnel(h->tun)))
 				return false;
 		}
 		/* Carrying no other packet: the filter sees this one. */
 		if (f->family == 6 || proto_rejects(proto))
 			return true;
-		return !match4(h.ip.saddr, h.ip.daddr) && !match4(h.ip.daddr, h.ip.saddr);
+		return !match4(h->ip.saddr, h->ip.daddr) && !match4(h->ip.daddr, h->ip.saddr);
 	}
-	struct quick6 h;
-	if (quick_read6(l3, &h, tunnels, rd))
+	if (learned)
+		return false;
+	struct quick6 h6;
+	if (quick_read6(l3, &h6, tunnels, rd))
 		return true;
-	if ((h.ip.priority_version >> 4) != 6)
+	if ((h6.ip.priority_version >> 4) != 6)
 		return true;
-	__u8 proto = h.ip.nexthdr;
+	__u8 proto = h6.ip.nexthdr;
 	if (proto == 0 || proto == 43 || proto == 60 || proto == 44)
 		return false;
-	if (tunnels && proto == IPPROTO_UDP && udp_tunnel(h.tun))
+	if (tunnels && proto == IPPROTO_UDP && udp_tunnel(h6.tun))
 		return false;
 	if (f->family == 4 || proto_rejects(proto))
 		return true;
-	const __u32 *src = (const __u32 *)&h.ip.saddr, *dst = (const __u32 *)&h.ip.daddr;
+	const __u32 *src = (const __u32 *)&h6.ip.saddr, *dst = (const __u32 *)&h6.ip.daddr;
 	return !match6(src, dst) && !match6(dst, src);
 }

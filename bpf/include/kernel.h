@@ -82,6 +82,7 @@ struct sk_buff {
 	struct net_device *dev;
 	struct sock *sk;
 	unsigned int len;
+	__u8 cloned : 1; /* a clone (skb_clone), or the original of one */
 	__be16 protocol;
 	__u16 transport_header;
 	__u16 network_header;

@@ -29,8 +29,6 @@ struct track {
 
 #define TRACK_SKIPPED 1     /* its first event was lost: no events until it is freed */
 #define TRACK_GAP 2         /* an event was lost: the next one says so */
-#define TRACK_OVER_BUDGET 4 /* left_out: for the budget, not for overload */
-#define TRACK_ENCAP 8       /* left_out: flow is a packet carried in a tunnel */
 
 /* sk_buffs of the packets being traced. LRU so a packet freed behind our back (a path with no
  * tracepoint) cannot fill the map for good. */
@@ -41,14 +39,44 @@ struct {
 	__type(value, struct track);
 } tracked SEC(".maps");
 
-/* sk_buffs of matching packets left out whole (over the budget, or under overload) until they
- * are freed, so that one cannot start halfway along its path and each is counted once. Apart
- * from tracked: a packet of another flow never looks here, and gates is not written for them. */
+/* What is remembered of a packet left out whole (over the budget, or under overload) until it
+ * is freed: what same_life compares, to tell it from a new packet in the same sk_buff. */
+struct left {
+	__be32 seq; /* TCP sequence number or ICMP echo sequence */
+	__be16 ip_id;
+	__u8 proto;
+	__u8 flags; /* LEFT_* */
+};
+
+#define LEFT_V6 1          /* an IPv6 packet (else IPv4) */
+#define LEFT_OVER_BUDGET 2 /* for the budget, not for overload */
+#define LEFT_ENCAP 4       /* the flow is a packet carried in a tunnel */
+
+/* Packets left out, so that one cannot start halfway along its path and each is counted once
+ * (leftout.h). Most are in left_slots, a direct-mapped array indexed by a hash of the sk_buff's
+ * address, where remembering and forgetting one are a store each, no lock, no allocation. One
+ * whose slot another packet holds (or any, where the kernel has no compare-and-swap for
+ * tracing programs) goes to left_out, an LRU hash. Apart from tracked: a packet of another flow
+ * never looks here, and gates is not written for them. */
+#define LEFT_SLOTS_BITS 14
+
+struct left_slot {
+	__u64 skb; /* the sk_buff's address; 0: free */
+	struct left l;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << LEFT_SLOTS_BITS);
+	__type(key, __u32);
+	__type(value, struct left_slot);
+} left_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, struct track);
+	__type(value, struct left);
 } left_out SEC(".maps");
 
 /* Flows a tracked packet was rewritten into by NAT, with when: the reply to a MASQUERADEd
@@ -69,8 +97,11 @@ struct gates {
 	 * high, which costs a lookup; while it is 0 no sk_buff is tracked and none is looked up. */
 	__s64 tracked;
 	/* Set once a packet was left out (never cleared): from then on a packet that may match is
-	 * looked up in left_out. */
+	 * looked up in left_slots. */
 	__u64 left_out;
+	/* Set once a packet left out went to left_out (never cleared): from then on one not in
+	 * left_slots is looked up there too. */
+	__u64 left_lru;
 };
 
 struct {

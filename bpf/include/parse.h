@@ -202,6 +202,15 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 	return kind;
 }
 
+/* Whether the sk_buff shares its data with another (skb->cloned): a clone, or the original of
+ * one. */
+static __always_inline bool skb_is_clone(struct sk_buff *skb, int rd)
+{
+	if (rd == RD_PROBE)
+		return BPF_CORE_READ_BITFIELD_PROBED(skb, cloned);
+	return BPF_CORE_READ_BITFIELD(skb, cloned);
+}
+
 /* Where the IP header starts, or 0 when the stack has not set it. At receive skb->data points
  * at it (the MAC header has been pulled); elsewhere the stack has set network_header. */
 static __always_inline unsigned char *l3_of(struct sk_buff *skb, bool at_data, int rd)

@@ -23,7 +23,7 @@ static __always_inline void untrack(__u64 key)
 /* A packet not tracked yet: report it and track it if it matches. Whole packets are left
  * out, never hops: over the budget (--max-rate), or under overload (the ring three quarters
  * full, or full), a new packet is not started (leave_out). */
-static __always_inline void new_packet(struct scratch *sc, struct sighting *s, struct packet *flow)
+static __always_inline void new_packet(struct scratch *sc, struct sighting *s, struct packet *flow, int rd)
 {
 	if (s->parsed)
 		return;
@@ -34,12 +34,12 @@ static __always_inline void new_packet(struct scratch *sc, struct sighting *s, s
 	flow_of(flow, &sc->nt.flow);
 	identity_of(flow, &sc->nt);
 	if (!budget_take(sc->nt.first_ts)) {
-		leave_out(s->key, &sc->nt, STAT_OVER_BUDGET, s->encap, s->freed);
+		leave_out(left_key(s->key, rd), left_of(&sc->nt), STAT_OVER_BUDGET, s->encap, s->freed, rd);
 		return;
 	}
 	if (ring_filling() || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >
 				      bpf_ringbuf_query(&events, BPF_RB_RING_SIZE)) {
-		leave_out(s->key, &sc->nt, STAT_SKIPPED, s->encap, s->freed);
+		leave_out(left_key(s->key, rd), left_of(&sc->nt), STAT_SKIPPED, s->encap, s->freed, rd);
 		return;
 	}
 	sc->left_out = 0;
@@ -99,14 +99,12 @@ static __always_inline void tracked_packet(struct scratch *sc, struct sighting *
 }
 
 /* The whole path of an sk_buff hook, for a tracked packet (t) or one quick_reject let through,
- * which may be one left out (lo) that left_out_same could not tell. */
+ * which may be one left out (lo, found where: leftout.h) that left_out_same could not tell. */
 static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, struct net_device *dev,
 				      __u32 kind, bool at_data, int rd, __u64 location, __u32 reason,
-				      struct track *t, struct track *lo, bool learned)
+				      struct track *t, struct left lo, int where, bool learned)
 {
-	/* A flag, not !lo: the verifier refuses the two pointers or-ed into one test. */
-	bool left = lo != 0;
-	barrier_var(left);
+	bool left = where != LEFT_NONE;
 	struct sighting s = {
 		.skb = skb, .dev = dev, .key = (__u64)skb, .location = location, .kind = kind,
 		.reason = reason, .freed = kind == EV_DROP || kind == EV_CONSUME,
@@ -126,23 +124,24 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 	/* The flow is what the user follows: the carried packet when there is one. */
 	struct packet *flow = s.encap ? &sc->inner : &sc->p;
 
-	if (lo) {
-		if (s.parsed != PARSE_NOT_IP && (s.parsed || same_life(lo, flow))) {
-			left_out_hop(s.key, lo, s.freed);
+	if (left) {
+		__u64 k = left_key(s.key, rd);
+		if (s.parsed != PARSE_NOT_IP && (s.parsed || left_same_life(lo, flow))) {
+			left_out_hop(k, lo, where, s.freed);
 			return;
 		}
 		/* Another packet: the one left out was freed where no tracepoint sees. */
-		bpf_map_delete_elem(&left_out, &s.key);
+		left_forget(k, where);
 	}
 	if (!t) {
-		new_packet(sc, &s, flow);
+		new_packet(sc, &s, flow, rd);
 		return;
 	}
 	/* A tracked address carrying another packet: the old one was freed where no tracepoint
 	 * sees (TCP's pure ACKs are), and this is a new packet. */
 	if (s.parsed == PARSE_NOT_IP || (!s.parsed && !same_life(t, flow))) {
 		untrack(s.key);
-		new_packet(sc, &s, flow);
+		new_packet(sc, &s, flow, rd);
 		return;
 	}
 	tracked_packet(sc, &s, flow, t);
@@ -157,30 +156,49 @@ static __always_inline void on_skb(struct sk_buff *skb, struct net_device *dev, 
 	if (!g)
 		return;
 	__u64 key = (__u64)skb;
-	struct track *t = 0, *lo = 0;
+	struct track *t = 0;
+	struct left lo = {};
+	int where = LEFT_NONE;
 	if (g->tracked)
 		t = bpf_map_lookup_elem(&tracked, &key);
 	bool learned = g->learned != 0;
 	/* A tunnel packet is first seen where it enters or leaves a device. */
 	bool tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
 	if (!t) {
-		if (quick_reject(skb, at_data, rd, tunnels, learned))
+		/* consume_skb frees a packet that was followed, or one whose life ends here having
+		 * passed no other hook: a copy (clone) that a socket read (copy.go). Any other packet
+		 * not followed is not one to start, and its headers, often cold in this CPU's cache
+		 * by now (another CPU received it), are not read: the free of most packets of other
+		 * flows costs a look at the sk_buff. */
+		if (kind == EV_CONSUME && !skb_is_clone(skb, rd)) {
+			/* A packet left out is forgotten: whatever the sk_buff carries now, it is freed. */
+			__u64 k;
+			if (g->left_out && (where = left_find(g, k = left_key(key, rd), &lo)))
+				left_out_hop(k, lo, where, true);
+			return;
+		}
+		struct quick4 h;
+		bool v4;
+		if (quick_reject(skb, at_data, rd, tunnels, learned, &h, &v4))
 			return;
 		/* The budget spent, a hot flow's packets cost little more than the filter: a packet
-		 * left out, a lookup and a look at its IP header at each hop; a new one, that look
-		 * where it is all it takes. */
-		if (g->left_out && (lo = bpf_map_lookup_elem(&left_out, &key))) {
-			if (left_out_same(skb, at_data, rd, lo)) {
-				left_out_hop(key, lo, kind == EV_DROP || kind == EV_CONSUME);
+		 * left out, a look at its slot and at what quick_reject read at each hop; a new one,
+		 * what quick_reject read where it is all it takes. k: the sk_buff's address as a
+		 * number (left_key), once read. */
+		__u64 k = 0;
+		if (g->left_out && (where = left_find(g, k = left_key(key, rd), &lo))) {
+			if (left_out_same(&h, v4, lo)) {
+				left_out_hop(k, lo, where, kind == EV_DROP || kind == EV_CONSUME);
 				return;
 			}
-		} else if (!learned && CFG.budget_interval_ns && over_budget_quick(skb, kind, at_data, rd, tunnels)) {
+		} else if (!learned && CFG.budget_interval_ns &&
+			   over_budget_quick(&h, v4, key, k, kind, tunnels, rd)) {
 			return;
 		}
 	}
 	struct scratch *sc = enter();
 	if (!sc)
 		return;
-	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, lo, learned);
+	track_skb(sc, skb, dev, kind, at_data, rd, location, reason, t, lo, where, learned);
 	sc->busy = 0;
 }
