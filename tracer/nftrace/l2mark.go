@@ -130,24 +130,7 @@ func l2MarkBatch(name string, prio int32, a, b netip.Prefix, bridge bool, netdev
 		}
 		comment := fmt.Sprintf("pathtrace: trace %s <-> %s", a, b)
 		for _, ch := range chains {
-			hattrs := []netlink.Attribute{
-				{Type: unix.NFTA_HOOK_HOOKNUM, Data: be32(ch.hook)},
-				{Type: unix.NFTA_HOOK_PRIORITY, Data: be32(uint32(prio))},
-			}
-			if ch.dev != "" {
-				hattrs = append(hattrs, netlink.Attribute{Type: unix.NFTA_HOOK_DEV, Data: cstr(ch.dev)})
-			}
-			hook, err := netlink.MarshalAttributes(hattrs)
-			if err != nil {
-				return err
-			}
-			chain, err := nftMsg(unix.NFT_MSG_NEWCHAIN, netlink.Create, fam, []netlink.Attribute{
-				{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(name)},
-				{Type: unix.NFTA_CHAIN_NAME, Data: cstr(ch.name)},
-				{Type: unix.NLA_F_NESTED | unix.NFTA_CHAIN_HOOK, Data: hook},
-				{Type: unix.NFTA_CHAIN_POLICY, Data: be32(nfAccept)},
-				{Type: unix.NFTA_CHAIN_TYPE, Data: cstr("filter")},
-			})
+			chain, err := baseChainMsg(fam, name, ch.name, ch.hook, prio, ch.dev)
 			if err != nil {
 				return err
 			}

@@ -87,20 +87,7 @@ func markBatch(name string, prio int32, a, b netip.Prefix) ([]netlink.Message, e
 		name string
 		hook uint32
 	}{{"prerouting", unix.NF_INET_PRE_ROUTING}, {"output", unix.NF_INET_LOCAL_OUT}} {
-		hook, err := netlink.MarshalAttributes([]netlink.Attribute{
-			{Type: unix.NFTA_HOOK_HOOKNUM, Data: be32(ch.hook)},
-			{Type: unix.NFTA_HOOK_PRIORITY, Data: be32(uint32(prio))},
-		})
-		if err != nil {
-			return nil, err
-		}
-		chain, err := nftMsg(unix.NFT_MSG_NEWCHAIN, netlink.Create, fam, []netlink.Attribute{
-			{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(name)},
-			{Type: unix.NFTA_CHAIN_NAME, Data: cstr(ch.name)},
-			{Type: unix.NLA_F_NESTED | unix.NFTA_CHAIN_HOOK, Data: hook},
-			{Type: unix.NFTA_CHAIN_POLICY, Data: be32(nfAccept)},
-			{Type: unix.NFTA_CHAIN_TYPE, Data: cstr("filter")},
-		})
+		chain, err := baseChainMsg(fam, name, ch.name, ch.hook, prio, "")
 		if err != nil {
 			return nil, err
 		}
@@ -226,4 +213,27 @@ func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// baseChainMsg makes the message that adds a filter chain named chain to table on hook at
+// prio, policy accept; dev names the device of a netdev (or inet ingress) hook.
+func baseChainMsg(fam uint8, table, chain string, hooknum uint32, prio int32, dev string) (netlink.Message, error) {
+	hattrs := []netlink.Attribute{
+		{Type: unix.NFTA_HOOK_HOOKNUM, Data: be32(hooknum)},
+		{Type: unix.NFTA_HOOK_PRIORITY, Data: be32(uint32(prio))},
+	}
+	if dev != "" {
+		hattrs = append(hattrs, netlink.Attribute{Type: unix.NFTA_HOOK_DEV, Data: cstr(dev)})
+	}
+	hook, err := netlink.MarshalAttributes(hattrs)
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	return nftMsg(unix.NFT_MSG_NEWCHAIN, netlink.Create, fam, []netlink.Attribute{
+		{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(table)},
+		{Type: unix.NFTA_CHAIN_NAME, Data: cstr(chain)},
+		{Type: unix.NLA_F_NESTED | unix.NFTA_CHAIN_HOOK, Data: hook},
+		{Type: unix.NFTA_CHAIN_POLICY, Data: be32(nfAccept)},
+		{Type: unix.NFTA_CHAIN_TYPE, Data: cstr("filter")},
+	})
 }
