@@ -19,7 +19,20 @@ type Namer struct {
 	// unnamed are the "netns:<inode>" names made so far: one string per namespace, not one
 	// per event.
 	unnamed map[uint32]string
+	// gone are the names of namespaces a scan no longer found, with when they went: the
+	// events of their last moments are often decoded after they are deleted (the pipeline
+	// lags the kernel), and must still be named. A new namespace that takes the inode number
+	// replaces the name at the next scan; a gone name is kept goneTTL at most.
+	gone map[uint32]goneName
 }
+
+type goneName struct {
+	name string
+	at   time.Time
+}
+
+// goneTTL is how long a vanished namespace's name still names its inode.
+const goneTTL = 10 * time.Second
 
 // NewNamer reads the host namespace's inode from the first readable of hostNetns (Host) and
 // scans dirs (normally DefaultDirs).
@@ -36,11 +49,28 @@ func NewNamer(hostNetns []string, dirs ...string) (*Namer, error) {
 // scan rebuilds the names from scratch: the kernel hands a deleted namespace's inode number to
 // the next new one, so an old name must not outlive its namespace.
 func (r *Namer) scan() {
-	r.lastScan = time.Now()
+	now := time.Now()
+	r.lastScan = now
+	old := r.names
 	r.names = map[uint32]string{}
 	for _, n := range List(r.dirs...) {
 		if _, seen := r.names[n.Inode]; !seen {
 			r.names[n.Inode] = n.Name
+		}
+	}
+	for ino, g := range r.gone {
+		if _, back := r.names[ino]; back || now.Sub(g.at) > goneTTL {
+			delete(r.gone, ino)
+		}
+	}
+	for ino, name := range old {
+		if _, still := r.names[ino]; !still {
+			if r.gone == nil {
+				r.gone = map[uint32]goneName{}
+			}
+			if len(r.gone) < 4096 {
+				r.gone[ino] = goneName{name: name, at: now}
+			}
 		}
 	}
 }
@@ -64,6 +94,9 @@ func (r *Namer) Name(ino uint32) string {
 	}
 	if ok {
 		return n
+	}
+	if g, ok := r.gone[ino]; ok && time.Since(g.at) <= goneTTL {
+		return g.name
 	}
 	if n, ok := r.unnamed[ino]; ok {
 		return n

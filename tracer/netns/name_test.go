@@ -259,3 +259,37 @@ func TestReusedInodeGetsNewName(t *testing.T) {
 		t.Errorf("Name(%d) = %q after the name changed, want pod-b", ino, got)
 	}
 }
+
+// A namespace deleted while the trace runs keeps its name for the events decoded after it went
+// (the pipeline lags the kernel), for a while; then its inode is unnamed again.
+func TestNamerKeepsAVanishedName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pod-a")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ino, err := Inode(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Name(ino); got != "pod-a" {
+		t.Fatalf("Name = %q, want pod-a", got)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	r.lastScan = time.Now().Add(-2 * time.Second) // the next Name rescans
+	if got := r.Name(ino); got != "pod-a" {
+		t.Errorf("just after it went: Name = %q, want pod-a", got)
+	}
+	g := r.gone[ino]
+	g.at = time.Now().Add(-goneTTL - time.Second)
+	r.gone[ino] = g
+	if got := r.Name(ino); got != fmt.Sprintf("netns:%d", ino) {
+		t.Errorf("long after it went: Name = %q, want netns:%d", got, ino)
+	}
+}
