@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -75,6 +76,12 @@ func (n *NS) attachTCProg(spec *ebpf.CollectionSpec, progName, dev string, paren
 	}
 	// Load only the one program, so the others are never in the kernel.
 	spec.Programs = map[string]*ebpf.ProgramSpec{progName: pspec}
+	// Before 5.11 BPF memory is charged to the user's locked memory, checked against this
+	// process's RLIMIT_MEMLOCK: with pathtrace runs holding their maps at the same time
+	// (scenarios run side by side), a small limit refuses the program's maps.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", progName, err)
+	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", progName, err)

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/cilium/ebpf/rlimit"
 	"io"
 	"net/netip"
 	"sync"
@@ -72,12 +71,6 @@ func (n *NS) attachTCDrop(dev, direction string, denySrc netip.Addr) (*tcAttachm
 		return nil, errors.New("deny address must be IPv4")
 	}
 
-	// Before 5.11 BPF memory is charged to the user's locked memory, checked against this
-	// process's RLIMIT_MEMLOCK: with pathtrace runs holding their maps at the same time (two
-	// scenarios at once), a small limit refuses the program's maps.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("tc program: %w", err)
-	}
 	spec, err := tcprog.LoadTcprog()
 	if err != nil {
 		return nil, err
