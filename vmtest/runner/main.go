@@ -83,7 +83,8 @@ func main() {
 	cases := flag.String("cases", envOr("VMTEST_CASES", "default,minimal"), "comma-separated cases (runner/cases.go), or all: how each kernel is booted and what it runs [$VMTEST_CASES]")
 	flag.StringVar(&c.cache, "cache", defCache, "download and unpack cache [$PATHTRACE_VMTEST_CACHE]")
 	flag.StringVar(&c.results, "results", "vmtest/results", "directory for the console logs and summary")
-	flag.DurationVar(&c.timeout, "timeout", 20*time.Minute, "per-kernel limit for one VM, boot to power-off")
+	// The e2e suite with its scenarios takes ~20 minutes on 5.10 under emulation on two busy cores.
+	flag.DurationVar(&c.timeout, "timeout", 45*time.Minute, "per-kernel limit for one VM, boot to power-off")
 	flag.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "limit from qemu's start to the init's first line")
 	flag.StringVar(&c.run, "run", os.Getenv("VMTEST_RUN"), "-test.run pattern [$VMTEST_RUN]")
 	flag.StringVar(&c.skip, "skip", "", "extra -test.skip pattern, or'ed with the built-in ones")
