@@ -308,9 +308,9 @@ func buildCommon(c config, work string) (*common, *vmspec.Manifest, error) {
 		}
 		m.Tests = append(m.Tests, vmspec.Test{
 			Name: pkg, Path: "/tests/" + name + ".test", Dir: "/tests/" + name, Args: args,
-			// Three scenarios at once: under emulation a scenario is mostly pathtrace loading
+			// Four scenarios at once: under emulation a scenario is mostly pathtrace loading
 			// its programs and the scenario's own waits, which overlap.
-			Env: []string{"PATHTRACE_BIN=/bin/pathtrace", "PATHTRACE_SCENARIOS_AT_ONCE=3"},
+			Env: []string{"PATHTRACE_BIN=/bin/pathtrace", "PATHTRACE_SCENARIOS_AT_ONCE=4"},
 		})
 	}
 	return cm, m, nil
