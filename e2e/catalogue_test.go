@@ -55,13 +55,13 @@ type want struct {
 	// noReasons, when set, is the whole want on a kernel without drop reasons, where the
 	// verdict can only say less (the cause it could not tell apart, and what would settle it).
 	noReasons *want
-	netns          string // role of the verdict's place
-	ifname         string // device of the verdict's place (in the summary)
-	reason         string // the kernel's reason; on a kernel without drop reasons, a reason must be inferred as this or be empty
-	cause          string
-	evidence       []evidence // what exactly, value as substring
-	fix            string
-	summary        []string // substrings of the summary
+	netns     string // role of the verdict's place
+	ifname    string // device of the verdict's place (in the summary)
+	reason    string // the kernel's reason; on a kernel without drop reasons, a reason must be inferred as this or be empty
+	cause     string
+	evidence  []evidence // what exactly, value as substring
+	fix       string
+	summary   []string // substrings of the summary
 	// delivered allows "delivered"/"healthy" (a scenario whose packets really are delivered).
 	delivered bool
 }
