@@ -70,11 +70,20 @@ func Classes() []*Class {
 // classOf is the class that explains a drop site, nil when none recognises it (the reason is
 // then only put in words).
 func classOf(s *trace.DropSite) *Class {
-	fn, _, _ := strings.Cut(s.Location, "+")
+	fn := funcOf(s.Location)
 	for _, c := range Classes() {
 		if c.Drop != nil && c.Drop(s, fn) {
 			return c
 		}
 	}
 	return nil
+}
+
+// funcOf is the kernel function of a location ("ip_rcv_finish_core.constprop.0+0x1ab" is in
+// ip_rcv_finish_core): the compiler's suffixes on a function's copies (.constprop.N, .isra.N,
+// .part.N, .cold) differ between kernel builds, the function does not.
+func funcOf(location string) string {
+	fn, _, _ := strings.Cut(location, "+")
+	fn, _, _ = strings.Cut(fn, ".")
+	return fn
 }

@@ -14,7 +14,7 @@ var _ = register(Class{
 	Reads:      "the namespace's VXLAN devices: VNI, port, underlay",
 	Fix:        "the VNI of the sender's and this node's VXLAN devices must match (`ip -d link show type vxlan` on both)",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "VXLAN_VNI_NOT_FOUND" || s.Reason == "VXLAN_INVALID_HDR" || (s.Reason == "" && fn == "vxlan_rcv")
+		return s.Reason == "VXLAN_VNI_NOT_FOUND" || s.Reason == "VXLAN_INVALID_HDR" || (noReason(s.Reason) && fn == "vxlan_rcv")
 	},
 	Explain: (*Diagnoser).vxlanVNI,
 })
@@ -44,9 +44,9 @@ func (d *Diagnoser) vxlanVNI(f *finding) {
 	f.fix = []string{
 		inNetns(ns, "ip -d link show type vxlan   # this node's VNIs; the sender's VNI must be one of them (same VNI on both ends of the overlay)"),
 	}
-	if f.site.Reason == "" {
+	if noReason(f.site.Reason) {
 		// Before 5.17 vxlan_rcv frees an unknown VNI and an invalid header alike.
-		f.meaning += " (this kernel reports no drop reason: vxlan_rcv drops an unknown VNI and an invalid VXLAN header alike)"
+		f.meaning += " (the kernel gives no specific drop reason here: vxlan_rcv drops an unknown VNI and an invalid VXLAN header alike)"
 		defer func() { f.sure = false }()
 	}
 	if d.facts == nil {

@@ -20,7 +20,7 @@ var _ = register(Class{
 	Fix:        "as the class it settles on, with medium confidence; otherwise `log_martians=1` and the counters",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		// ip_rcv_finish_core frees the packet itself; inlined, the location is its caller's.
-		return s.Reason == "" && (strings.HasPrefix(fn, "ip_rcv_finish_core") || fn == "ip_rcv_finish" ||
+		return noReason(s.Reason) && (strings.HasPrefix(fn, "ip_rcv_finish_core") || fn == "ip_rcv_finish" ||
 			strings.HasPrefix(fn, "ip_list_rcv_finish") || strings.HasPrefix(fn, "ip_sublist_rcv"))
 	},
 	Explain: (*Diagnoser).inputRoute,
@@ -32,7 +32,7 @@ func (d *Diagnoser) inputRoute(f *finding) {
 	note := func(what string) {
 		f.site.Reason = ""
 		f.sure = false
-		f.meaning += " (this kernel reports no drop reason: " + f.site.Location + " drops for several input-route refusals, and " + what + ")"
+		f.meaning += " (the kernel gives no specific drop reason here: " + f.site.Location + " drops for several input-route refusals, and " + what + ")"
 	}
 	if d.facts != nil && h.Src.Is4() {
 		sysOn := func(keys ...string) (on bool, read int) {
@@ -84,7 +84,7 @@ func (d *Diagnoser) inputRoute(f *finding) {
 		}
 	}
 	f.class = reasonClass.Name
-	f.cause = "refused by the IPv4 input route (no drop reason on this kernel)"
+	f.cause = "refused by the IPv4 input route (no specific drop reason from the kernel)"
 	f.meaning = fmt.Sprintf("dropped at %s: the input route lookup refused it (reverse-path filter, a local or martian source, a 127/8 address), and the node's state now shows none of them", f.site.Location)
 	f.fix = []string{
 		inNetns(f.site.NetnsName, "sysctl -w net.ipv4.conf.all.log_martians=1   # the kernel then logs martians (dmesg)"),

@@ -54,7 +54,7 @@ func (d *Diagnoser) forwardNoReason(f *finding) {
 		f.class = "mtu"
 		return
 	}
-	fn, _, _ := strings.Cut(f.site.Location, "+")
+	fn := funcOf(f.site.Location)
 	hd := f.headers()
 	f.cause = "dropped while forwarding (this kernel gives no reason)"
 	f.meaning = fmt.Sprintf("this kernel reports no drop reason: in %s that is its TTL running out, a size over the MTU with DF set, "+

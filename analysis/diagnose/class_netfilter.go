@@ -237,7 +237,7 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 	if hook != "" {
 		f.cause = "netfilter rule in the " + hook + " hook"
 	}
-	fn, _, _ := strings.Cut(f.site.Location, "+")
+	fn := funcOf(f.site.Location)
 	if strings.HasPrefix(fn, "nft_") {
 		// Freed by nf_tables itself: an nftables rule (or iptables-nft), whatever else is there.
 		f.cause = where + " by an nftables rule"

@@ -13,9 +13,9 @@ var reasonClass = register(Class{
 	Fix:        "none named: the reason and the place are what is known",
 	Drop:       func(*trace.DropSite, string) bool { return true },
 	Explain: func(_ *Diagnoser, f *finding) {
-		if f.site.Reason == "" {
-			f.notKnown("why it was dropped: this kernel reports no drop reason, only the place ("+f.site.Location+")",
-				"read "+f.site.Location+" in this kernel version's source, or trace the flow on a kernel with drop reasons (5.17 and later)")
+		if noReason(f.site.Reason) {
+			f.notKnown("why it was dropped: the kernel gives no specific drop reason here, only the place ("+f.site.Location+")",
+				"read "+f.site.Location+" in this kernel version's source, or trace the flow on a kernel that names this drop (drop reasons came with 5.17 and grow with each release)")
 		}
 	},
 })

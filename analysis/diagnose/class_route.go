@@ -56,7 +56,7 @@ var routeClass = register(Class{
 })
 
 func (d *Diagnoser) noRoute(f *finding) {
-	fn, _, _ := strings.Cut(f.site.Location, "+")
+	fn := funcOf(f.site.Location)
 	// A packet sent by the namespace itself dies on output; a received one on input.
 	local := f.site.Reason == "IP_OUTNOROUTES" || strings.HasSuffix(fn, "_out") || f.receivedIn() == ""
 	d.routeDecision(f, !local)

@@ -45,7 +45,7 @@ var _ = register(Class{
 	Reads:      "the sockets bound to the port in that namespace (`ss`), the replies the trace saw (the RST or ICMP port unreachable); a VXLAN/Geneve packet: the namespace's VXLAN devices",
 	Fix:        "the listening service (`ss -ltnp`/`-lunp` in that namespace); for an overlay packet, the VXLAN device and its port",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "NO_SOCKET" || (s.Reason == "" && transportRcv[fn])
+		return s.Reason == "NO_SOCKET" || (noReason(s.Reason) && transportRcv[fn])
 	},
 	Explain: (*Diagnoser).noSocket,
 })
@@ -55,7 +55,7 @@ var _ = register(Class{
 var transportRcv = map[string]bool{"tcp_v4_rcv": true, "tcp_v6_rcv": true, "__udp4_lib_rcv": true, "__udp6_lib_rcv": true}
 
 func (d *Diagnoser) noSocket(f *finding) {
-	if f.site.Reason == "" {
+	if noReason(f.site.Reason) {
 		d.noSocketInferred(f)
 		return
 	}
@@ -193,9 +193,9 @@ func (d *Diagnoser) noOverlaySocket(f *finding, hop trace.Hop) {
 // before 5.17), where a missing socket and a bad checksum look alike: the node's sockets (or,
 // for an overlay packet, its VXLAN devices) tell them apart when they can be read.
 func (d *Diagnoser) noSocketInferred(f *finding) {
-	fn, _, _ := strings.Cut(f.site.Location, "+")
+	fn := funcOf(f.site.Location)
 	h, hop := f.headers(), f.dropHop()
-	note := fmt.Sprintf(" (this kernel reports no drop reason: at %s that is a missing socket or a bad checksum, and ", fn)
+	note := fmt.Sprintf(" (the kernel gives no specific drop reason here: at %s that is a missing socket or a bad checksum, and ", fn)
 	settled, csum := false, false
 	if d.facts != nil {
 		if hop.Encap == "vxlan" && hop.Outer != nil {
@@ -221,7 +221,7 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 						f.class = listenOverflowClass.Name
 						d.listenOverflow(f)
 						f.sure = false
-						f.meaning += fmt.Sprintf(" (this kernel reports no drop reason: at %s that is a missing socket, a bad checksum or a full accept queue, and this listener's queue is full now)", fn)
+						f.meaning += fmt.Sprintf(" (the kernel gives no specific drop reason here: at %s that is a missing socket, a bad checksum or a full accept queue, and this listener's queue is full now)", fn)
 						return
 					}
 				}
@@ -250,9 +250,9 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 		f.sure = false
 	default:
 		f.class = reasonClass.Name
-		f.cause = "no socket or a bad checksum (no drop reason on this kernel)"
+		f.cause = "no socket or a bad checksum (no specific drop reason from the kernel)"
 		if settled && csum && h.Proto == trace.ProtoTCP {
-			f.cause = "dropped by " + fn + ", not for a missing socket (no drop reason on this kernel)"
+			f.cause = "dropped by " + fn + ", not for a missing socket (no specific drop reason from the kernel)"
 		}
 		if settled {
 			f.meaning = "dropped by " + fn + note
@@ -263,7 +263,7 @@ func (d *Diagnoser) noSocketInferred(f *finding) {
 		if h.Proto == trace.ProtoTCP {
 			counters = "TcpInErrs TcpInCsumErrors TcpOutRsts TcpExtListenOverflows TcpExtListenDrops"
 		}
-		f.notKnown("which of these it was: this kernel reports no drop reason", inNetns(f.site.NetnsName, "nstat -az "+counters)+" while the traffic is sent: the counter that grows with the drops")
+		f.notKnown("which of these it was: the kernel gives no specific drop reason here", inNetns(f.site.NetnsName, "nstat -az "+counters)+" while the traffic is sent: the counter that grows with the drops")
 		f.fix = []string{
 			inNetns(f.site.NetnsName, "nstat -az "+counters+"   # which counter grows with the drops settles it"),
 			inNetns(f.site.NetnsName, fmt.Sprintf("ss -ant 'sport = :%d' ; ss -anu 'sport = :%d'", h.Dport, h.Dport)),

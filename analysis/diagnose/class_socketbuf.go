@@ -15,7 +15,7 @@ var _ = register(Class{
 	Fix:        "the application must read faster; a larger `SO_RCVBUF` (capped by `net.core.rmem_max`)",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		// Before 5.17: no reason, freed where a UDP socket refuses to queue it.
-		return s.Reason == "SOCKET_RCVBUFF" || (s.Reason == "" && (fn == "__udp_queue_rcv_skb" || fn == "udp_queue_rcv_one_skb"))
+		return s.Reason == "SOCKET_RCVBUFF" || (noReason(s.Reason) && (fn == "__udp_queue_rcv_skb" || fn == "udp_queue_rcv_one_skb"))
 	},
 	Explain: func(d *Diagnoser, f *finding) {
 		if f.site.Reason != "" {
@@ -25,12 +25,12 @@ var _ = register(Class{
 		d.rcvbuf(f)
 		if !f.sure {
 			f.class = reasonClass.Name
-			f.cause = "the UDP socket did not queue it (no drop reason on this kernel)"
+			f.cause = "the UDP socket did not queue it (no specific drop reason from the kernel)"
 			f.meaning = "dropped at " + f.site.Location + ": a UDP socket refused to queue it (a full receive buffer, or a socket filter), and the socket could not be read to tell"
 			return
 		}
 		f.sure = false
-		f.meaning += " (this kernel reports no drop reason: " + f.site.Location + " is where a UDP socket refuses a packet, and this socket's drop count is not zero)"
+		f.meaning += " (the kernel gives no specific drop reason here: " + f.site.Location + " is where a UDP socket refuses a packet, and this socket's drop count is not zero)"
 	},
 })
 

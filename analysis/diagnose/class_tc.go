@@ -28,10 +28,10 @@ var _ = register(Class{
 	Reads:      "the tc programs attached in that direction",
 	Fix:        "as tc-program, with medium confidence",
 	Drop: func(s *trace.DropSite, fn string) bool {
-		return s.Reason == "" && (strings.HasPrefix(fn, "__netif_receive_skb_core") || strings.HasPrefix(fn, "__dev_queue_xmit"))
+		return noReason(s.Reason) && (strings.HasPrefix(fn, "__netif_receive_skb_core") || strings.HasPrefix(fn, "__dev_queue_xmit"))
 	},
 	Explain: func(d *Diagnoser, f *finding) {
-		fn, _, _ := strings.Cut(f.site.Location, "+")
+		fn := funcOf(f.site.Location)
 		d.tcProgramGuess(f, strings.HasPrefix(fn, "__dev_queue_xmit"))
 	},
 })
@@ -107,7 +107,7 @@ func (d *Diagnoser) tcProgramGuess(f *finding, egress bool) {
 	d.tcProgram(f)
 	f.site.Reason = reason
 	f.sure = false
-	f.meaning += " (this kernel reports no drop reason: the tc " + dir + " hook is where " + f.site.Location + " drops, and this is attached there)"
+	f.meaning += " (the kernel gives no specific drop reason here: the tc " + dir + " hook is where " + f.site.Location + " drops, and this is attached there)"
 }
 
 // TCFilter is a classic (non-BPF) tc filter, as `tc filter show` prints it.

@@ -91,7 +91,7 @@ func (d *Diagnoser) Netfilter(n NetfilterDrop) {
 func benign(p trace.Packet) bool {
 	// Before QUEUE_PURGE existed (6.2) the purge of a closing socket's queue was reported
 	// without a reason, from the same place.
-	if fn, _, _ := strings.Cut(p.Fate.Location, "+"); fn == "sk_stream_kill_queues" || fn == "inet_csk_destroy_sock" {
+	if fn := funcOf(p.Fate.Location); fn == "sk_stream_kill_queues" || fn == "inet_csk_destroy_sock" {
 		return true
 	}
 	if neighQueue(p.Fate.Location) {
@@ -169,8 +169,8 @@ func (d *Diagnoser) verdict(t *trace.Trace) trace.Verdict {
 // answeredICMP is a request freed without a reason where the kernel handles ICMP: on a kernel
 // without drop reasons, the end of an echo request it answered (with the reply seen) looks so.
 func answeredICMP(s *trace.DropSite) bool {
-	fn, _, _ := strings.Cut(s.Location, "+")
-	return s.Reason == "" && s.Flow == trace.Request && (fn == "icmp_rcv" || fn == "icmpv6_rcv")
+	fn := funcOf(s.Location)
+	return noReason(s.Reason) && s.Flow == trace.Request && (fn == "icmp_rcv" || fn == "icmpv6_rcv")
 }
 
 // sites are the drop sites seen, the one the verdict is about first.

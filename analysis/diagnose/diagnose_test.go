@@ -297,7 +297,7 @@ func TestNetfilterHookFromFunctionHop(t *testing.T) {
 func TestReasonlessTCDrop(t *testing.T) {
 	facts := fakeFacts{progs: []Program{{Name: "cil_from_container", ID: 7, Tag: "ab", Kind: "tc", Direction: "ingress"}}}
 	v := verdictOf(facts, nil, dropped(trace.Request, "veth-pod", "", "__netif_receive_skb_core+0x2f1", icmp(podIP, extIP)))
-	if v.Cause != "tc ingress program cil_from_container on veth-pod" || v.Confidence != "medium" || !strings.Contains(v.Summary, "reports no drop reason") {
+	if v.Cause != "tc ingress program cil_from_container on veth-pod" || v.Confidence != "medium" || !strings.Contains(v.Summary, "no specific drop reason") {
 		t.Errorf("verdict %+v", v)
 	}
 	if v := verdictOf(fakeFacts{}, nil, dropped(trace.Request, "veth-pod", "", "__netif_receive_skb_core+0x2f1", icmp(podIP, extIP))); strings.HasPrefix(v.Cause, "tc ") {

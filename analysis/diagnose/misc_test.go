@@ -228,7 +228,7 @@ func TestMiscClassesWithoutReasons(t *testing.T) {
 			cause: "refused by the IPv4 input route", fix: "log_martians=1", confidence: "medium"},
 		{name: "u32 filter, no program", class: "tc-program-inferred",
 			v:     verdictOf(miscFacts{kind: "bridge", filters: []TCFilter{u32}}, nil, noReason("br0", "__netif_receive_skb_core+0x56b", req)),
-			cause: "tc ingress filter u32 on br0 (pref 10)", summary: "this kernel reports no drop reason", confidence: "medium"},
+			cause: "tc ingress filter u32 on br0 (pref 10)", summary: "the kernel gives no specific drop reason here", confidence: "medium"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, c.check)
