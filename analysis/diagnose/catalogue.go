@@ -87,3 +87,8 @@ func funcOf(location string) string {
 	fn, _, _ = strings.Cut(fn, ".")
 	return fn
 }
+
+// noReason: the kernel gave no reason (before 5.17), or none specific (NOT_SPECIFIED, for drops
+// a release had not named yet). The classes that infer a cause from the place and the node's
+// state take both alike.
+func noReason(r string) bool { return r == "" || r == "NOT_SPECIFIED" }

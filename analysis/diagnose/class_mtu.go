@@ -33,10 +33,6 @@ type counterFacts interface {
 	Counters(netns uint32) (map[string]uint64, error)
 }
 
-// noReason: the kernel gave no reason (before 5.17), or none specific (ip_forward's drops
-// before they were given reasons).
-func noReason(r string) bool { return r == "" || r == "NOT_SPECIFIED" }
-
 // forwardNoReason explains a drop in ip_forward or ip6_forward on a kernel that gives no drop
 // reason (before 5.17): a packet seen going round is a loop, one bigger than the MTU read live
 // is too big; otherwise it says what it cannot tell apart.

@@ -235,22 +235,8 @@ func TestNoCandidatesMessage(t *testing.T) {
 // what else creates namespaces meanwhile, so the reuse is played with a file: the inode stays,
 // its name changes.
 func TestReusedInodeGetsNewName(t *testing.T) {
-	dir := t.TempDir()
-	old := filepath.Join(dir, "pod-a")
-	if err := os.WriteFile(old, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ino, err := Inode(old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := r.Name(ino); got != "pod-a" {
-		t.Fatalf("Name(%d) = %q, want pod-a", ino, got)
-	}
+	old, ino, r := namedFile(t, "pod-a")
+	dir := filepath.Dir(old)
 	if err := os.Rename(old, filepath.Join(dir, "pod-b")); err != nil {
 		t.Fatal(err)
 	}
@@ -263,22 +249,7 @@ func TestReusedInodeGetsNewName(t *testing.T) {
 // A namespace deleted while the trace runs keeps its name for the events decoded after it went
 // (the pipeline lags the kernel), for a while; then its inode is unnamed again.
 func TestNamerKeepsAVanishedName(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "pod-a")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ino, err := Inode(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := r.Name(ino); got != "pod-a" {
-		t.Fatalf("Name = %q, want pod-a", got)
-	}
+	path, ino, r := namedFile(t, "pod-a")
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -292,4 +263,27 @@ func TestNamerKeepsAVanishedName(t *testing.T) {
 	if got := r.Name(ino); got != fmt.Sprintf("netns:%d", ino) {
 		t.Errorf("long after it went: Name = %q, want netns:%d", got, ino)
 	}
+}
+
+// namedFile plays a named namespace with a file called name in a directory of its own, and
+// returns its path, its inode and a Namer of that directory that already names it.
+func namedFile(t *testing.T, name string) (string, uint32, *Namer) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ino, err := Inode(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewNamer([]string{"/proc/self/ns/net"}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Name(ino); got != name {
+		t.Fatalf("Name(%d) = %q, want %s", ino, got, name)
+	}
+	return path, ino, r
 }
