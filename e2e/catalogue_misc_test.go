@@ -67,6 +67,49 @@ var _ = addScenario(scenario{
 })
 
 var _ = addScenario(scenario{
+	name:  "rpfilter/strict-v4-arp",
+	about: "rp_filter=1 (strict, set on all) on the node while its route back to the pod goes out the other device, and no static neighbour: the node ignores the pod's ARP requests for its gateway",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Node.AddRoute(s.PodIP.String()+"/32", s.ExtIP.String()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Node.Sysctl("net.ipv4.conf.all.rp_filter", "1"); err != nil {
+			t.Fatal(err)
+		}
+		return pingArgs(s.PodIP.String(), s.ExtIP.String()), pingFromPod(s, s.ExtIP.String(), 2)
+	},
+	want: want{
+		outcome: "unknown", class: "neighbour-waiting", netns: "pod", ifname: "eth0",
+		causeAny: []string{"leaves by veth-ext, so it ignores the ARP requests from 10."},
+		cause:    "reverse-path filter (strict) on veth-pod",
+		evidence: []evidence{
+			{"ARP requests' sender address", "10."},
+			{"effective rp_filter on veth-pod", "1 (strict)"},
+		},
+		fix:     "sysctl -w net.ipv4.conf.all.rp_filter=2",
+		summary: []string{"no drop is traced"},
+	},
+})
+
+var _ = addScenario(scenario{
+	name:  "martian/local-source-v4-arp",
+	about: "the node was given the pod's address too (a duplicate), accept_local=0, no static neighbour: the node ignores the pod's ARP requests, whose sender is one of its own addresses",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		if err := s.Node.AddAddr("lo", s.PodIP.String()+"/32"); err != nil {
+			t.Fatal(err)
+		}
+		return pingArgs(s.PodIP.String(), s.ExtIP.String()), pingFromPod(s, s.ExtIP.String(), 2)
+	},
+	want: want{
+		outcome: "unknown", class: "neighbour-waiting", netns: "pod", ifname: "eth0",
+		cause:    "an address",
+		evidence: []evidence{{"net.ipv4.conf.all.accept_local", "0"}},
+		fix:      "ip addr del",
+		summary:  []string{"martian source"},
+	},
+})
+
+var _ = addScenario(scenario{
 	name:  "martian/local-source-v4",
 	about: "a packet arrives with a source address the node itself owns (an address conflict), accept_local=0",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {

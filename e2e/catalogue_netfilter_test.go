@@ -263,6 +263,29 @@ var _ = addScenario(scenario{
 })
 
 var _ = addScenario(scenario{
+	name:  "netfilter/legacy-ip6tables",
+	about: "an ip6tables-legacy (x_tables) FORWARD rule drops the pod's IPv6: nftables tracing cannot see it",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		iptables(t, s.Node, "ip6tables-legacy", "-A", "FORWARD", "-s", s.Pod6, "-j", "DROP")
+		return pingArgs(s.Pod6, s.Ext6), pingFromPod(s, s.Ext6, 2)
+	},
+	want: func() want {
+		w := want{
+			v6: true, outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
+			cause:    "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (ip6tables-legacy-save would show it)",
+			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}, {"legacy rule that drops and counted packets", "-A FORWARD -s fd00:"}},
+			fix:      "ip6tables-legacy -t filter -D FORWARD -s fd00:",
+		}
+		if !kernelAtLeast(5, 12) {
+			w.cause = "legacy iptables"
+			w.evidence = w.evidence[1:2]
+			w.fix = "ip6tables-legacy"
+		}
+		return w
+	}(),
+})
+
+var _ = addScenario(scenario{
 	name:  "conntrack/policy-new-flow",
 	about: "the node's forward chain accepts only `ct state established,related` and ext's side; its policy drop takes the pod's first packet of a new flow",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {

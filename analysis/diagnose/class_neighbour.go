@@ -19,8 +19,8 @@ var _ = register(Class{
 	Name:       "neighbour",
 	Order:      60,
 	Recognises: "`NEIGH_*` (the next hop's ARP/NDP failed, or its queue overflowed)",
-	Reads:      "the route decision (gateway or on-link destination), the neighbour entry, and what should answer on the link: the veth peer's link state, `arp_ignore`/`arp_filter`, `proxy_arp` and forwarding, in the peer's namespace",
-	Fix:        "the object that does not answer, with the command in its namespace (`sysctl -w net.ipv4.ip_forward=1` where proxy ARP needs forwarding, `ip link set <peer> up`, `arp_ignore`...), or the route's gateway",
+	Reads:      "the route decision (gateway or on-link destination), the neighbour entry, and what should answer on the link: the veth peer's link state, whether it refuses the requests' sender (`rp_filter` and its route back, `accept_local`), `arp_ignore`/`arp_filter`, `proxy_arp` and forwarding, in the peer's namespace",
+	Fix:        "the object that does not answer, with the command in its namespace (`sysctl -w net.ipv4.ip_forward=1` where proxy ARP needs forwarding, `ip link set <peer> up`, `arp_ignore`, loose `rp_filter`...), or the route's gateway",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		return strings.HasPrefix(s.Reason, "NEIGH_") || neighQueue(s.Location)
 	},
@@ -44,6 +44,7 @@ type NextHop struct {
 	Addr    netip.Addr
 	Dev     string
 	Onlink  bool
+	Src     netip.Addr // the source the kernel picks for it; invalid when not known
 }
 
 // LinkState is a device's state and, for a veth, its peer's.
@@ -261,7 +262,9 @@ func (d *Diagnoser) answerer(nf neighFacts, r *resolution) {
 		}
 		r.evidence = append(r.evidence, trace.Evidence{What: next + " configured on", Value: o.Dev + " in " + o.NetnsName, Source: "netlink (addresses of the node's namespaces)"})
 		if peer && o.Netns == link.PeerNetns {
-			d.ownerAnswer(r, link, o)
+			if !d.requestRefused(nf, r, link) {
+				d.ownerAnswer(r, link, o)
+			}
 			return
 		}
 		elsewhere = append(elsewhere, o.Dev+" in "+o.NetnsName)
@@ -274,7 +277,9 @@ func (d *Diagnoser) answerer(nf neighFacts, r *resolution) {
 			r.sure = r.state != "REACHABLE"
 			return
 		}
-		d.proxyAnswer(nf, r, link)
+		if !d.requestRefused(nf, r, link) {
+			d.proxyAnswer(nf, r, link)
+		}
 		return
 	}
 	if len(owners) == 0 && link.Kind == "veth" {
@@ -308,6 +313,107 @@ func linkText(up, lower bool, kind string) string {
 		s += " (" + kind + ")"
 	}
 	return s
+}
+
+// requestRefused says whether the peer's namespace ignores the ARP requests themselves: before
+// it answers (as the owner of the address or by proxy), arp_process routes the request with its
+// sender address as the source (ip_route_input), so the reverse-path filter and accept_local there
+// refuse it silently: no drop is traced, no reply is sent.
+func (d *Diagnoser) requestRefused(nf neighFacts, r *resolution, link LinkState) bool {
+	if r.dst.Is6() {
+		return false
+	}
+	sender, how := d.arpSender(nf, r)
+	if !sender.IsValid() {
+		return false
+	}
+	pns, pdev, snd := link.PeerNetnsName, link.PeerIfname, sender.String()
+	r.evidence = append(r.evidence, trace.Evidence{What: "ARP requests' sender address", Value: snd, Source: how})
+	read := func(k string) (int, bool) {
+		v, err := d.facts.Sysctl(link.PeerNetns, k)
+		if err != nil {
+			return 0, false
+		}
+		r.evidence = append(r.evidence, trace.Evidence{What: k, Value: v, Source: "/proc/sys/" + strings.ReplaceAll(k, ".", "/") + " in netns " + pns})
+		n, err := strconv.Atoi(v)
+		return n, err == nil
+	}
+	for _, o := range nf.AddrOwners(sender) {
+		if o.Netns != link.PeerNetns {
+			continue
+		}
+		// IN_DEV_ACCEPT_LOCAL is IN_DEV_ORCONF: either key on lets a local source in.
+		all, aok := read("net.ipv4.conf.all.accept_local")
+		dev, dok := read("net.ipv4.conf." + pdev + ".accept_local")
+		if !aok || !dok || all != 0 || dev != 0 {
+			return false
+		}
+		r.cause = fmt.Sprintf("the ARP requests come from %s, an address %s itself has (on %s): it ignores them (accept_local=0)", snd, pns, o.Dev)
+		r.detail = fmt.Sprintf("%s routes each ARP request from its sender %s before answering, and a sender that is one of its own addresses is a martian source there: the requests are ignored, no reply is sent, and no drop is traced", pns, snd)
+		r.fix = append(r.fix, inNetns(pns, "ip addr del "+snd+" dev "+o.Dev)+"   # a duplicate of the sender's address", inNetns(pns, "sysctl -w net.ipv4.conf."+pdev+".accept_local=1")+"   # if it is meant to be shared")
+		r.sure = true
+		return true
+	}
+	all, aok := read("net.ipv4.conf.all.rp_filter")
+	dev, dok := read("net.ipv4.conf." + pdev + ".rp_filter")
+	if !aok || !dok {
+		return false
+	}
+	eff := max(all, dev) // IN_DEV_RPFILTER is IN_DEV_MAXCONF
+	if eff == 0 {
+		return false
+	}
+	r.evidence = append(r.evidence, trace.Evidence{What: "effective rp_filter on " + pdev, Value: fmt.Sprintf("%d (%s)", eff, rpModes[eff]), Source: "max(all, device): the kernel's IN_DEV_MAXCONF"})
+	back, err := nf.NextHop(link.PeerNetns, netip.Addr{}, sender)
+	if err == nil {
+		r.evidence = append(r.evidence, trace.Evidence{What: "route back to " + snd + " in " + pns, Value: back.Route, Source: "ip route get " + snd + ", netlink in netns " + pns})
+	}
+	switch {
+	case err != nil:
+		r.cause = fmt.Sprintf("reverse-path filter (%s) on %s in %s: it has no route back to %s, the ARP requests' sender, and ignores them", rpModes[eff], pdev, pns, snd)
+	case eff == 1 && back.Dev != pdev:
+		r.cause = fmt.Sprintf("reverse-path filter (strict) on %s in %s: its route back to %s leaves by %s, so it ignores the ARP requests from %s", pdev, pns, snd, back.Dev, snd)
+	default:
+		return false
+	}
+	r.detail = fmt.Sprintf("%s routes each ARP request from its sender %s before answering, and the reverse-path filter refuses that source on %s: the requests are ignored, no reply is sent, and no drop is traced", pns, snd, pdev)
+	if eff == 1 {
+		for _, k := range []struct {
+			key string
+			v   int
+		}{{"net.ipv4.conf.all.rp_filter", all}, {"net.ipv4.conf." + pdev + ".rp_filter", dev}} {
+			if k.v == 1 {
+				r.fix = append(r.fix, inNetns(pns, "sysctl -w "+k.key+"=2")+"   # loose mode (the effective value is max(all, device))")
+			}
+		}
+	}
+	r.fix = append(r.fix, inNetns(pns, "ip route get "+snd)+"   # or make the route back leave by "+pdev)
+	r.sure = true
+	return true
+}
+
+// arpSender is the sender address of the ARP requests for r.next, as arp_solicit picks it: the
+// queued packet's source when it is the namespace's own and arp_announce is 0, else the address
+// the namespace picks for the next hop.
+func (d *Diagnoser) arpSender(nf neighFacts, r *resolution) (netip.Addr, string) {
+	announce := 0
+	for _, k := range []string{"net.ipv4.conf.all.arp_announce", "net.ipv4.conf." + r.dev + ".arp_announce"} {
+		if v, err := d.facts.Sysctl(r.netns, k); err == nil {
+			n, _ := strconv.Atoi(v)
+			announce = max(announce, n)
+		}
+	}
+	if announce == 0 && r.src.IsValid() {
+		for _, o := range nf.AddrOwners(r.src) {
+			if o.Netns == r.netns {
+				return r.src, "the packets' source, an address of " + r.netnsName + " (arp_announce=0)"
+			}
+		}
+	}
+	if nh, err := nf.NextHop(r.netns, netip.Addr{}, r.next); err == nil && nh.Src.IsValid() {
+		return nh.Src, "the address " + r.netnsName + " picks for " + r.next.String() + " (ip route get " + r.next.String() + ")"
+	}
+	return netip.Addr{}, ""
 }
 
 // ownerAnswer: the next hop is an address of the peer's namespace, so the peer device answers

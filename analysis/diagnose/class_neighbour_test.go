@@ -17,7 +17,8 @@ type neighFake struct {
 	routeErr error
 	link     LinkState
 	owners   []AddrOwner
-	peerNS   map[string]string // sysctls of the peer's namespace (the node)
+	ownersOf map[netip.Addr][]AddrOwner // when set, the owners of each address (else owners)
+	peerNS   map[string]string          // sysctls of the peer's namespace (the node)
 }
 
 const podNS, peerNS = 4026532100, 4026532246
@@ -39,7 +40,12 @@ func (f neighFake) NextHop(netns uint32, _, dst netip.Addr) (NextHop, error) {
 	return f.nextHop, nil
 }
 func (f neighFake) Link(uint32, string) (LinkState, error) { return f.link, nil }
-func (f neighFake) AddrOwners(netip.Addr) []AddrOwner      { return f.owners }
+func (f neighFake) AddrOwners(a netip.Addr) []AddrOwner {
+	if f.ownersOf != nil {
+		return f.ownersOf[a]
+	}
+	return f.owners
+}
 
 var calicoGW = netip.MustParseAddr("169.254.1.1")
 
@@ -181,6 +187,42 @@ func TestNeighbourArpIgnore(t *testing.T) {
 	f.peerNS["net.ipv4.conf.all.arp_ignore"] = "8"
 	v = verdictOf(f, nil, probeOnly())
 	wantVerdict(t, v, "unknown", "neighbour-waiting", []string{"arp_ignore=8 on veth-pod"}, nil, nil, nil)
+}
+
+// The node answers proxy ARP for the gateway, but its strict reverse-path filter refuses the
+// requests themselves: the route back to the pod leaves by veth-ext. Then the sender is the
+// node's own address (a duplicate): accept_local=0 refuses them.
+func TestNeighbourRequestRefused(t *testing.T) {
+	f := calicoNode("1")
+	f.ownersOf = map[netip.Addr][]AddrOwner{podIP: {{Netns: podNS, NetnsName: "pod", Dev: "eth0"}}}
+	f.sysctl["net.ipv4.conf.all.arp_announce"] = "0"
+	f.peerNS["net.ipv4.conf.all.rp_filter"] = "1"
+	f.peerNS["net.ipv4.conf.veth-pod.rp_filter"] = "0"
+	v := verdictOf(f, nil, probeOnly())
+	wantVerdict(t, v, "unknown", "neighbour-waiting",
+		[]string{"reverse-path filter (strict) on veth-pod in node: its route back to " + podIP.String() + " leaves by veth-ext"},
+		[]string{"no drop is traced"},
+		[]string{"ARP requests' sender address=" + podIP.String(), "effective rp_filter on veth-pod=1 (strict)", "route back to " + podIP.String() + " in node=default via 10.0.2.2 dev veth-ext"},
+		[]string{"ip netns exec node sysctl -w net.ipv4.conf.all.rp_filter=2"})
+	if strings.Contains(strings.Join(v.Fix, " "), "veth-pod.rp_filter=2") {
+		t.Errorf("fix lowers a device value that is not strict: %q", v.Fix)
+	}
+
+	// Loose mode with a route back: the requests pass; proxy ARP is then what is examined.
+	f.peerNS["net.ipv4.conf.all.rp_filter"] = "2"
+	v = verdictOf(f, nil, probeOnly())
+	if strings.Contains(v.Cause, "reverse-path") {
+		t.Errorf("loose mode with a route back blamed: %s", v.Cause)
+	}
+
+	f.peerNS["net.ipv4.conf.all.rp_filter"] = "0"
+	f.ownersOf[podIP] = append(f.ownersOf[podIP], AddrOwner{Netns: peerNS, NetnsName: "node", Dev: "lo"})
+	f.peerNS["net.ipv4.conf.all.accept_local"] = "0"
+	f.peerNS["net.ipv4.conf.veth-pod.accept_local"] = "0"
+	v = verdictOf(f, nil, probeOnly())
+	wantVerdict(t, v, "unknown", "neighbour-waiting",
+		[]string{"an address node itself has (on lo)", "accept_local=0"}, nil, nil,
+		[]string{"ip netns exec node ip addr del " + podIP.String() + " dev lo"})
 }
 
 // A gateway beyond a real uplink: nothing on this node to follow, the gateway is named.

@@ -56,21 +56,22 @@ type LegacyRule struct {
 	Packets                          uint64
 }
 
-// legacyRulesFacts reads an IPv4 legacy table's rules (a table legacyFacts listed).
+// legacyRulesFacts reads a legacy table's rules (a table legacyFacts listed; ip6tables' when
+// ipv6).
 type legacyRulesFacts interface {
-	LegacyIptablesRules(netns uint32, table string) ([]LegacyRule, error)
+	LegacyIptablesRules(netns uint32, table string, ipv6 bool) ([]LegacyRule, error)
 }
 
 // legacyDrops lists the legacy rules that drop (DROP, REJECT) and have counted packets: the
-// candidates for a legacy drop. IPv4 only.
-func (d *Diagnoser) legacyDrops(netns uint32, tables []string) []LegacyRule {
+// candidates for a legacy drop.
+func (d *Diagnoser) legacyDrops(netns uint32, tables []string, ipv6 bool) []LegacyRule {
 	rf, ok := d.facts.(legacyRulesFacts)
 	if !ok {
 		return nil
 	}
 	var out []LegacyRule
 	for _, t := range tables {
-		rules, err := rf.LegacyIptablesRules(netns, t)
+		rules, err := rf.LegacyIptablesRules(netns, t, ipv6)
 		if err != nil {
 			continue
 		}
@@ -269,10 +270,8 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 		return
 	}
 	if len(legacy) > 0 {
-		var cands []LegacyRule
-		if !ipv6 {
-			cands = d.legacyDrops(f.site.Netns, legacy)
-		}
+		cands := d.legacyDrops(f.site.Netns, legacy, ipv6)
+		tool := strings.TrimSuffix(save, "-save -c")
 		if hook == "" && len(cands) == 1 && cands[0].Hook != "" {
 			// The only dropping rule that counted packets: its chain's hook.
 			where = "a netfilter drop in hook " + cands[0].Hook
@@ -283,13 +282,13 @@ func (d *Diagnoser) netfilterUnnamed(f *finding, hook string, ipv6 bool) {
 			trace.Evidence{What: "legacy iptables tables", Value: strings.Join(legacy, ", "), Source: "/proc/net/ip" + map[bool]string{true: "6", false: ""}[ipv6] + "_tables_names"},
 			trace.Evidence{What: "rule", Value: "no nftables rule matched: a legacy iptables rule (x_tables), not visible to nftables tracing", Source: "nftables trace"})
 		for _, c := range cands {
-			f.evidence = append(f.evidence, trace.Evidence{What: "legacy rule that drops and counted packets", Value: fmt.Sprintf("%s (table %s, %d packets)", c.Spec, c.Table, c.Packets), Source: "iptables-legacy counters (IPT_SO_GET_ENTRIES)"})
+			f.evidence = append(f.evidence, trace.Evidence{What: "legacy rule that drops and counted packets", Value: fmt.Sprintf("%s (table %s, %d packets)", c.Spec, c.Table, c.Packets), Source: tool + " counters (" + map[bool]string{true: "IP6T", false: "IPT"}[ipv6] + "_SO_GET_ENTRIES)"})
 		}
 		f.fix = []string{inNetns(f.site.NetnsName, save+"   # the rule whose packet counter grows with each drop")}
 		if len(cands) == 1 {
 			f.meaning += fmt.Sprintf("; the only legacy rule that drops and has counted packets is \"%s\" in table %s", cands[0].Spec, cands[0].Table)
 			spec := strings.TrimPrefix(cands[0].Spec, "-A "+cands[0].Chain+" ")
-			f.fix = append(f.fix, inNetns(f.site.NetnsName, fmt.Sprintf("iptables-legacy -t %s -D %s %s   # if its counter grows with the drops", cands[0].Table, cands[0].Chain, spec)))
+			f.fix = append(f.fix, inNetns(f.site.NetnsName, fmt.Sprintf("%s -t %s -D %s %s   # if its counter grows with the drops", tool, cands[0].Table, cands[0].Chain, spec)))
 		}
 		return
 	}

@@ -19,8 +19,17 @@ type legacyNode struct {
 
 func (l legacyNode) LegacyIptables(uint32, bool) ([]string, error) { return l.tables, nil }
 func (l legacyNode) NftablesTraced(uint32) bool                    { return !l.untraced }
-func (l legacyNode) LegacyIptablesRules(uint32, string) ([]LegacyRule, error) {
+func (l legacyNode) LegacyIptablesRules(uint32, string, bool) ([]LegacyRule, error) {
 	return l.rules, nil
+}
+
+func evidenceSource(v trace.Verdict, what string) string {
+	for _, e := range v.Evidence {
+		if e.What == what {
+			return e.Source
+		}
+	}
+	return ""
 }
 
 func tcp(src, dst netip.Addr, dport uint16) *trace.Headers {
@@ -108,6 +117,16 @@ func TestNetfilterLegacy(t *testing.T) {
 		evidenceOf(v, "legacy rule that drops and counted packets") != "-A FORWARD -s 10.0.1.2/32 -j DROP (table filter, 2 packets)" ||
 		!strings.Contains(strings.Join(v.Fix, "\n"), "iptables-legacy -t filter -D FORWARD -s 10.0.1.2/32 -j DROP") {
 		t.Errorf("legacy rule: cause %q evidence %+v fix %q", v.Cause, v.Evidence, v.Fix)
+	}
+	// IPv6: ip6tables-legacy's rule, with its own tools.
+	p6 := dropped(trace.Request, "veth-pod", "NETFILTER_DROP", "nf_hook_slow+0x7d", icmp(netip.MustParseAddr("fd00:1::2"), netip.MustParseAddr("fd00:2::2")))
+	v = verdictOf(legacyNode{tables: []string{"filter"}, rules: []LegacyRule{
+		{Table: "filter", Chain: "FORWARD", Hook: "forward", Spec: "-A FORWARD -s fd00:1::2/128 -j DROP", Target: "DROP", Packets: 2},
+	}}, nil, p6)
+	if !strings.HasPrefix(v.Cause, "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (ip6tables-legacy-save would show it)") ||
+		!strings.Contains(evidenceSource(v, "legacy rule that drops and counted packets"), "ip6tables-legacy counters (IP6T_SO_GET_ENTRIES)") ||
+		!strings.Contains(strings.Join(v.Fix, "\n"), "ip6tables-legacy -t filter -D FORWARD -s fd00:1::2/128 -j DROP") {
+		t.Errorf("legacy IPv6 rule: cause %q evidence %+v fix %q", v.Cause, v.Evidence, v.Fix)
 	}
 	// Without nftables tracing there, legacy is not claimed: either is told.
 	v = verdictOf(legacyNode{tables: []string{"filter"}, untraced: true}, nil, p)

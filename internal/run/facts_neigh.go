@@ -11,7 +11,7 @@ import (
 
 func (f nodeFacts) NextHop(netns uint32, src, dst netip.Addr) (diagnose.NextHop, error) {
 	nh, err := f.r.NextHop(netns, src, dst)
-	return diagnose.NextHop{Route: nh.Route, Gateway: nh.Gateway, Addr: nh.Addr, Dev: nh.Dev, Onlink: nh.Onlink}, err
+	return diagnose.NextHop{Route: nh.Route, Gateway: nh.Gateway, Addr: nh.Addr, Dev: nh.Dev, Onlink: nh.Onlink, Src: nh.Src}, err
 }
 
 func (f nodeFacts) Link(netns uint32, dev string) (diagnose.LinkState, error) {

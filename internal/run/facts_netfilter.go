@@ -15,9 +15,9 @@ func (f nodeFacts) NftablesTraced(netns uint32) bool {
 	return ok
 }
 
-// LegacyIptablesRules reads an IPv4 legacy iptables table's rules and counters.
-func (f nodeFacts) LegacyIptablesRules(netns uint32, table string) ([]diagnose.LegacyRule, error) {
-	rules, err := f.r.LegacyIptablesRules(netns, table)
+// LegacyIptablesRules reads a legacy iptables (ip6tables when ipv6) table's rules and counters.
+func (f nodeFacts) LegacyIptablesRules(netns uint32, table string, ipv6 bool) ([]diagnose.LegacyRule, error) {
+	rules, err := f.r.LegacyIptablesRules(netns, table, ipv6)
 	out := make([]diagnose.LegacyRule, 0, len(rules))
 	for _, r := range rules {
 		out = append(out, diagnose.LegacyRule{Table: r.Table, Chain: r.Chain, Hook: r.Hook, Spec: r.Spec, Target: r.Target, Packets: r.Packets})

@@ -18,7 +18,8 @@ type NextHop struct {
 	Gateway netip.Addr // the gateway; invalid when the destination is on-link
 	Addr    netip.Addr // the address to resolve: the gateway, or the destination on-link
 	Dev     string
-	Onlink  bool // the route says onlink (its gateway is in no connected subnet)
+	Onlink  bool       // the route says onlink (its gateway is in no connected subnet)
+	Src     netip.Addr // the source address the kernel picks for it (`ip route get`'s src)
 }
 
 // NextHop returns the route the namespace uses from src (may be invalid) to dst and the next
@@ -41,6 +42,9 @@ func (r *Reader) NextHop(ino uint32, src, dst netip.Addr) (NextHop, error) {
 		rt := routes[0]
 		nh.Dev = ifname(h, rt.LinkIndex)
 		nh.Addr = dst
+		if a, ok := netip.AddrFromSlice(rt.Src); ok && rt.Src != nil {
+			nh.Src = a.Unmap()
+		}
 		if g, ok := netip.AddrFromSlice(rt.Gw); ok && rt.Gw != nil {
 			nh.Gateway, nh.Addr = g.Unmap(), g.Unmap()
 		}
