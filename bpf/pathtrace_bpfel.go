@@ -63,10 +63,12 @@ type PathtraceEvent struct {
 	First    uint8
 	Gap      uint8
 	Pad      [2]uint8
+	Vni      uint32
 	Pkt      PathtracePacket
 	Inner    PathtracePacket
 	Route    PathtraceRoute
 	Fn       PathtraceFuncCall
+	_        [4]byte
 }
 
 type PathtraceEventKind uint32
@@ -198,6 +200,8 @@ type PathtraceScratch struct {
 	_       structs.HostLayout
 	P       PathtracePacket
 	Inner   PathtracePacket
+	Vni     uint32
+	_       [4]byte
 	Nt      PathtraceTrack
 	K       PathtraceFlowKey
 	Busy    uint32

@@ -298,10 +298,10 @@ var _ = addScenario(scenario{
 	},
 	want: want{
 		outcome: "dropped", class: "vxlan-vni", netns: "ext", reason: "VXLAN_VNI_NOT_FOUND",
-		cause:    "no VXLAN device for the packet's VNI on UDP port 4789",
-		evidence: []evidence{{"VXLAN devices on port 4789", "vx0 (VNI 42,"}},
-		summary:  []string{"overlay packet", "10." /* outer endpoints */},
-		fix:      "VNI",
+		cause:    "no VXLAN device for VNI 43 on UDP port 4789",
+		evidence: []evidence{{"the packet's VNI", "43"}, {"VXLAN devices on port 4789", "vx0 (VNI 42,"}},
+		summary:  []string{"overlay packet", "10." /* outer endpoints */, "the sender uses VNI 43"},
+		fix:      "ip link add vxlan43 type vxlan id 43 dstport 4789",
 	},
 })
 
@@ -314,8 +314,8 @@ var _ = addScenario(scenario{
 	want: want{
 		outcome: "dropped", class: "no-socket", netns: "ext", ifname: "eth0", reason: "NO_SOCKET",
 		cause:   "no VXLAN device on UDP port 4789",
-		summary: []string{"overlay packet"},
-		fix:     "ip link add",
+		summary: []string{"overlay packet (vxlan VNI 42"},
+		fix:     "ip link add vxlan42 type vxlan id 42 dstport 4789",
 	},
 })
 

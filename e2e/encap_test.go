@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -49,17 +50,18 @@ func TestVXLANOverlay(t *testing.T) {
 		for _, h := range p.Hops {
 			if h.NetnsName == n1 && h.Ifname == o.UnderlayIf && h.Encap == "vxlan" && h.Outer != nil {
 				onWire = h.Outer.Src == o.Node1Underlay && h.Outer.Dst == o.Node2Underlay &&
-					h.Outer.Dport == o.VXLANPort && h.Tuple.Src == o.Pod1IP && h.Tuple.Dst == o.Pod2IP
+					h.Outer.Dport == o.VXLANPort && h.Tuple.Src == o.Pod1IP && h.Tuple.Dst == o.Pod2IP &&
+					h.VNI == o.VNI
 			}
 		}
 		if !onWire {
-			t.Errorf("request #%d: no vxlan hop on %s/%s with outer %s > %s:%d", p.ID, n1, o.UnderlayIf, o.Node1Underlay, o.Node2Underlay, o.VXLANPort)
+			t.Errorf("request #%d: no vxlan hop on %s/%s with VNI %d and outer %s > %s:%d", p.ID, n1, o.UnderlayIf, o.VNI, o.Node1Underlay, o.Node2Underlay, o.VXLANPort)
 		}
 		if !hasHop(p, n1, o.VXLANDev, func(trace.Hop) bool { return true }) || !hasHop(p, n2, o.VXLANDev, func(trace.Hop) bool { return true }) {
 			t.Errorf("request #%d does not pass %s on both nodes", p.ID, o.VXLANDev)
 		}
 	}
-	requireLine(t, s.stdout.String(), n1, o.UnderlayIf, "in vxlan "+o.Node1Underlay.String())
+	requireLine(t, s.stdout.String(), n1, o.UnderlayIf, fmt.Sprintf("in vxlan vni %d %s", o.VNI, o.Node1Underlay))
 }
 
 // Geneve and IP-in-IP devices are missing on this kernel: the packets are crafted, and the
@@ -92,6 +94,10 @@ func TestInnerTupleMatchesGeneveAndIPIP(t *testing.T) {
 			}
 			if h.Outer.Src != topo.PodIP || h.Outer.Dst != topo.ExtIP {
 				t.Errorf("%s hop outer %v, want %s > %s", h.Encap, h.Outer.Tuple, topo.PodIP, topo.ExtIP)
+			}
+			// The VNI each was sent with (IP-in-IP has none).
+			if want := map[string]uint32{"geneve": 7, "vxlan": 9}[h.Encap]; h.VNI != want {
+				t.Errorf("%s hop VNI %d, want %d", h.Encap, h.VNI, want)
 			}
 			seen[h.Encap] = true
 		}

@@ -186,7 +186,7 @@ func TestVXLANBadChecksum(t *testing.T) {
 			t.Errorf("#%d fate %+v, want UDP_CSUM on %s/%s", p.ID, f, o.Node2.Name(), o.UnderlayIf)
 		}
 	}
-	requireLine(t, s.stdout.String(), "DROPPED", "__udp4_lib_rcv", "in vxlan "+o.Node1Underlay.String())
+	requireLine(t, s.stdout.String(), "DROPPED", "__udp4_lib_rcv", fmt.Sprintf("in vxlan vni %d %s", o.VNI, o.Node1Underlay))
 	if !hasDropReasons() {
 		// Before 5.17 __udp4_lib_rcv's drop has no reason: no socket and a bad checksum look
 		// alike, and the verdict does not claim either.

@@ -182,6 +182,7 @@ func (h *Hop) appendJSON(b []byte, c *HopJSON) []byte {
 		b = c.tuple(append(b, `,"tuple":`...), h.Tuple)
 	}
 	b = strOmit(b, `,"encap":`, h.Encap)
+	b = uintOmit(b, `,"vni":`, uint64(h.VNI))
 	if h.Outer != nil {
 		b = h.Outer.appendJSON(append(b, `,"outer":`...))
 	}

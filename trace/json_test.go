@@ -20,6 +20,7 @@ type v1Hop struct {
 	Ifname         string   `json:"ifname,omitempty"`
 	Tuple          *Headers `json:"tuple,omitempty"`
 	Encap          string   `json:"encap,omitempty"`
+	VNI            uint32   `json:"vni,omitempty"`
 	Outer          *Headers `json:"outer,omitempty"`
 	Len            uint32   `json:"len,omitempty"`
 	Reason         string   `json:"reason,omitempty"`
@@ -72,7 +73,7 @@ type v1PacketHead struct {
 
 func v1(h Hop) v1Hop {
 	return v1Hop{h.TimeNS, h.Event, h.Probe, h.Netns, h.NetnsName, h.Ifindex, h.Ifname, h.Tuple, h.Encap,
-		h.Outer, h.Len, h.Reason, h.ReasonInferred, h.ReasonCode, h.Location, h.Route, h.Func, h.Copy,
+		h.VNI, h.Outer, h.Len, h.Reason, h.ReasonInferred, h.ReasonCode, h.Location, h.Route, h.Func, h.Copy,
 		h.Node, h.Pod, h.DevicePod, h.Bytes}
 }
 
@@ -99,7 +100,7 @@ func samples(s string) []Hop {
 		Place: Place{Netns: 4026531840, NetnsName: s, Ifindex: 7, Ifname: s, Node: s, Pod: s, DevicePod: s},
 		Tuple: &Headers{Tuple: Tuple{Proto: ProtoTCP, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("fd00::1%eth0"), Sport: 1, Dport: 65535},
 			IPID: 9, TTL: 64, TCPFlags: 0x12, TCPSeq: 1 << 31, ICMPType: 8, ICMPCode: 1, ICMPID: 2, ICMPSeq: 3, Payload: 100},
-		Encap: s, Outer: &Headers{Tuple: Tuple{Proto: ProtoUDP}},
+		Encap: s, VNI: 1<<24 - 1, Outer: &Headers{Tuple: Tuple{Proto: ProtoUDP}},
 		Len: 84, Reason: s, ReasonInferred: true, ReasonCode: 2, Location: s,
 		Route: &Route{Table: 254, TableName: s, Err: -101, OutIfname: s, OutIndex: 3, Gateway: netip.MustParseAddr("10.0.0.254"),
 			Lookup: Tuple{Proto: Proto(47), Src: netip.MustParseAddr("::")}, Iif: 4},

@@ -150,8 +150,10 @@ type Hop struct {
 	// For an encapsulated packet it is the carried (inner) packet's.
 	Tuple *Headers `json:"tuple,omitempty"`
 	// Encap names the tunnel the packet travels in at this hop ("vxlan", "geneve", "ipip"),
-	// and Outer is the tunnel packet's own headers.
+	// VNI its network identifier (VXLAN, Geneve; 0 when it is 0 or not read), and Outer the
+	// tunnel packet's own headers.
 	Encap string   `json:"encap,omitempty"`
+	VNI   uint32   `json:"vni,omitempty"`
 	Outer *Headers `json:"outer,omitempty"`
 	Len   uint32   `json:"len,omitempty"`
 

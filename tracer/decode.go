@@ -74,6 +74,7 @@ func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
 		if name := encapName(e.Encap); name != "" {
 			if in, ok := headers(&e.Inner); ok {
 				h.Encap, h.Outer, h.Tuple = name, h.Tuple, &in
+				h.VNI = e.Vni
 			}
 		}
 	}
@@ -122,7 +123,7 @@ func (t *Tracer) convertInto(e *bpf.PathtraceEvent, ev *trace.Event) bool {
 			r.Gateway = netip.AddrFrom16(e.Route.Gw)
 		}
 		h.Route = t.names.route(&r)
-		h.Tuple, h.Encap, h.Outer = nil, "", nil
+		h.Tuple, h.Encap, h.VNI, h.Outer = nil, "", 0, nil
 		h.Ifindex = 0
 	}
 	return true

@@ -156,11 +156,17 @@ func (d *Diagnoser) noOverlaySocket(f *finding, hop trace.Hop) {
 	o, in := hop.Outer, f.headers()
 	ns := f.site.NetnsName
 	f.cause = fmt.Sprintf("no %s device on UDP port %d in %s", strings.ToUpper(hop.Encap), o.Dport, ns)
+	vni, name := "<VNI>", "<name>"
+	kind := hop.Encap
+	if hop.VNI != 0 {
+		vni, name = fmt.Sprint(hop.VNI), hop.Encap+fmt.Sprint(hop.VNI)
+		kind += " VNI " + vni
+	}
 	f.meaning = fmt.Sprintf("an overlay packet (%s, inner %s > %s) came in %s:%d > %s:%d, but nothing in %s takes UDP port %d: no %s device listens there, so the outer packet was dropped before decapsulation",
-		hop.Encap, in.Src, in.Dst, o.Src, o.Sport, o.Dst, o.Dport, ns, o.Dport, hop.Encap)
+		kind, in.Src, in.Dst, o.Src, o.Sport, o.Dst, o.Dport, ns, o.Dport, hop.Encap)
 	f.fix = []string{
 		inNetns(ns, "ip -d link show type "+hop.Encap+"   # the devices and their dstport"),
-		inNetns(ns, fmt.Sprintf("ip link add <name> type %s id <VNI> dstport %d dev %s   # or the CNI's own device (flannel.1 on 8472, vxlan.calico on 4789): restart the CNI agent on this node", hop.Encap, o.Dport, f.site.Ifname)),
+		inNetns(ns, fmt.Sprintf("ip link add %s type %s id %s dstport %d dev %s   # or the CNI's own device (flannel.1 on 8472, vxlan.calico on 4789): restart the CNI agent on this node", name, hop.Encap, vni, o.Dport, f.site.Ifname)),
 	}
 	if d.facts == nil {
 		return

@@ -37,6 +37,14 @@ func udp(src, dst netip.Addr, dport uint16) *trace.Headers {
 }
 
 // vxlanDropped is a VXLAN packet (inner 10.9.0.1 > 10.9.0.2) that died on eth0.
+// withVNI gives a VXLAN packet's hops the VNI its header carried.
+func withVNI(p trace.Packet, vni uint32) trace.Packet {
+	for i := range p.Hops {
+		p.Hops[i].VNI = vni
+	}
+	return p
+}
+
 func vxlanDropped(reason, loc string) trace.Packet {
 	in := udp(netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2"), 80)
 	p := dropped(trace.Request, "eth0", reason, loc, in)
@@ -152,6 +160,14 @@ func TestMiscClasses(t *testing.T) {
 			v:     verdictOf(miscFacts{vxlans: []VXLANDevice{{Name: "vx0", VNI: 42, Port: 4789, Underlay: "eth0", Up: true}}}, nil, vxlanDropped("VXLAN_VNI_NOT_FOUND", "vxlan_rcv+0x8c")),
 			cause: "no VXLAN device for the packet's VNI on UDP port 4789", summary: "The devices on that port here: vx0 (VNI 42, port 4789, dev eth0)",
 			evidence: "VXLAN devices on port 4789=vx0 (VNI 42", fix: "ip -d link show type vxlan", confidence: "high"},
+		{name: "VNI not found, the packet's VNI known", class: "vxlan-vni",
+			v:     verdictOf(miscFacts{vxlans: []VXLANDevice{{Name: "vx0", VNI: 42, Port: 4789, Underlay: "eth0", Up: true}}}, nil, withVNI(vxlanDropped("VXLAN_VNI_NOT_FOUND", "vxlan_rcv+0x8c"), 43)),
+			cause: "no VXLAN device for VNI 43 on UDP port 4789", summary: "the sender uses VNI 43",
+			evidence: "the packet's VNI=43", fix: "ip link add vxlan43 type vxlan id 43 dstport 4789 dev eth0", confidence: "high"},
+		{name: "VNI not found, a device for it there now", class: "vxlan-vni",
+			v:     verdictOf(miscFacts{vxlans: []VXLANDevice{{Name: "vx43", VNI: 43, Port: 4789, Underlay: "eth1", Up: true}}}, nil, withVNI(vxlanDropped("VXLAN_VNI_NOT_FOUND", "vxlan_rcv+0x8c"), 43)),
+			cause: "no VXLAN device for VNI 43", summary: "A device for VNI 43 is on that port now (vx43 (VNI 43, port 4789, dev eth1))",
+			fix: "ip -d link show vx43", confidence: "medium"},
 		{name: "VNI not found, replay", class: "vxlan-vni", v: verdictOf(nil, nil, vxlanDropped("VXLAN_VNI_NOT_FOUND", "vxlan_rcv+0x8c")),
 			cause: "no VXLAN device for the packet's VNI", summary: "The trace does not carry the VNI", confidence: "medium"},
 		{name: "receive buffer full", class: "socket-rcvbuf",

@@ -77,8 +77,10 @@ static __always_inline bool emit(struct scratch *sc, struct sighting *s, bool fi
 	if (!s->parsed) {
 		e->pkt = sc->p;
 		e->encap = s->encap;
-		if (s->encap)
+		if (s->encap) {
 			e->inner = sc->inner;
+			e->vni = sc->vni;
+		}
 	}
 	e->fn = s->fn;
 	if (CFG.snap) /* the receive hook is the one that sees skb->data at the IP header */

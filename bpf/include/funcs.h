@@ -26,7 +26,8 @@ static __always_inline void func_hop(struct sk_buff *skb, enum func_id id, bool 
 	enum encap_kind encap = ENCAP_NONE;
 	__builtin_memset(&sc->p, 0, sizeof(sc->p));
 	__builtin_memset(&sc->inner, 0, sizeof(sc->inner));
-	int parsed = parse_skb(skb, false, RD_PROBE, &sc->p, &sc->inner, &encap, (struct parse_gate){});
+	sc->vni = 0;
+	int parsed = parse_skb(skb, false, RD_PROBE, &sc->p, &sc->inner, &sc->vni, &encap, (struct parse_gate){});
 	struct packet *flow = encap ? &sc->inner : &sc->p;
 	if (parsed == PARSE_NOT_IP || (!parsed && !same_life(t, flow))) {
 		untrack(key);

@@ -123,6 +123,7 @@ static __always_inline struct gates *gates_get(void)
 struct scratch {
 	struct packet p;
 	struct packet inner;
+	__u32 vni; /* the tunnel's VNI when p carries inner (VXLAN, Geneve) */
 	struct track nt;
 	struct flow_key k;
 	__u32 busy;

@@ -170,7 +170,7 @@ static __always_inline enum encap_kind udp_tunnel(const __u8 *h)
 /* Finds a packet carried inside p (at l3, transport at l4off): VXLAN and Geneve by the shape
  * of their headers on any UDP port, IP-in-IP by protocol. Returns the encap kind, or 0. */
 static __always_inline enum encap_kind parse_encap(unsigned char *l3, const struct packet *p,
-						   __u32 l4off, struct packet *inner)
+						   __u32 l4off, struct packet *inner, __u32 *vni)
 {
 	__u32 l4;
 
@@ -199,6 +199,8 @@ static __always_inline enum encap_kind parse_encap(unsigned char *l3, const stru
 		return ENCAP_NONE;
 	if (parse_l3(tun + eth_off + ETH_HLEN, ethertype, inner, &l4, (struct parse_gate){}))
 		return ENCAP_NONE;
+	/* VXLAN and Geneve both keep their 24-bit VNI in bytes 4-6. */
+	*vni = ((__u32)h[4] << 16) | ((__u32)h[5] << 8) | h[6];
 	return kind;
 }
 
@@ -225,7 +227,7 @@ static __always_inline unsigned char *l3_of(struct sk_buff *skb, bool at_data, i
 }
 
 static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, int rd, struct packet *p,
-				     struct packet *inner, enum encap_kind *encap, struct parse_gate g)
+				     struct packet *inner, __u32 *vni, enum encap_kind *encap, struct parse_gate g)
 {
 	__be16 protocol = KREAD(rd, skb, protocol);
 
@@ -241,6 +243,6 @@ static __always_inline int parse_skb(struct sk_buff *skb, bool at_data, int rd, 
 	if (err)
 		return PARSE_UNREADABLE;
 	if (!g.on || g.tunnels)
-		*encap = parse_encap(l3, p, l4off, inner);
+		*encap = parse_encap(l3, p, l4off, inner, vni);
 	return 0;
 }

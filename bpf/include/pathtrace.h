@@ -108,6 +108,7 @@ struct event {
 	__u8 first;            /* the first event of this sk_buff's life that pathtrace saw */
 	__u8 gap;              /* events of this packet were lost before this one */
 	__u8 _pad[2];
+	__u32 vni;             /* with ENCAP_VXLAN or ENCAP_GENEVE: the tunnel's network identifier */
 	struct packet pkt;
 	struct packet inner;
 	struct route route;

@@ -120,7 +120,8 @@ static __always_inline void track_skb(struct scratch *sc, struct sk_buff *skb, s
 		g.learned = learned;
 		g.tunnels = kind == EV_RECEIVE || kind == EV_QUEUE;
 	}
-	s.parsed = parse_skb(skb, at_data, rd, &sc->p, &sc->inner, &s.encap, g);
+	sc->vni = 0;
+	s.parsed = parse_skb(skb, at_data, rd, &sc->p, &sc->inner, &sc->vni, &s.encap, g);
 	/* The flow is what the user follows: the carried packet when there is one. */
 	struct packet *flow = s.encap ? &sc->inner : &sc->p;
 

@@ -44,7 +44,7 @@ func full() *trace.Trace {
 	hop := trace.Hop{
 		TimeNS: 1234567, Event: trace.KindDrop, Probe: "skb:kfree_skb",
 		Place: trace.Place{Netns: 4026531840, NetnsName: "node", Ifindex: 7, Ifname: "veth-pod", Node: "node-b", Pod: "default/web", DevicePod: "default/db"},
-		Tuple: hdr, Len: 1500, Encap: "vxlan", Outer: hdr,
+		Tuple: hdr, Len: 1500, Encap: "vxlan", VNI: 42, Outer: hdr,
 		Reason: "NETFILTER_DROP", ReasonCode: 6, Location: "nf_hook_slow+0xa1", ReasonInferred: true,
 		Bytes: []byte{0x45, 0x10, 0x05, 0xdc, 0x1c, 0x46}, Copy: true, // no zero byte: zeroFields looks at each
 		Func: &trace.Func{Name: "nf_hook_slow", Ret: ptr(int32(-1)), Hook: "FORWARD", Family: "ipv4", Verdict: "DROP"},

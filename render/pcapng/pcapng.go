@@ -63,7 +63,11 @@ func Comment(p *trace.Packet, hops []trace.Hop, i int, prevTuple *trace.Tuple, r
 		b.WriteString(" -> pod " + h.DevicePod)
 	}
 	if h.Encap != "" && h.Outer != nil {
-		fmt.Fprintf(&b, "; in %s %s > %s", h.Encap, h.Outer.Src, h.Outer.Dst)
+		fmt.Fprintf(&b, "; in %s", h.Encap)
+		if h.VNI != 0 {
+			fmt.Fprintf(&b, " vni %d", h.VNI)
+		}
+		fmt.Fprintf(&b, " %s > %s", h.Outer.Src, h.Outer.Dst)
 	}
 	if h.Tuple != nil && prevTuple != nil {
 		if n := journey.NAT(*prevTuple, h.Tuple.Tuple); n != "" {

@@ -1,6 +1,7 @@
 package svg
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/pathtrace/pathtrace/render/internal/journey"
@@ -173,7 +174,7 @@ func newLayout(t *trace.Trace, pc *Picture) *layout {
 			}
 			encap := ""
 			if h.Encap != "" && h.Outer != nil {
-				encap = "in " + h.Encap + " " + h.Outer.Src.String() + " > " + h.Outer.Dst.String()
+				encap = "in " + h.Encap + " " + vniText(h.VNI) + h.Outer.Src.String() + " > " + h.Outer.Dst.String()
 			}
 			if prev != nil && (prev.box != s.box || prev.dev != s.dev) {
 				if pending == "" && encap != "" && encap == prevEncap {
@@ -408,4 +409,12 @@ func wrap(s string, width, size float64) []string {
 		lines = append(lines, line)
 	}
 	return lines
+}
+
+// vniText is "vni N " for a tunnel hop whose VNI the trace carries, else "".
+func vniText(vni uint32) string {
+	if vni == 0 {
+		return ""
+	}
+	return "vni " + strconv.FormatUint(uint64(vni), 10) + " "
 }

@@ -82,6 +82,9 @@ func (p *Printer) Packet(pk trace.Packet) {
 			}
 			from = len(b.txt)
 			b.txt = append(append(append(b.txt, "in "...), h.Encap...), ' ')
+			if h.VNI != 0 {
+				b.txt = append(strconv.AppendUint(append(b.txt, "vni "...), uint64(h.VNI), 10), ' ')
+			}
 			b.txt = appendEndpoints(b.txt, &h.Outer.Tuple)
 			b.tail(from, plain)
 		}
