@@ -236,54 +236,43 @@ var _ = addScenario(scenario{
 	}),
 })
 
-var _ = addScenario(scenario{
-	name:  "netfilter/legacy-iptables",
-	about: "an iptables-legacy (x_tables) FORWARD rule drops the pod: nftables tracing cannot see it",
-	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
-		iptables(t, s.Node, "iptables-legacy", "-A", "FORWARD", "-s", s.PodIP.String(), "-j", "DROP")
-		return []string{"--src", s.PodIP.String(), "--dst", s.ExtIP.String(), "--proto", "icmp"}, pingFromPod(s, s.ExtIP.String(), 2)
-	},
-	want: func() want {
-		w := want{
-			outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
-			cause:    "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (iptables-legacy-save would show it)",
-			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}, {"legacy rule that drops and counted packets", "-A FORWARD -s 10."}},
-			fix:      "iptables-legacy -t filter -D FORWARD -s 10.",
-		}
-		if !kernelAtLeast(5, 12) {
-			// Where nftables tracing could not be set up in the namespace, an nftables rule
-			// cannot be ruled out and is not ("legacy iptables or nftables"); where it could
-			// (5.10 takes a table without an owner), the legacy rule is named.
-			w.cause = "legacy iptables"
-			w.evidence = w.evidence[1:2]
-			w.fix = "iptables-legacy"
-		}
-		return w
-	}(),
-})
+// legacyDrop: an iptables-legacy (ip6tables-legacy) FORWARD rule drops what the pod sends.
+func legacyDrop(v6 bool) scenario {
+	name, tool, fam, prefix := "netfilter/legacy-iptables", "iptables-legacy", "", "10."
+	if v6 {
+		name, tool, fam, prefix = "netfilter/legacy-ip6tables", "ip6tables-legacy", " IPv6", "fd00:"
+	}
+	w := want{
+		v6: v6, outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
+		cause:    "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (" + tool + "-save would show it)",
+		evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}, {"legacy rule that drops and counted packets", "-A FORWARD -s " + prefix}},
+		fix:      tool + " -t filter -D FORWARD -s " + prefix,
+	}
+	if !kernelAtLeast(5, 12) {
+		// Where nftables tracing could not be set up in the namespace, an nftables rule
+		// cannot be ruled out and is not ("legacy iptables or nftables"); where it could
+		// (5.10 takes a table without an owner), the legacy rule is named.
+		w.cause = "legacy iptables"
+		w.evidence = w.evidence[1:2]
+		w.fix = tool
+	}
+	return scenario{
+		name:  name,
+		about: "an " + tool + " (x_tables) FORWARD rule drops the pod's" + fam + " packets: nftables tracing cannot see it",
+		setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+			src, dst := s.PodIP.String(), s.ExtIP.String()
+			if v6 {
+				src, dst = s.Pod6, s.Ext6
+			}
+			iptables(t, s.Node, tool, "-A", "FORWARD", "-s", src, "-j", "DROP")
+			return pingArgs(src, dst), pingFromPod(s, dst, 2)
+		},
+		want: w,
+	}
+}
 
-var _ = addScenario(scenario{
-	name:  "netfilter/legacy-ip6tables",
-	about: "an ip6tables-legacy (x_tables) FORWARD rule drops the pod's IPv6: nftables tracing cannot see it",
-	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
-		iptables(t, s.Node, "ip6tables-legacy", "-A", "FORWARD", "-s", s.Pod6, "-j", "DROP")
-		return pingArgs(s.Pod6, s.Ext6), pingFromPod(s, s.Ext6, 2)
-	},
-	want: func() want {
-		w := want{
-			v6: true, outcome: "dropped", class: "netfilter", netns: "node", reason: "NETFILTER_DROP",
-			cause:    "a netfilter drop in hook forward; no nftables rule matched: legacy iptables (ip6tables-legacy-save would show it)",
-			evidence: []evidence{{"rule", "legacy iptables"}, {"legacy iptables tables", "filter"}, {"legacy rule that drops and counted packets", "-A FORWARD -s fd00:"}},
-			fix:      "ip6tables-legacy -t filter -D FORWARD -s fd00:",
-		}
-		if !kernelAtLeast(5, 12) {
-			w.cause = "legacy iptables"
-			w.evidence = w.evidence[1:2]
-			w.fix = "ip6tables-legacy"
-		}
-		return w
-	}(),
-})
+var _ = addScenario(legacyDrop(false))
+var _ = addScenario(legacyDrop(true))
 
 var _ = addScenario(scenario{
 	name:  "conntrack/policy-new-flow",
