@@ -371,7 +371,7 @@ func (d *Diagnoser) requestRefused(nf neighFacts, r *resolution, link LinkState)
 	switch {
 	case err != nil:
 		r.cause = fmt.Sprintf("reverse-path filter (%s) on %s in %s: it has no route back to %s, the ARP requests' sender, and ignores them", rpModes[eff], pdev, pns, snd)
-	case eff == 1 && back.Dev != pdev:
+	case eff == 1 && back.Dev != pdev && !routeUsesDev(back.Route, pdev):
 		r.cause = fmt.Sprintf("reverse-path filter (strict) on %s in %s: its route back to %s leaves by %s, so it ignores the ARP requests from %s", pdev, pns, snd, back.Dev, snd)
 	default:
 		return false
@@ -390,6 +390,18 @@ func (d *Diagnoser) requestRefused(nf neighFacts, r *resolution, link LinkState)
 	r.fix = append(r.fix, inNetns(pns, "ip route get "+snd)+"   # or make the route back leave by "+pdev)
 	r.sure = true
 	return true
+}
+
+// routeUsesDev says whether a route as `ip route` prints it leaves by dev on any of its paths:
+// strict reverse-path filtering accepts a source whose multipath route has a nexthop there.
+func routeUsesDev(route, dev string) bool {
+	f := strings.Fields(route)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "dev" && f[i+1] == dev {
+			return true
+		}
+	}
+	return false
 }
 
 // arpSender is the sender address of the ARP requests for r.next, as arp_solicit picks it: the

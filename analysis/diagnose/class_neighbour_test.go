@@ -13,12 +13,13 @@ import (
 // the addresses of the node's namespaces.
 type neighFake struct {
 	fakeFacts
-	nextHop  NextHop
-	routeErr error
-	link     LinkState
-	owners   []AddrOwner
-	ownersOf map[netip.Addr][]AddrOwner // when set, the owners of each address (else owners)
-	peerNS   map[string]string          // sysctls of the peer's namespace (the node)
+	nextHop   NextHop
+	routeErr  error
+	link      LinkState
+	owners    []AddrOwner
+	ownersOf  map[netip.Addr][]AddrOwner // when set, the owners of each address (else owners)
+	backRoute string                     // when set, the peer namespace's route as ip route prints it
+	peerNS    map[string]string          // sysctls of the peer's namespace (the node)
 }
 
 const podNS, peerNS = 4026532100, 4026532246
@@ -35,7 +36,7 @@ func (f neighFake) Sysctl(netns uint32, key string) (string, error) {
 
 func (f neighFake) NextHop(netns uint32, _, dst netip.Addr) (NextHop, error) {
 	if netns == peerNS {
-		return NextHop{Route: "default via 10.0.2.2 dev veth-ext", Dev: "veth-ext", Addr: dst}, f.routeErr
+		return NextHop{Route: orDefault(f.backRoute, "default via 10.0.2.2 dev veth-ext"), Dev: "veth-ext", Addr: dst}, f.routeErr
 	}
 	return f.nextHop, nil
 }
@@ -206,6 +207,13 @@ func TestNeighbourRequestRefused(t *testing.T) {
 		[]string{"ip netns exec node sysctl -w net.ipv4.conf.all.rp_filter=2"})
 	if strings.Contains(strings.Join(v.Fix, " "), "veth-pod.rp_filter=2") {
 		t.Errorf("fix lowers a device value that is not strict: %q", v.Fix)
+	}
+
+	// A multipath route back with a path by veth-pod: strict mode accepts it.
+	mp := f
+	mp.backRoute = "10.0.1.2 proto static nexthop via 10.0.2.2 dev veth-ext weight 1 nexthop dev veth-pod weight 1"
+	if v := verdictOf(mp, nil, probeOnly()); strings.Contains(v.Cause, "reverse-path") {
+		t.Errorf("a multipath route back with a path by veth-pod blamed: %s", v.Cause)
 	}
 
 	// Loose mode with a route back: the requests pass; proxy ARP is then what is examined.
