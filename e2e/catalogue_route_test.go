@@ -128,6 +128,22 @@ var _ = addScenario(scenario{
 })
 
 var _ = addScenario(scenario{
+	name:  "route/rule-prohibit",
+	about: "an `ip rule ... prohibit` on the node (a policy rule with its own action, no table) for the pod's traffic to the destination",
+	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {
+		must(t, s.Node.Run("ip", "rule", "add", "pref", "50", "from", s.PodIP.String(), "to", s.ExtIP.String(), "prohibit"))
+		return pingArgs(s.PodIP.String(), s.ExtIP.String()), pingFromPod(s, s.ExtIP.String(), 2)
+	},
+	want: want{
+		outcome: "dropped", class: "route", netns: "node", ifname: "veth-pod",
+		cause:    "ip rule 50: from 10.",
+		evidence: []evidence{{"ip rule", "prohibit"}, {"kernel route lookup", "EACCES"}},
+		fix:      "ip rule del pref 50",
+		summary:  []string{"before any routing table is looked up"},
+	},
+})
+
+var _ = addScenario(scenario{
 	name:  "route/wrong-exit",
 	about: "a more specific route in the node sends the destination out a second uplink where it is not (the node trace sees it leave)",
 	setup: func(t *testing.T, s *scenarioLab) ([]string, func(*testing.T)) {

@@ -25,6 +25,7 @@ type RouteDecision struct {
 	Gw                  netip.Addr
 	Rule                string // "" when the default rules chose the table
 	RulePref            int
+	RuleAction          string // "unreachable", "prohibit", "blackhole": Rule decided without a table
 	Errno               string // the kernel's lookup's error, "" when it found a route
 	Exact               bool   // the kernel's lookup agrees with the route named
 	LinkMTU, RouteMTU   int
@@ -47,8 +48,8 @@ var routeClass = register(Class{
 	Name:       "route",
 	Order:      11,
 	Recognises: "`IP_OUTNOROUTES`; drops in `ip6_pkt_discard`/`ip6_pkt_prohibit` (and `_out`), `dst_discard`; `ip_error` with forwarding on (through `forwarding`)",
-	Reads:      "the route lookups from the trace; live: the route (`ip route`, with its type and table) and the `ip rule` that chose the table, by an input lookup from the packet's source and device",
-	Fix:        "`ip route del <type> <prefix> table <T>`, the rule, or the missing route, in that namespace",
+	Reads:      "the route lookups from the trace; live: the route (`ip route`, with its type and table) and the `ip rule` that chose the table (or decided itself: `unreachable`/`prohibit`/`blackhole` rules), by an input lookup from the packet's source and device",
+	Fix:        "`ip route del <type> <prefix> table <T>`, `ip rule del pref <N>`, or the missing route, in that namespace",
 	Drop: func(s *trace.DropSite, fn string) bool {
 		return s.Reason == "IP_OUTNOROUTES" || strings.HasPrefix(fn, "ip6_pkt_") || strings.HasPrefix(fn, "dst_discard")
 	},
@@ -171,15 +172,22 @@ func (d *Diagnoser) routeDecision(f *finding, forwarded bool) {
 	if dec.Rule != "" && dec.Table != 254 {
 		chosen = fmt.Sprintf(", in the table `ip rule` `%s` chose for it", dec.Rule)
 	}
-	switch dec.Type {
-	case "unreachable", "blackhole", "prohibit":
+	what := map[string]string{
+		"unreachable": "the kernel drops what it matches and answers ICMP host unreachable",
+		"blackhole":   "the kernel drops what it matches silently",
+		"prohibit":    "the kernel drops what it matches and answers ICMP administratively prohibited",
+	}
+	switch {
+	case dec.RuleAction != "":
+		// A policy rule of type unreachable/prohibit/blackhole: no table is looked up.
+		f.cause = fmt.Sprintf("ip rule %s", dec.Rule)
+		words := strings.Replace(what[dec.RuleAction], "host unreachable", "network unreachable", 1)
+		f.meaning = fmt.Sprintf("the policy rule `%s` in %s matches %s before any routing table is looked up, and its action is %s: %s", dec.Rule, ns, hd.Dst, dec.RuleAction, words)
+		f.fix = []string{inNetns(ns, fmt.Sprintf("%s rule del pref %d", ip, dec.RulePref)) + "   # if it is not meant to be there", inNetns(ns, ip+" rule") + "   # to check"}
+		f.sure = dec.Exact
+	case dec.Type == "unreachable", dec.Type == "blackhole", dec.Type == "prohibit":
 		f.cause = fmt.Sprintf("%s route %s%s", dec.Type, dec.Prefix, table)
-		what := map[string]string{
-			"unreachable": "the kernel drops what it matches and answers ICMP host unreachable",
-			"blackhole":   "the kernel drops what it matches silently",
-			"prohibit":    "the kernel drops what it matches and answers ICMP administratively prohibited",
-		}[dec.Type]
-		f.meaning = fmt.Sprintf("%s matches the route `%s` in %s%s: %s", hd.Dst, dec.Route, ns, chosen, what)
+		f.meaning = fmt.Sprintf("%s matches the route `%s` in %s%s: %s", hd.Dst, dec.Route, ns, chosen, what[dec.Type])
 		f.fix = []string{inNetns(ns, fmt.Sprintf("%s route del %s %s%s", ip, dec.Type, dec.Prefix, table)) + "   # if it is not meant to be there"}
 		if dec.Rule != "" && dec.Table != 254 {
 			f.fix = append(f.fix, fmt.Sprintf("or add the route %s needs to table %s (%s route add %s via <gateway> table %s), or remove the rule: %s",
@@ -187,7 +195,7 @@ func (d *Diagnoser) routeDecision(f *finding, forwarded bool) {
 		}
 		f.fix = append(f.fix, inNetns(ns, get)+"   # to check")
 		f.sure = dec.Exact
-	case "", "throw":
+	case dec.Type == "", dec.Type == "throw":
 		if dec.Errno == "ENETUNREACH" || dec.Route == "" {
 			f.cause = "no route to " + hd.Dst.String()
 			f.meaning = fmt.Sprintf("no table the policy rules lead to in %s has a route for %s, not even a default route (the kernel's lookup says ENETUNREACH)", ns, hd.Dst)

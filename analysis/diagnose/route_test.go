@@ -111,6 +111,16 @@ func TestRouteVerdicts(t *testing.T) {
 				fix:      []string{"ip route del unreachable default table 100", "ip rule del pref 100", "table 100"}},
 		},
 		{
+			name: "a rule that decides itself (prohibit)",
+			facts: &routeFake{fakeFacts: forwardingOn, dec: map[uint32]RouteDecision{nodeNS: {Type: "prohibit", RuleAction: "prohibit",
+				Rule: "50: from 10.0.1.2 to 10.0.2.2 prohibit", RulePref: 50, Errno: "EACCES", Exact: true}}},
+			p: unreachableDrop(-13, "NOT_SPECIFIED"),
+			want: verdictWant{class: "route", cause: "ip rule 50: from 10.0.1.2 to 10.0.2.2 prohibit", confidence: "high",
+				summary:  []string{"before any routing table is looked up, and its action is prohibit", "administratively prohibited"},
+				evidence: []string{"ip rule=50: from 10.0.1.2 to 10.0.2.2 prohibit", "EACCES"},
+				fix:      []string{"ip netns exec node ip rule del pref 50"}},
+		},
+		{
 			name:  "walk and kernel disagree: not sure",
 			facts: &routeFake{fakeFacts: forwardingOn, dec: map[uint32]RouteDecision{nodeNS: {Route: "blackhole 10.0.2.0/24", Type: "blackhole", Prefix: "10.0.2.0/24", Table: 254, Errno: "EHOSTUNREACH"}}},
 			p:     unreachableDrop(-113, "NOT_SPECIFIED"),

@@ -11,7 +11,7 @@ func (f nodeFacts) RouteDecision(netns uint32, q diagnose.RouteQuery) (diagnose.
 	d, err := f.r.RouteDecision(netns, nodestate.RouteQuery{Src: q.Src, Dst: q.Dst, Iif: q.Iif, IifName: q.IifName})
 	return diagnose.RouteDecision{
 		Route: d.Route, Type: d.Type, Prefix: d.Prefix, Table: d.Table, Dev: d.Dev, Gw: d.Gw,
-		Rule: d.Rule, RulePref: d.RulePref, Errno: d.Errno, Exact: d.Exact,
+		Rule: d.Rule, RulePref: d.RulePref, RuleAction: d.RuleAction, Errno: d.Errno, Exact: d.Exact,
 		LinkMTU: d.LinkMTU, RouteMTU: d.RouteMTU, PathMTU: d.PathMTU, MTULock: d.MTULock,
 		Covering: d.Covering, CoveringDevs: d.CoveringDevs,
 	}, err

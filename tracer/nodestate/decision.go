@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +35,9 @@ type RouteDecision struct {
 	// RulePref its preference; both empty when the default rules chose main.
 	Rule     string
 	RulePref int
+	// RuleAction is set when a policy rule decided without a table: "unreachable",
+	// "prohibit" or "blackhole" (Rule is that rule; Route is empty).
+	RuleAction string
 	// Errno is the kernel's own lookup's error ("EHOSTUNREACH"...), "" when it found a route.
 	Errno string
 	// Exact: the kernel's lookup agrees with the route found in the tables (same table and
@@ -94,6 +98,10 @@ func (r *Reader) RouteDecision(ino uint32, q RouteQuery) (RouteDecision, error) 
 			fill(h, &d, *walked)
 			want, ok := typeErrno[d.Type]
 			d.Exact = ok && want == errno
+			d.Rule, d.RulePref = ruleText(rule), rulePref(rule)
+		case rule != nil && ruleActionErrno[rule.Type] != 0:
+			d.RuleAction, d.Type = ruleActionNames[rule.Type], ruleActionNames[rule.Type]
+			d.Exact = werr == nil && errno == ruleActionErrno[rule.Type]
 			d.Rule, d.RulePref = ruleText(rule), rulePref(rule)
 		default:
 			// No table has a route: the kernel says ENETUNREACH.
@@ -183,6 +191,11 @@ func walkRules(h *netlink.Handle, q RouteQuery) (*netlink.Route, *netlink.Rule, 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("ip rule: %w", err)
 	}
+	if actions, err := ruleActions(fam); err == nil && len(actions) == len(rules) {
+		for i := range rules {
+			rules[i].Type = actions[i]
+		}
+	}
 	sort.SliceStable(rules, func(i, j int) bool { return rules[i].Priority < rules[j].Priority })
 	iifName := ""
 	if q.Iif > 0 {
@@ -200,9 +213,13 @@ func walkRules(h *netlink.Handle, q RouteQuery) (*netlink.Route, *netlink.Rule, 
 				i++
 			}
 			continue
+		case ru.Type == unix.FR_ACT_NOP:
+			continue
+		case ruleActionErrno[ru.Type] != 0:
+			// unreachable, prohibit, blackhole: the rule decides, no table is looked up.
+			return nil, ru, nil, nil
 		case ru.Table == 0:
-			// A rule with an action of its own (blackhole, unreachable, prohibit, nop): its
-			// type is not in this netlink's answer.
+			// An action this reading does not know (or the actions could not be read).
 			return nil, ru, nil, errors.New("rule " + ruleText(ru) + " has an action other than lookup")
 		}
 		routes, ok := tables[ru.Table]
@@ -335,6 +352,8 @@ func ruleText(ru *netlink.Rule) string {
 		fmt.Fprintf(&b, " goto %d", ru.Goto)
 	case ru.Table > 0:
 		b.WriteString(" lookup " + TableName(ru.Table))
+	case ruleActionNames[ru.Type] != "":
+		b.WriteString(" " + ruleActionNames[ru.Type])
 	}
 	if ru.SuppressPrefixlen >= 0 {
 		fmt.Fprintf(&b, " suppress_prefixlength %d", ru.SuppressPrefixlen)
@@ -360,4 +379,33 @@ func TableName(t int) string {
 		return "default"
 	}
 	return fmt.Sprint(t)
+}
+
+// Policy rule actions (struct fib_rule_hdr's action, linux/fib_rules.h) that decide without a
+// table, as `ip rule` prints them, and the error fib4_rule_action gives each.
+var (
+	ruleActionNames = map[uint8]string{unix.FR_ACT_UNREACHABLE: "unreachable", unix.FR_ACT_PROHIBIT: "prohibit", unix.FR_ACT_BLACKHOLE: "blackhole", unix.FR_ACT_NOP: "nop"}
+	ruleActionErrno = map[uint8]unix.Errno{unix.FR_ACT_UNREACHABLE: unix.ENETUNREACH, unix.FR_ACT_PROHIBIT: unix.EACCES, unix.FR_ACT_BLACKHOLE: unix.EINVAL}
+)
+
+// ruleActions lists the policy rules' actions in the kernel's order, as RuleList lists the
+// rules: this netlink library leaves the header's action byte out of its Rule. Run in the
+// namespace (withNetlink), as the request's socket is made where the thread is.
+func ruleActions(fam int) ([]uint8, error) {
+	return dump(func() ([]uint8, error) {
+		req := nl.NewNetlinkRequest(unix.RTM_GETRULE, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfInfomsg(fam))
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWRULE)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, err
+		}
+		out := make([]uint8, 0, len(msgs))
+		for _, m := range msgs {
+			if len(m) < 8 {
+				return nil, errors.New("short fib_rule_hdr")
+			}
+			out = append(out, m[7]) // family, dst_len, src_len, tos, table, res1, res2, action
+		}
+		return out, err
+	})
 }

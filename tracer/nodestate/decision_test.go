@@ -3,6 +3,7 @@ package nodestate
 import (
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -49,6 +50,32 @@ func TestRouteDecision(t *testing.T) {
 	d = decide(node, RouteQuery{Src: topo.ExtIP, Dst: topo.ExtIP, IifName: "veth-pod"})
 	if d.Table != 254 || d.Route != "unreachable 10.228.2.2" {
 		t.Errorf("rule for another source: %+v", d)
+	}
+
+	// Rules of their own action: prohibit before the lookup rule (a nop rule, which does
+	// nothing, in front of it), then unreachable for another destination.
+	must(t, topo.Node.Run("ip", "rule", "add", "pref", "40", "to", "10.228.2.0/24", "nop"))
+	must(t, topo.Node.Run("ip", "rule", "add", "pref", "50", "from", topo.PodIP.String(), "to", "10.228.2.2", "prohibit"))
+	must(t, topo.Node.Run("ip", "rule", "add", "pref", "60", "to", "10.228.2.4", "unreachable"))
+	d = decide(node, fwd)
+	if d.RuleAction != "prohibit" || d.Type != "prohibit" || d.Rule != "50: from 10.228.1.2 to 10.228.2.2 prohibit" || d.RulePref != 50 || d.Route != "" || !d.Exact {
+		t.Errorf("prohibit rule: %+v", d)
+	}
+	d = decide(node, RouteQuery{Src: topo.PodIP, Dst: netip.MustParseAddr("10.228.2.4"), IifName: "veth-pod"})
+	if d.RuleAction != "unreachable" || d.Rule != "60: from all to 10.228.2.4 unreachable" || d.Errno != "ENETUNREACH" || !d.Exact {
+		t.Errorf("unreachable rule: %+v", d)
+	}
+	out, err := exec.Command("ip", "netns", "exec", topo.Node.Name(), "ip", "rule").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"50:\tfrom 10.228.1.2 to 10.228.2.2 prohibit", "60:\tfrom all to 10.228.2.4 unreachable"} {
+		if !strings.Contains(string(out), line) {
+			t.Errorf("ip rule prints %q, not %q: the rule text must read as ip rule's", out, line)
+		}
+	}
+	for _, pref := range []string{"40", "50", "60"} {
+		must(t, topo.Node.Run("ip", "rule", "del", "pref", pref))
 	}
 
 	// A more specific route out another device: the connected route it overrides is listed.
