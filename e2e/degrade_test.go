@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/pathtrace/pathtrace/internal/lab"
 	"github.com/pathtrace/pathtrace/internal/testutil"
 	"github.com/pathtrace/pathtrace/trace"
 )
@@ -267,17 +268,24 @@ func TestDeviceRenamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The pod's end went down with its peer: wait for it to carry packets again.
+	// The pod's end went down with its peer: wait for both ends to carry packets again (each
+	// end's carrier is taken up by linkwatch on its own, up to a second apart).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var l netlink.Link
-		err := topo.Node.Do(func() (err error) { l, err = netlink.LinkByName(renamed); return err })
-		if err == nil && l.Attrs().OperState == netlink.OperUp || time.Now().After(deadline) {
+		up := func(ns *lab.NS, dev string) bool {
+			var l netlink.Link
+			err := ns.Do(func() (err error) { l, err = netlink.LinkByName(dev); return err })
+			return err == nil && l.Attrs().OperState == netlink.OperUp
+		}
+		if up(topo.Node, renamed) && up(topo.Pod, lab.PodIf) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	ping(t, topo, 1)
+	// The pod's neighbour entry went with its carrier: the request waits for ARP, whose first
+	// try a slow VM may send before the qdisc is back; its retry comes a second later.
+	time.Sleep(2 * time.Second)
 	tr := s.stop(syscall.SIGINT)
 	out := s.stdout.String()
 	names := map[string]bool{}
