@@ -18,7 +18,7 @@ var _ = register(Class{
 		return s.Reason == "SOCKET_RCVBUFF" || (noReason(s.Reason) && (fn == "__udp_queue_rcv_skb" || fn == "udp_queue_rcv_one_skb"))
 	},
 	Explain: func(d *Diagnoser, f *finding) {
-		if f.site.Reason != "" {
+		if !noReason(f.site.Reason) {
 			d.rcvbuf(f)
 			return
 		}
