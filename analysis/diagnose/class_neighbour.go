@@ -107,7 +107,7 @@ func (d *Diagnoser) neighbour(f *finding) {
 	f.fix = r.fix
 	f.sure = r.sure
 	switch {
-	case neighQueue(f.site.Location) && !strings.HasPrefix(f.site.Reason, "NEIGH_") && !strings.HasPrefix(f.site.Location, "neigh_invalidate+"):
+	case neighQueue(f.site.Location) && !strings.HasPrefix(f.site.Reason, "NEIGH_") && funcOf(f.site.Location) != "neigh_invalidate":
 		f.cause = "next hop " + r.nextText() + " not resolved: its neighbour entry was destroyed with the packets queued"
 	case f.site.Reason == "NEIGH_QUEUEFULL":
 		f.cause = "next hop " + r.nextText() + " not resolved: too many packets queued waiting for it"
@@ -683,7 +683,7 @@ func waitingAt(p *trace.Packet) (waitInfo, bool) {
 }
 
 func neighProbeFn(loc string) bool {
-	switch fn, _, _ := strings.Cut(loc, "+"); fn {
+	switch funcOf(loc) {
 	case "__neigh_event_send", "neigh_probe", "neigh_timer_handler":
 		return true
 	}
@@ -694,7 +694,7 @@ func neighProbeFn(loc string) bool {
 // fails or is destroyed (neigh_invalidate, neigh_destroy, a flush): whatever the reason says
 // (QUEUE_PURGE when destroyed), they were waiting for the next hop's address.
 func neighQueue(loc string) bool {
-	switch fn, _, _ := strings.Cut(loc, "+"); fn {
+	switch funcOf(loc) {
 	case "neigh_invalidate", "neigh_destroy", "__neigh_ifdown", "neigh_flush_dev", "neigh_timer_handler", "__neigh_event_send", "neigh_del_timer":
 		return true
 	}

@@ -172,22 +172,27 @@ func (d *Diagnoser) routeDecision(f *finding, forwarded bool) {
 	if dec.Rule != "" && dec.Table != 254 {
 		chosen = fmt.Sprintf(", in the table `ip rule` `%s` chose for it", dec.Rule)
 	}
-	what := map[string]string{
-		"unreachable": "the kernel drops what it matches and answers ICMP host unreachable",
-		"blackhole":   "the kernel drops what it matches silently",
-		"prohibit":    "the kernel drops what it matches and answers ICMP administratively prohibited",
+	// What the kernel does with a packet an unreachable/blackhole/prohibit route or rule
+	// matches; an unreachable rule answers network unreachable (ENETUNREACH), a route host.
+	what := func(typ, unreachable string) string {
+		switch typ {
+		case "unreachable":
+			return "the kernel drops what it matches and answers ICMP " + unreachable + " unreachable"
+		case "blackhole":
+			return "the kernel drops what it matches silently"
+		}
+		return "the kernel drops what it matches and answers ICMP administratively prohibited"
 	}
 	switch {
 	case dec.RuleAction != "":
 		// A policy rule of type unreachable/prohibit/blackhole: no table is looked up.
 		f.cause = fmt.Sprintf("ip rule %s", dec.Rule)
-		words := strings.Replace(what[dec.RuleAction], "host unreachable", "network unreachable", 1)
-		f.meaning = fmt.Sprintf("the policy rule `%s` in %s matches %s before any routing table is looked up, and its action is %s: %s", dec.Rule, ns, hd.Dst, dec.RuleAction, words)
+		f.meaning = fmt.Sprintf("the policy rule `%s` in %s matches %s before any routing table is looked up, and its action is %s: %s", dec.Rule, ns, hd.Dst, dec.RuleAction, what(dec.RuleAction, "network"))
 		f.fix = []string{inNetns(ns, fmt.Sprintf("%s rule del pref %d", ip, dec.RulePref)) + "   # if it is not meant to be there", inNetns(ns, ip+" rule") + "   # to check"}
 		f.sure = dec.Exact
 	case dec.Type == "unreachable", dec.Type == "blackhole", dec.Type == "prohibit":
 		f.cause = fmt.Sprintf("%s route %s%s", dec.Type, dec.Prefix, table)
-		f.meaning = fmt.Sprintf("%s matches the route `%s` in %s%s: %s", hd.Dst, dec.Route, ns, chosen, what[dec.Type])
+		f.meaning = fmt.Sprintf("%s matches the route `%s` in %s%s: %s", hd.Dst, dec.Route, ns, chosen, what(dec.Type, "host"))
 		f.fix = []string{inNetns(ns, fmt.Sprintf("%s route del %s %s%s", ip, dec.Type, dec.Prefix, table)) + "   # if it is not meant to be there"}
 		if dec.Rule != "" && dec.Table != 254 {
 			f.fix = append(f.fix, fmt.Sprintf("or add the route %s needs to table %s (%s route add %s via <gateway> table %s), or remove the rule: %s",
